@@ -1,0 +1,152 @@
+"""Multi-channel recall: behaviour i2i, noisy taste, popularity and new products, merged.
+
+Recall belongs to the world (it is the same for every A/B arm) and is deliberately
+imperfect: its quotas, noise and channel mix decide how often the truly best items are
+missed, which `simulator.oracle.funnel_loss` measures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from simulator.rng import Stream, gumbel, uniform
+from simulator.world import World
+
+CHANNELS = ("i2i", "taste", "popular", "new", "explore")
+"""Channel names; `RecallSet.channels` holds indices into this tuple. `explore` is a
+random-but-distinct filler that tops the set up to its configured size."""
+
+I2I_SEEDS = 20
+"""The most recent behaviours whose neighbours feed the i2i channel."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionKeys:
+    """Identity of a batch of sessions; every random draw of a session is keyed by it."""
+
+    user: np.ndarray  # (B,) int64
+    day: np.ndarray  # (B,) int64
+    session: np.ndarray  # (B,) int64
+
+    @classmethod
+    def of(cls, user, day=0, session=0) -> SessionKeys:
+        user = np.atleast_1d(np.asarray(user, dtype=np.int64))
+        day = np.broadcast_to(np.asarray(day, dtype=np.int64), user.shape).copy()
+        session = np.broadcast_to(np.asarray(session, dtype=np.int64), user.shape).copy()
+        return cls(user, day, session)
+
+    def __len__(self) -> int:
+        return len(self.user)
+
+    def take(self, index) -> SessionKeys:
+        return SessionKeys(self.user[index], self.day[index], self.session[index])
+
+    def column(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Keys shaped (B, 1) to broadcast against per-candidate counters."""
+        return self.user[:, None], self.day[:, None], self.session[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class RecallSet:
+    items: np.ndarray  # (B, R) int64, distinct per row
+    channels: np.ndarray  # (B, R) int8, index into CHANNELS of the first channel that found it
+
+
+class Recall:
+    """Builds recall sets for batches of sessions; quotas are fixed at construction."""
+
+    def __init__(self, world: World) -> None:
+        c = world.config
+        self.world = world
+        size = c.recall_size
+        self.i2i_seeds = min(I2I_SEEDS, c.history_len)
+        self.i2i_per_seed = min(c.i2i_neighbors, math.ceil(c.recall_share_i2i * size / self.i2i_seeds))
+        self.taste_quota = round(c.recall_share_taste * size)
+        self.taste_categories = min(c.recall_taste_categories, c.n_categories)
+        self.popular_quota = round(c.recall_share_popular * size)
+        self.new_quota = round(c.recall_share_new * size) if len(world.new_items) else 0
+        # explore walks the pool with a step coprime to its size, so its R items are distinct
+        n = c.n_items
+        self._explore_steps = np.array(
+            [s for s in range(max(1, n // 3), n) if math.gcd(s, n) == 1][:64], dtype=np.int64
+        )
+        counts = [
+            self.i2i_seeds * self.i2i_per_seed,
+            self.taste_quota,
+            self.popular_quota,
+            self.new_quota,
+            size,
+        ]
+        self._slot_channel = np.repeat(np.arange(len(CHANNELS), dtype=np.int8), counts)
+
+    def __call__(self, keys: SessionKeys) -> RecallSet:
+        w, c = self.world, self.world.config
+        seed = c.seed
+        user, day, session = keys.column()
+        parts = [
+            w.i2i[w.history[keys.user, -self.i2i_seeds :], : self.i2i_per_seed].reshape(len(keys), -1),
+            self._taste(keys),
+            w.popularity_alias.sample(
+                *uniform(seed, Stream.RECALL_POPULAR, user, day, session, np.arange(2 * self.popular_quota))
+                .reshape(len(keys), 2, -1)
+                .transpose(1, 0, 2)
+            ),
+        ]
+        if self.new_quota:
+            u = uniform(seed, Stream.RECALL_NEW, user, day, session, np.arange(self.new_quota))
+            parts.append(w.new_items[(u * len(w.new_items)).astype(np.int64)])
+        parts.append(self._explore(keys))
+        candidates = np.concatenate(parts, axis=1)  # (B, S) in channel priority order
+        return self._first_distinct(candidates)
+
+    def _taste(self, keys: SessionKeys) -> np.ndarray:
+        """Top items by noisy true taste among draws from the user's noisy top categories."""
+        w, c = self.world, self.world.config
+        user, day, session = keys.column()
+        noise = c.recall_taste_noise
+        cat_scores = w.user_category_logits[keys.user] + noise * gumbel(
+            c.seed, Stream.RECALL_TASTE, user, day, session, np.arange(c.n_categories)
+        )
+        top_cats = np.argpartition(-cat_scores, self.taste_categories - 1, axis=1)[:, : self.taste_categories]
+        n_draws = 2 * self.taste_quota
+        slot = np.arange(n_draws)
+        u_cat = uniform(c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories)
+        cats = np.take_along_axis(top_cats, (u_cat * self.taste_categories).astype(np.int64), 1)
+        u_item = uniform(c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories + n_draws)
+        size = w.cat_end[cats] - w.cat_start[cats]
+        draws = w.cat_start[cats] + (u_item * size).astype(np.int64)  # (B, n_draws)
+        score = np.einsum("bnd,bd->bn", w.item_vec[draws], w.user_vec[keys.user])
+        score = score + noise * gumbel(
+            c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories + 2 * n_draws
+        )
+        best = np.argpartition(-score, self.taste_quota - 1, axis=1)[:, : self.taste_quota]
+        return np.take_along_axis(draws, best, axis=1)
+
+    def _explore(self, keys: SessionKeys) -> np.ndarray:
+        c = self.world.config
+        user, day, session = keys.column()
+        u = uniform(c.seed, Stream.RECALL_EXPLORE, user, day, session, np.arange(2))
+        start = (u[:, 0] * c.n_items).astype(np.int64)
+        step = self._explore_steps[(u[:, 1] * len(self._explore_steps)).astype(np.int64)]
+        return (start[:, None] + step[:, None] * np.arange(c.recall_size)) % c.n_items
+
+    def _first_distinct(self, candidates: np.ndarray) -> RecallSet:
+        """Keep each item's first occurrence (-1 = none), then the first R per row."""
+        b, s = candidates.shape
+        r = self.world.config.recall_size
+        # sort (item, slot) pairs encoded in one int64; invalid slots sort last
+        item = np.where(candidates >= 0, candidates, self.world.config.n_items)
+        code = np.sort(item * s + np.arange(s), axis=1)
+        first = np.ones_like(code, dtype=bool)
+        first[:, 1:] = code[:, 1:] // s != code[:, :-1] // s
+        first &= code // s < self.world.config.n_items
+        keep = np.zeros((b, s), dtype=bool)
+        rows = np.broadcast_to(np.arange(b)[:, None], code.shape)
+        keep[rows[first], code[first] % s] = True
+        keep &= np.cumsum(keep, axis=1) <= r
+        items = candidates[keep].reshape(b, r)
+        channels = np.broadcast_to(self._slot_channel, (b, s))[keep].reshape(b, r)
+        return RecallSet(items=items, channels=channels)

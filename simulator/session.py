@@ -1,0 +1,175 @@
+"""The vectorised session engine: start many sessions, show pages, draw user responses.
+
+Every draw is keyed by (user, day, session, item or page), never by batch position, so a
+session's outcome does not depend on which other sessions share its batch. Clicks and
+purchases are keyed by *item*: two A/B arms that show the same item to the same user get
+the same coin flip (common random numbers), only scaled by a different position bias.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from simulator.recall import Recall, RecallSet, SessionKeys
+from simulator.rng import Stream, uniform
+from simulator.world import World, sigmoid
+
+
+@dataclasses.dataclass
+class SessionBatch:
+    """Mutable state of B running sessions."""
+
+    keys: SessionKeys
+    recall: RecallSet
+    shown: np.ndarray  # (B, R) bool: candidate already shown in this session
+    pages: np.ndarray  # (B,) int64: pages shown so far
+    active: np.ndarray  # (B,) bool: user still browsing
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class PageOutcome:
+    """What happened on one page for each of B sessions (inactive sessions: all zero)."""
+
+    items: np.ndarray  # (B, K) int64 item shown at each position, -1 = slot left empty
+    clicks: np.ndarray  # (B, K) bool
+    purchases: np.ndarray  # (B, K) bool
+    gmv: np.ndarray  # (B,) float64
+    expected_clicks: np.ndarray  # (B,) float64, sum of rho_k * sigma(z) over the page
+    viewed: np.ndarray  # (B,) bool: the session was active and saw this page
+    terminated: np.ndarray  # (B,) bool: the user left after this page
+    truncated: np.ndarray  # (B,) bool: max_pages reached
+
+
+class Simulator:
+    """Runs sessions of one world; the only place where user responses are drawn."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.recall = Recall(world)
+        self.examination = world.examination(np.arange(world.config.page_size))
+
+    def start(self, keys: SessionKeys) -> SessionBatch:
+        """Recall a candidate set for each session."""
+        recall = self.recall(keys)
+        b, r = recall.items.shape
+        return SessionBatch(
+            keys=keys,
+            recall=recall,
+            shown=np.zeros((b, r), dtype=bool),
+            pages=np.zeros(b, dtype=np.int64),
+            active=np.ones(b, dtype=bool),
+        )
+
+    def show(self, batch: SessionBatch, slots: np.ndarray) -> PageOutcome:
+        """Show one page: ``slots`` (B, K) index the recall set (-1 = leave empty).
+
+        Slots already shown earlier in the session, or repeated on the page, are left
+        empty: an item is never shown twice in a session. Updates ``batch`` in place.
+        """
+        w, c = self.world, self.world.config
+        slots = np.asarray(slots, dtype=np.int64)
+        b, r = batch.recall.items.shape
+        if slots.shape != (b, c.page_size):
+            raise ValueError(f"slots must have shape {(b, c.page_size)}, got {slots.shape}")
+        if slots.size and (slots.min() < -1 or slots.max() >= r):
+            raise ValueError(f"slots must lie in [-1, {r}), got [{slots.min()}, {slots.max()}]")
+        rows = np.arange(b)[:, None]
+        valid = (slots >= 0) & batch.active[:, None]
+        safe = np.maximum(slots, 0)
+        valid &= ~batch.shown[rows, safe]
+        k = c.page_size
+        repeated = (slots[:, :, None] == slots[:, None, :]) & np.tri(k, k, -1, dtype=bool).T
+        valid &= ~repeated.any(axis=1)
+
+        items = np.where(valid, batch.recall.items[rows, safe], -1)
+        safe_items = np.maximum(items, 0)
+        users = batch.keys.user
+        z = w.click_logits(users, safe_items)
+        p_click = np.where(valid, self.examination * sigmoid(z), 0.0)
+        user, day, session = batch.keys.column()
+        clicks = uniform(c.seed, Stream.CLICK, user, day, session, safe_items) < p_click
+        p_buy = sigmoid(w.purchase_logits(users, safe_items, z))
+        purchases = clicks & (uniform(c.seed, Stream.PURCHASE, user, day, session, safe_items) < p_buy)
+        gmv = (purchases * w.item_price[safe_items]).sum(axis=1, dtype=np.float64)
+        expected = p_click.sum(axis=1)
+
+        viewed = batch.active.copy()
+        shown_rows, shown_pos = np.nonzero(valid)
+        batch.shown[shown_rows, safe[shown_rows, shown_pos]] = True
+        batch.pages += viewed
+        logit = c.continue_intercept + c.continue_slope * expected + c.continue_click_bonus * clicks.sum(1)
+        stays = uniform(
+            c.seed, Stream.CONTINUE, batch.keys.user, batch.keys.day, batch.keys.session, batch.pages
+        ) < sigmoid(logit)
+        terminated = viewed & ~stays
+        truncated = viewed & stays & (batch.pages >= c.max_pages)
+        batch.active &= stays & ~truncated
+        return PageOutcome(
+            items=items,
+            clicks=clicks,
+            purchases=purchases,
+            gmv=gmv,
+            expected_clicks=expected,
+            viewed=viewed,
+            terminated=terminated,
+            truncated=truncated,
+        )
+
+
+ScoreFn = Callable[[SessionBatch], np.ndarray]
+"""Scores every recall candidate of every session, (B, R), higher is shown first."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionTotals:
+    """Per-session totals of a batch of finished sessions (arrays of shape (B,))."""
+
+    pages: np.ndarray
+    impressions: np.ndarray
+    clicks: np.ndarray
+    purchases: np.ndarray
+    gmv: np.ndarray
+    expected_clicks: np.ndarray
+
+
+def page_order(scores: np.ndarray, n_slots: int) -> np.ndarray:
+    """The best ``n_slots`` candidate indices per row, best first: (B, n_slots)."""
+    n = min(n_slots, scores.shape[1])
+    top = (
+        np.argpartition(-scores, n - 1, axis=1)[:, :n]
+        if n < scores.shape[1]
+        else np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    )
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(top, order, axis=1)
+
+
+def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTotals:
+    """Run sessions to the end under a ranking fixed at session start (page p shows ranks
+    pK..pK+K-1 of the order), the way a feed without re-ranking behaves."""
+    c = sim.world.config
+    batch = sim.start(keys)
+    order = page_order(score(batch), c.max_pages * c.page_size)
+    totals = {
+        name: np.zeros(len(keys)) for name in ("impressions", "clicks", "purchases", "gmv", "expected_clicks")
+    }
+    for page in range(c.max_pages):
+        if not batch.active.any():
+            break
+        lo = page * c.page_size
+        slots = np.full((len(keys), c.page_size), -1, dtype=np.int64)
+        part = order[:, lo : lo + c.page_size]
+        slots[:, : part.shape[1]] = part
+        out = sim.show(batch, slots)
+        totals["impressions"] += (out.items >= 0).sum(1)
+        totals["clicks"] += out.clicks.sum(1)
+        totals["purchases"] += out.purchases.sum(1)
+        totals["gmv"] += out.gmv
+        totals["expected_clicks"] += out.expected_clicks
+    return SessionTotals(pages=batch.pages.astype(float), **totals)
