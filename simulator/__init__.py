@@ -13,6 +13,14 @@ from simulator.world import World
 register(id="CascadeSession-v0", entry_point="simulator.env:CascadeSessionEnv")
 
 __all__ = [
-    "CHANNELS", "SMALL", "ConfigError", "PageOutcome", "RecallSet", "SessionBatch", "SessionKeys",
-    "Simulator", "World", "WorldConfig",
+    "CHANNELS",
+    "SMALL",
+    "ConfigError",
+    "PageOutcome",
+    "RecallSet",
+    "SessionBatch",
+    "SessionKeys",
+    "Simulator",
+    "World",
+    "WorldConfig",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -19,14 +19,16 @@ from simulator.world import World
 
 def _observation_space(config: WorldConfig) -> spaces.Dict:
     n, r = config.n_items, config.recall_size
-    return spaces.Dict({
-        "user_id": spaces.Box(0, config.n_users - 1, shape=(), dtype=np.int64),
-        "history": spaces.Box(0, n - 1, shape=(config.history_len,), dtype=np.int64),
-        "page": spaces.Box(0, config.max_pages, shape=(), dtype=np.int64),
-        "candidates": spaces.Box(0, n - 1, shape=(r,), dtype=np.int64),
-        "channels": spaces.Box(0, len(CHANNELS) - 1, shape=(r,), dtype=np.int8),
-        "shown": spaces.MultiBinary(r),
-    })
+    return spaces.Dict(
+        {
+            "user_id": spaces.Box(0, config.n_users - 1, shape=(), dtype=np.int64),
+            "history": spaces.Box(0, n - 1, shape=(config.history_len,), dtype=np.int64),
+            "page": spaces.Box(0, config.max_pages, shape=(), dtype=np.int64),
+            "candidates": spaces.Box(0, n - 1, shape=(r,), dtype=np.int64),
+            "channels": spaces.Box(0, len(CHANNELS) - 1, shape=(r,), dtype=np.int8),
+            "shown": spaces.MultiBinary(r),
+        }
+    )
 
 
 def _observations(world: World, batch: SessionBatch) -> dict[str, np.ndarray]:
@@ -50,8 +52,12 @@ def _rewards(outcome: PageOutcome, reward: Objective) -> np.ndarray:
 
 
 def _infos(outcome: PageOutcome) -> dict[str, np.ndarray]:
-    return {"items": outcome.items, "clicks": outcome.clicks.sum(axis=1),
-            "purchases": outcome.purchases.sum(axis=1), "gmv": outcome.gmv}
+    return {
+        "items": outcome.items,
+        "clicks": outcome.clicks.sum(axis=1),
+        "purchases": outcome.purchases.sum(axis=1),
+        "gmv": outcome.gmv,
+    }
 
 
 class CascadeSessionEnv(gym.Env):
@@ -79,10 +85,11 @@ class CascadeSessionEnv(gym.Env):
     the user and session index are drawn from the environment's ``np_random``.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
-    def __init__(self, world: World | None = None, config: WorldConfig | None = None,
-                 reward: str = "clicks") -> None:
+    def __init__(
+        self, world: World | None = None, config: WorldConfig | None = None, reward: str = "clicks"
+    ) -> None:
         self.world = world if world is not None else World(config or WorldConfig())
         self.simulator = Simulator(self.world)
         self.reward = Objective(reward)
@@ -104,8 +111,13 @@ class CascadeSessionEnv(gym.Env):
             raise RuntimeError("call reset() before step() and after an episode ends")
         outcome = self.simulator.show(self._batch, np.asarray(action, dtype=np.int64)[None, :])
         info = {k: v[0] for k, v in _infos(outcome).items()}
-        return (self._observation(), float(_rewards(outcome, self.reward)[0]),
-                bool(outcome.terminated[0]), bool(outcome.truncated[0]), info)
+        return (
+            self._observation(),
+            float(_rewards(outcome, self.reward)[0]),
+            bool(outcome.terminated[0]),
+            bool(outcome.truncated[0]),
+            info,
+        )
 
     def _observation(self) -> dict[str, np.ndarray]:
         return {k: np.asarray(v[0]) for k, v in _observations(self.world, self._batch).items()}
@@ -119,10 +131,15 @@ class CascadeSessionVectorEnv(VectorEnv):
     session in that slot (its action is ignored, its reward is 0).
     """
 
-    metadata: dict[str, Any] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int, world: World | None = None,
-                 config: WorldConfig | None = None, reward: str = "clicks") -> None:
+    def __init__(
+        self,
+        num_envs: int,
+        world: World | None = None,
+        config: WorldConfig | None = None,
+        reward: str = "clicks",
+    ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.world = world if world is not None else World(config or WorldConfig())
@@ -162,10 +179,10 @@ class CascadeSessionVectorEnv(VectorEnv):
             self._batch.recall.items[restart] = fresh.recall.items
             self._batch.recall.channels[restart] = fresh.recall.channels
         self._needs_reset = terminated | truncated
-        return (_observations(self.world, self._batch), rewards, terminated, truncated,
-                _infos(outcome))
+        return (_observations(self.world, self._batch), rewards, terminated, truncated, _infos(outcome))
 
     def _new_keys(self, n: int) -> SessionKeys:
         c = self.world.config
-        return SessionKeys.of(self.np_random.integers(c.n_users, size=n), 0,
-                              self.np_random.integers(2**31, size=n))
+        return SessionKeys.of(
+            self.np_random.integers(c.n_users, size=n), 0, self.np_random.integers(2**31, size=n)
+        )

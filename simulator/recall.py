@@ -73,6 +73,7 @@ class Recall:
         self._explore_steps = np.array(
             [s for s in range(max(1, n // 3), n) if math.gcd(s, n) == 1][:64], dtype=np.int64
         )
+        self.short_filler = min(size, max(64, size // 4))
         counts = [
             self.i2i_seeds * self.i2i_per_seed,
             self.taste_quota,
@@ -98,9 +99,18 @@ class Recall:
         if self.new_quota:
             u = uniform(seed, Stream.RECALL_NEW, user, day, session, np.arange(self.new_quota))
             parts.append(w.new_items[(u * len(w.new_items)).astype(np.int64)])
-        parts.append(self._explore(keys))
         candidates = np.concatenate(parts, axis=1)  # (B, S) in channel priority order
-        return self._first_distinct(candidates)
+        # the explore filler tops rows up to R; a short filler almost always suffices, and
+        # rows it does not fill are redone with the full one. Because the short filler is a
+        # prefix of the full one, both give the same first R distinct items.
+        explore = self._explore(keys)
+        short = self._first_distinct(np.concatenate([candidates, explore[:, : self.short_filler]], 1))
+        if short.complete.all():
+            return RecallSet(short.items, short.channels)
+        redo = ~short.complete
+        full = self._first_distinct(np.concatenate([candidates[redo], explore[redo]], 1))
+        short.items[redo], short.channels[redo] = full.items, full.channels
+        return RecallSet(short.items, short.channels)
 
     def _taste(self, keys: SessionKeys) -> np.ndarray:
         """Top items by noisy true taste among draws from the user's noisy top categories."""
@@ -111,16 +121,19 @@ class Recall:
             c.seed, Stream.RECALL_TASTE, user, day, session, np.arange(c.n_categories)
         )
         top_cats = np.argpartition(-cat_scores, self.taste_categories - 1, axis=1)[:, : self.taste_categories]
-        n_draws = 2 * self.taste_quota
-        slot = np.arange(n_draws)
-        u_cat = uniform(c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories)
-        cats = np.take_along_axis(top_cats, (u_cat * self.taste_categories).astype(np.int64), 1)
-        u_item = uniform(c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories + n_draws)
-        size = w.cat_end[cats] - w.cat_start[cats]
-        draws = w.cat_start[cats] + (u_item * size).astype(np.int64)  # (B, n_draws)
+        # a random window of each top category: items of a category are exchangeable, so a
+        # window is a uniform sample, and contiguous ids make the vector gather cache-friendly
+        window = math.ceil(2 * self.taste_quota / self.taste_categories)
+        u_start = uniform(
+            c.seed, Stream.RECALL_TASTE, user, day, session, c.n_categories + np.arange(self.taste_categories)
+        )
+        size = w.cat_end[top_cats] - w.cat_start[top_cats]  # (B, T)
+        offset = (u_start * size).astype(np.int64)[..., None] + np.arange(window)  # (B, T, w)
+        draws = (w.cat_start[top_cats][..., None] + offset % size[..., None]).reshape(len(keys), -1)
+        slot = np.arange(draws.shape[1])
         score = np.einsum("bnd,bd->bn", w.item_vec[draws], w.user_vec[keys.user])
         score = score + noise * gumbel(
-            c.seed, Stream.RECALL_TASTE, user, day, session, slot + c.n_categories + 2 * n_draws
+            c.seed, Stream.RECALL_TASTE, user, day, session, slot + 2 * c.n_categories
         )
         best = np.argpartition(-score, self.taste_quota - 1, axis=1)[:, : self.taste_quota]
         return np.take_along_axis(draws, best, axis=1)
@@ -133,20 +146,32 @@ class Recall:
         step = self._explore_steps[(u[:, 1] * len(self._explore_steps)).astype(np.int64)]
         return (start[:, None] + step[:, None] * np.arange(c.recall_size)) % c.n_items
 
-    def _first_distinct(self, candidates: np.ndarray) -> RecallSet:
+    def _first_distinct(self, candidates: np.ndarray) -> _Distinct:
         """Keep each item's first occurrence (-1 = none), then the first R per row."""
         b, s = candidates.shape
         r = self.world.config.recall_size
+        n = self.world.config.n_items
         # sort (item, slot) pairs encoded in one int64; invalid slots sort last
-        item = np.where(candidates >= 0, candidates, self.world.config.n_items)
+        item = np.where(candidates >= 0, candidates, n)
         code = np.sort(item * s + np.arange(s), axis=1)
         first = np.ones_like(code, dtype=bool)
         first[:, 1:] = code[:, 1:] // s != code[:, :-1] // s
-        first &= code // s < self.world.config.n_items
+        first &= code < n * s
         keep = np.zeros((b, s), dtype=bool)
         rows = np.broadcast_to(np.arange(b)[:, None], code.shape)
         keep[rows[first], code[first] % s] = True
-        keep &= np.cumsum(keep, axis=1) <= r
-        items = candidates[keep].reshape(b, r)
-        channels = np.broadcast_to(self._slot_channel, (b, s))[keep].reshape(b, r)
-        return RecallSet(items=items, channels=channels)
+        count = np.cumsum(keep, axis=1)
+        complete = count[:, -1] >= r
+        keep &= (count <= r) & complete[:, None]
+        items = np.zeros((b, r), dtype=np.int64)
+        channels = np.zeros((b, r), dtype=np.int8)
+        items[complete] = candidates[keep].reshape(-1, r)
+        channels[complete] = np.broadcast_to(self._slot_channel[:s], (b, s))[keep].reshape(-1, r)
+        return _Distinct(items, channels, complete)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Distinct:
+    items: np.ndarray  # (B, R), rows valid where complete
+    channels: np.ndarray  # (B, R)
+    complete: np.ndarray  # (B,) bool: the row had at least R distinct candidates

@@ -1,0 +1,79 @@
+"""Simulator throughput: pages/s and impressions/s, and the default world's memory.
+
+(a) recall 1,000, page 10, random ranking; (b) the default world (recall 5,000) with the
+oracle ranking. Sessions run to the end under a ranking fixed at session start. Batches
+run on a thread pool (numpy releases the GIL), and results are the same for any thread
+count because every draw is keyed by the session, not by the batch.
+
+    .venv/bin/python benchmarks/bench_simulator.py [--sessions N] [--threads T]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from simulator.config import WorldConfig
+from simulator.describe import baseline_scores
+from simulator.recall import SessionKeys
+from simulator.session import Simulator, run_static
+from simulator.world import World
+
+
+def throughput(world: World, policy: str, n_sessions: int, batch_size: int, threads: int) -> dict:
+    sim = Simulator(world)
+    score = baseline_scores(world)[policy]
+    keys = SessionKeys.of(np.arange(n_sessions) % world.config.n_users, session=np.arange(n_sessions))
+    batches = [keys.take(slice(lo, lo + batch_size)) for lo in range(0, n_sessions, batch_size)]
+    run_static(sim, batches[0], score)  # warm-up
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        totals = list(pool.map(lambda k: run_static(sim, k, score), batches))
+    seconds = time.perf_counter() - start
+    pages = sum(t.pages.sum() for t in totals)
+    impressions = sum(t.impressions.sum() for t in totals)
+    return {
+        "pages_per_s": pages / seconds,
+        "impressions_per_s": impressions / seconds,
+        "pages_per_session": pages / n_sessions,
+        "seconds": seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=20_000, help="sessions per scenario")
+    parser.add_argument("--batch-size", type=int, default=64, help="sessions per simulator call")
+    parser.add_argument("--threads", type=int, default=2, help="worker threads (2 cores here)")
+    args = parser.parse_args()
+
+    scenarios = [
+        (
+            "(a) recall 1,000, random",
+            WorldConfig(recall_size=1_000, logging_coarse_size=600),
+            "random",
+            50_000,
+        ),
+        ("(b) default world, oracle", WorldConfig(), "oracle", 5_000),
+    ]
+    print(f"{'scenario':<28}{'build s':>9}{'pages/s':>11}{'impr./s':>12}{'pages/sess':>12}{'target':>10}")
+    for name, config, policy, target in scenarios:
+        start = time.perf_counter()
+        world = World(config)
+        build = time.perf_counter() - start
+        r = throughput(world, policy, args.sessions, args.batch_size, args.threads)
+        verdict = "ok" if r["pages_per_s"] >= target else "MISSED"
+        print(
+            f"{name:<28}{build:>9.1f}{r['pages_per_s']:>11,.0f}{r['impressions_per_s']:>12,.0f}"
+            f"{r['pages_per_session']:>12.2f}{f'{target:,} {verdict}':>14}"
+        )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"peak resident memory of this process (both worlds built): {peak:.2f} GiB (target < 2 GiB)")
+
+
+if __name__ == "__main__":
+    main()
