@@ -236,7 +236,9 @@ class WorldConfig:
         """Load from a TOML file; settings live in the ``[world]`` table by default."""
         data = tomllib.loads(Path(path).read_text())
         if table is not None:
-            data = data.get(table, {})
+            if table not in data:
+                raise ConfigError(f"{path} has no [{table}] table")
+            data = data[table]
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> WorldConfig:

@@ -161,20 +161,22 @@ def simulate_logs(world: World, keys: SessionKeys) -> dict[str, np.ndarray]:
     np.put_along_axis(in_coarse, coarse, True, axis=1)
     chunks = []
     rows_b = np.arange(len(keys))[:, None]
-    for page in range(c.max_pages):
+    viewed_pages = []  # viewed[b] per page
+    # the logging feed ends when its coarse survivors are exhausted
+    n_pages = min(c.max_pages, -(-coarse.shape[1] // c.page_size))
+    for page in range(n_pages):
         if not batch.active.any():
             break
         slots = np.full((len(keys), c.page_size), -1, dtype=np.int64)
         part = fine_order[:, page * c.page_size : (page + 1) * c.page_size]
         slots[:, : part.shape[1]] = part
-        viewed = batch.active.copy()
         out = sim.show(batch, slots)
-        shown = out.items >= 0
+        viewed_pages.append(out.viewed)
         chunks.append(
             _request_rows(
                 batch,
                 page,
-                keep=shown,
+                keep=out.items >= 0,
                 item_id=out.items,
                 sample_type=0,
                 position=np.arange(c.page_size),
@@ -184,6 +186,9 @@ def simulate_logs(world: World, keys: SessionKeys) -> dict[str, np.ndarray]:
                 purchase=out.purchases,
             )
         )
+    # negatives are drawn once the sessions are over, so an "unexposed" survivor is one the
+    # session never showed, not merely one not shown yet
+    for page, viewed in enumerate(viewed_pages):
         cols = (*batch.keys.column(), page)
         for stream, allowed, n, sample_type in (
             (Stream.SAMPLE_UNEXPOSED, in_coarse & ~batch.shown, c.sample_unexposed, 1),

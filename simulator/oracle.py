@@ -92,6 +92,8 @@ def funnel_loss(best: np.ndarray, stages: list[np.ndarray]) -> dict[str, float]:
 
 def _isin_rows(values: np.ndarray, sets: np.ndarray) -> np.ndarray:
     """Row-wise membership: out[b, j] = values[b, j] in sets[b]."""
+    if sets.shape[1] == 0:
+        return np.zeros(values.shape, dtype=bool)
     sorted_sets = np.sort(sets, axis=1)
     offset = (np.arange(len(values)) * (int(max(sets.max(initial=0), values.max(initial=0))) + 2))[:, None]
     flat = (sorted_sets + offset).ravel()

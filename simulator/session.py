@@ -31,6 +31,16 @@ class SessionBatch:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def take(self, index: np.ndarray) -> SessionBatch:
+        """A new batch holding copies of the given rows."""
+        return SessionBatch(
+            keys=self.keys.take(index),
+            recall=RecallSet(self.recall.items[index], self.recall.channels[index]),
+            shown=self.shown[index],
+            pages=self.pages[index],
+            active=self.active[index],
+        )
+
 
 @dataclasses.dataclass(frozen=True)
 class PageOutcome:
@@ -156,20 +166,24 @@ def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTota
     c = sim.world.config
     batch = sim.start(keys)
     order = page_order(score(batch), c.max_pages * c.page_size)
-    totals = {
-        name: np.zeros(len(keys)) for name in ("impressions", "clicks", "purchases", "gmv", "expected_clicks")
-    }
+    names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
+    totals = {name: np.zeros(len(keys)) for name in names}
+    rows = np.arange(len(keys))  # original row of each row still in `batch`
     for page in range(c.max_pages):
         if not batch.active.any():
             break
+        if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
+            live = np.flatnonzero(batch.active)
+            batch, order, rows = batch.take(live), order[live], rows[live]
         lo = page * c.page_size
-        slots = np.full((len(keys), c.page_size), -1, dtype=np.int64)
+        slots = np.full((len(batch), c.page_size), -1, dtype=np.int64)
         part = order[:, lo : lo + c.page_size]
         slots[:, : part.shape[1]] = part
         out = sim.show(batch, slots)
-        totals["impressions"] += (out.items >= 0).sum(1)
-        totals["clicks"] += out.clicks.sum(1)
-        totals["purchases"] += out.purchases.sum(1)
-        totals["gmv"] += out.gmv
-        totals["expected_clicks"] += out.expected_clicks
-    return SessionTotals(pages=batch.pages.astype(float), **totals)
+        totals["pages"][rows] += out.viewed
+        totals["impressions"][rows] += (out.items >= 0).sum(1)
+        totals["clicks"][rows] += out.clicks.sum(1)
+        totals["purchases"][rows] += out.purchases.sum(1)
+        totals["gmv"][rows] += out.gmv
+        totals["expected_clicks"][rows] += out.expected_clicks
+    return SessionTotals(**totals)
