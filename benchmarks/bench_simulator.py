@@ -50,8 +50,12 @@ def throughput(world: World, policy: str, n_sessions: int, batch_size: int, work
         seconds = time.perf_counter() - start
     pages = sum(r[0] for r in results)
     impressions = sum(r[1] for r in results)
-    return {"pages_per_s": pages / seconds, "impressions_per_s": impressions / seconds,
-            "pages_per_session": pages / n_sessions, "seconds": seconds}
+    return {
+        "pages_per_s": pages / seconds,
+        "impressions_per_s": impressions / seconds,
+        "pages_per_session": pages / n_sessions,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
