@@ -51,8 +51,12 @@ def _rewards(outcome: PageOutcome, reward: Objective) -> np.ndarray:
     return outcome.gmv
 
 
-def _infos(outcome: PageOutcome) -> dict[str, np.ndarray]:
+def _infos(outcome: PageOutcome, keys: SessionKeys) -> dict[str, np.ndarray]:
+    """Per-step details; ``keys`` identify the session the page belonged to."""
     return {
+        "user_id": keys.user.copy(),
+        "day": keys.day.copy(),
+        "session": keys.session.copy(),
         "items": outcome.items,
         "clicks": outcome.clicks.sum(axis=1),
         "purchases": outcome.purchases.sum(axis=1),
@@ -110,7 +114,7 @@ class CascadeSessionEnv(gym.Env):
         if self._batch is None or not self._batch.active[0]:
             raise RuntimeError("call reset() before step() and after an episode ends")
         outcome = self.simulator.show(self._batch, np.asarray(action, dtype=np.int64)[None, :])
-        info = {k: v[0] for k, v in _infos(outcome).items()}
+        info = {k: v[0] for k, v in _infos(outcome, self._batch.keys).items()}
         return (
             self._observation(),
             float(_rewards(outcome, self.reward)[0]),
@@ -128,7 +132,8 @@ class CascadeSessionVectorEnv(VectorEnv):
 
     Same observation, action and reward as `CascadeSessionEnv`, batched on a leading axis.
     Uses gymnasium's next-step autoreset: the step after an episode ends starts a new
-    session in that slot (its action is ignored, its reward is 0).
+    session in that slot (its action is ignored, its reward is 0). ``info`` carries the
+    ``user_id``, ``day`` and ``session`` each step's page belonged to.
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -170,6 +175,7 @@ class CascadeSessionVectorEnv(VectorEnv):
         outcome = self.simulator.show(self._batch, actions)
         rewards = _rewards(outcome, self.reward)
         terminated, truncated = outcome.terminated.copy(), outcome.truncated.copy()
+        infos = _infos(outcome, self._batch.keys)
         if restart.size:
             fresh = self.simulator.start(self._new_keys(restart.size))
             for name in ("shown", "pages", "active"):
@@ -179,7 +185,7 @@ class CascadeSessionVectorEnv(VectorEnv):
             self._batch.recall.items[restart] = fresh.recall.items
             self._batch.recall.channels[restart] = fresh.recall.channels
         self._needs_reset = terminated | truncated
-        return (_observations(self.world, self._batch), rewards, terminated, truncated, _infos(outcome))
+        return (_observations(self.world, self._batch), rewards, terminated, truncated, infos)
 
     def _new_keys(self, n: int) -> SessionKeys:
         c = self.world.config
