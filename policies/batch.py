@@ -1,0 +1,43 @@
+"""Typed batches of model inputs: what a ranker may see (logged features only, never the
+world's latent truth)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemFeatures:
+    """Model-visible item features; all tensors share one shape S, e.g. (N,) or (B, L)."""
+
+    item_id: torch.Tensor  # long
+    category: torch.Tensor  # long
+    brand: torch.Tensor  # long
+    price_bucket: torch.Tensor  # long, 0..9 (deciles of log price)
+    is_new: torch.Tensor  # float 0/1
+
+    def index(self, idx) -> ItemFeatures:
+        return ItemFeatures(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
+
+@dataclasses.dataclass(frozen=True)
+class UserFeatures:
+    """Model-visible user context for B requests."""
+
+    user_id: torch.Tensor  # (B,) long
+    history: ItemFeatures  # (B, H) the logged behaviour sequence (accidental clicks included)
+
+
+@dataclasses.dataclass(frozen=True)
+class ListBatch:
+    """B requests, each a padded list of L candidate samples with labels."""
+
+    user: UserFeatures
+    items: ItemFeatures  # (B, L)
+    mask: torch.Tensor  # (B, L) bool: a real sample, not padding
+    sample_type: torch.Tensor  # (B, L) long, index into simulator.logs.SAMPLE_TYPES
+    exposure: torch.Tensor  # (B, L) float
+    click: torch.Tensor  # (B, L) float
+    purchase: torch.Tensor  # (B, L) float
