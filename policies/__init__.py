@@ -1,0 +1,1 @@
+"""The cascade's rankers with their training losses and offline metrics."""
