@@ -49,7 +49,6 @@ USER_COLUMNS = ("user_id", "history")
 REQUEST_KEYS = ("user_id", "day", "session", "page")
 
 EXPOSED, UNEXPOSED, DROPPED, RANDOM, OUT_OF_SCENE = range(len(SAMPLE_TYPES))
-_SPLIT_SALT = 0x5B1D  # keys split_by_user's hash apart from other uses of Stream.POLICY
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +271,7 @@ def split_by_user(data: LogData, held_out_share: float, seed: int) -> tuple[np.n
     if not 0.0 <= held_out_share <= 1.0:
         raise ValueError(f"held_out_share must be in [0, 1], got {held_out_share}")
     users = data.user_ids
-    held_out = uniform(seed, Stream.POLICY, _SPLIT_SALT, users) < held_out_share
+    held_out = uniform(seed, Stream.SPLIT, users) < held_out_share
     return users[~held_out], users[held_out]
 
 

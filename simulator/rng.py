@@ -39,6 +39,7 @@ class Stream(enum.IntEnum):
     SAMPLE_DROPPED = 14
     SAMPLE_RANDOM = 15
     POLICY = 16
+    SPLIT = 17
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
