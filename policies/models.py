@@ -1,0 +1,460 @@
+"""Ranking models of the cascade: the fine ranker (teacher) and the coarse ranker family.
+
+Both see only model-visible features (``policies.batch``): item id, category, brand, price
+bucket, is_new, and the user's id and logged behaviour sequence, never the world's latent truth.
+
+Padding: a history entry whose ``item_id`` is negative (e.g. -1) is padding; it is masked out
+of every pooling, attention and match share, so its other fields may hold anything.
+
+- ``FineRanker``: DIN-style target attention over the history plus explicit user×item crosses,
+  an MLP and two heads (click, purchase given click).
+- ``CoarseRanker``: a two-tower model, ``score(encode_user(user), encode_items(items))``, the
+  item tower independent of the user so serving can precompute and cache it. Independent
+  switches add an MLP scorer, an FM cross between history and target, NOVA attention in the
+  user tower and FiBiNET's SENET + bilinear interaction in the item tower.
+
+Module parameters are drawn from torch's global generator: seed it (``torch.manual_seed``)
+before building a model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from policies.batch import ItemFeatures, UserFeatures
+
+
+def _check_positive_int(owner: str, name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocab:
+    """Embedding table sizes, taken from the world the models are trained on."""
+
+    n_items: int
+    n_users: int
+    n_categories: int
+    n_brands: int
+    n_price_buckets: int = 10
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            _check_positive_int("Vocab", field.name, getattr(self, field.name))
+
+
+def _history_mask(history: ItemFeatures) -> Tensor:
+    return history.item_id >= 0  # (B, H) True for real entries
+
+
+def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """Mean of x (B, H, D) over the real entries of mask (B, H); zero for an empty history."""
+    weights = mask.to(x.dtype)  # (B, H)
+    total = (x * weights[..., None]).sum(dim=1)  # (B, D)
+    return total / weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, D)
+
+
+def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
+    """Linear layers of the given widths with ReLU between them (and after the last if asked)."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(d_in, d_out))
+        if final_activation or i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class ItemEmbedding(nn.Module):
+    """Per-field item embeddings (id, category, brand, price bucket, is_new), summed to (..., D).
+
+    Negative item ids (padding) are looked up as id 0; callers mask them.
+    """
+
+    N_FIELDS = 5
+
+    def __init__(self, vocab: Vocab, dim: int) -> None:
+        super().__init__()
+        self.item_id = nn.Embedding(vocab.n_items, dim)
+        self.category = nn.Embedding(vocab.n_categories, dim)
+        self.brand = nn.Embedding(vocab.n_brands, dim)
+        self.price_bucket = nn.Embedding(vocab.n_price_buckets, dim)
+        self.is_new = nn.Embedding(2, dim)
+        for table in (self.item_id, self.category, self.brand, self.price_bucket, self.is_new):
+            nn.init.normal_(table.weight, std=0.1)
+
+    def ids(self, items: ItemFeatures) -> Tensor:
+        """The item-id embedding alone, (*S, D)."""
+        return self.item_id(items.item_id.clamp(min=0))
+
+    def fields(self, items: ItemFeatures) -> Tensor:
+        """All field embeddings, (*S, N_FIELDS, D)."""
+        return torch.stack(
+            [
+                self.ids(items),
+                self.category(items.category.clamp(min=0)),
+                self.brand(items.brand.clamp(min=0)),
+                self.price_bucket(items.price_bucket.clamp(min=0)),
+                self.is_new(items.is_new.round().long().clamp(0, 1)),
+            ],
+            dim=-2,
+        )
+
+    def forward(self, items: ItemFeatures) -> Tensor:
+        return self.fields(items).sum(dim=-2)  # (*S, D)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine ranker
+
+
+@dataclasses.dataclass(frozen=True)
+class FineConfig:
+    dim: int = 32  # width of every embedding
+    attention_hidden: int = 64  # hidden width of the DIN attention MLP
+    hidden: tuple[int, ...] = (128, 64)  # widths of the shared MLP under the two heads
+
+    def __post_init__(self) -> None:
+        _check_positive_int("FineConfig", "dim", self.dim)
+        _check_positive_int("FineConfig", "attention_hidden", self.attention_hidden)
+        if not self.hidden:
+            raise ValueError("FineConfig.hidden must name at least one layer width")
+        for width in self.hidden:
+            _check_positive_int("FineConfig", "hidden", width)
+
+
+@dataclasses.dataclass(frozen=True)
+class FineOutput:
+    click_logit: Tensor  # (B, L)
+    purchase_logit: Tensor  # (B, L) logit of purchase given click
+
+    @property
+    def pctr(self) -> Tensor:
+        return torch.sigmoid(self.click_logit)  # (B, L)
+
+    @property
+    def pctcvr(self) -> Tensor:
+        return self.pctr * torch.sigmoid(self.purchase_logit)  # (B, L)
+
+
+class TargetAttention(nn.Module):
+    """DIN target attention: an MLP on [h, t, h-t, h*t] weighs each history item per target.
+
+    Unlike DIN the weights are softmax-normalised over the real history entries (a stable scale
+    whatever the history length); the last layer has no bias since softmax ignores a shift.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False))
+
+    def weights(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        B, H, D = history.shape
+        L = target.shape[1]
+        h = history[:, None].expand(B, L, H, D)  # (B, L, H, D)
+        t = target[:, :, None].expand(B, L, H, D)  # (B, L, H, D)
+        logits = self.mlp(torch.cat([h, t, h - t, h * t], dim=-1)).squeeze(-1)  # (B, L, H)
+        logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
+        return torch.softmax(logits, dim=-1) * mask[:, None, :]  # (B, L, H), zero if H empty
+
+    def forward(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        return self.weights(history, target, mask) @ history  # (B, L, D)
+
+
+class FineRanker(nn.Module):
+    """The teacher: target attention + explicit crosses + MLP, heads for click and
+    purchase-given-click. ``forward(user, items (B, L)) -> FineOutput``."""
+
+    N_CROSSES = 6
+
+    def __init__(self, config: FineConfig, vocab: Vocab) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        D = config.dim
+        self.embed = ItemEmbedding(vocab, D)
+        self.user = nn.Embedding(vocab.n_users, D)
+        nn.init.normal_(self.user.weight, std=0.1)
+        self.attention = TargetAttention(D, config.attention_hidden)
+        self.mlp = _mlp([5 * D + self.N_CROSSES, *config.hidden], final_activation=True)
+        self.click_head = nn.Linear(config.hidden[-1], 1)
+        self.purchase_head = nn.Linear(config.hidden[-1], 1)
+
+    @staticmethod
+    def _match_share(history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+        """Share of real history entries (B, H) equal to each target (B, L): (B, L)."""
+        hits = (history[:, None, :] == target[:, :, None]) & mask[:, None, :]  # (B, L, H)
+        return hits.sum(dim=-1) / mask.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, L)
+
+    def forward(self, user: UserFeatures, items: ItemFeatures) -> FineOutput:
+        hist = user.history
+        mask = _history_mask(hist)  # (B, H)
+        h = self.embed(hist)  # (B, H, D)
+        t = self.embed(items)  # (B, L, D)
+        B, L, D = t.shape
+        u = self.user(user.user_id)  # (B, D)
+        mean_h = _masked_mean(h, mask)  # (B, D)
+        interest = self.attention(h, t, mask)  # (B, L, D)
+        scale = 1.0 / math.sqrt(D)
+        crosses = torch.stack(
+            [
+                (t * mean_h[:, None, :]).sum(-1) * scale,
+                (t * interest).sum(-1) * scale,
+                self._match_share(hist.category, items.category, mask),
+                self._match_share(hist.brand, items.brand, mask),
+                self._match_share(hist.price_bucket, items.price_bucket, mask),
+                self._match_share(hist.item_id, items.item_id, mask),
+            ],
+            dim=-1,
+        )  # (B, L, N_CROSSES)
+        x = torch.cat(
+            [u[:, None].expand(B, L, D), mean_h[:, None].expand(B, L, D), interest, t, interest * t, crosses],
+            dim=-1,
+        )  # (B, L, 5D + N_CROSSES)
+        z = self.mlp(x)  # (B, L, hidden[-1])
+        return FineOutput(
+            click_logit=self.click_head(z).squeeze(-1),  # (B, L)
+            purchase_logit=self.purchase_head(z).squeeze(-1),  # (B, L)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Coarse ranker
+
+
+class Similarity(enum.Enum):
+    DOT = "dot"
+    COSINE = "cosine"
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseConfig:
+    dim: int = 32  # width of embeddings and of both towers' outputs
+    similarity: Similarity = Similarity.DOT  # COSINE L2-normalises both towers' outputs
+    # logits = cosine / temperature; used only with COSINE and without mlp_scorer (the MLP
+    # learns its own scale)
+    temperature: float = 0.1
+    mlp_scorer: bool = False  # an MLP on [u, v, u*v] instead of the final dot/cosine
+    mlp_hidden: int = 64  # hidden width of that MLP (used only with mlp_scorer)
+    # + w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
+    # pooled history embedding, the item side the target's embedding
+    fm_cross: bool = False
+    nova: bool = False  # NOVA self-attention over the history in the user tower
+    senet_bilinear: bool = False  # FiBiNET SENET + bilinear interaction in the item tower
+    senet_reduction: int = 2  # SENET squeeze ratio (used only with senet_bilinear)
+    n_tasks: int = 3  # one logit per task: exposure, click, purchase
+
+    def __post_init__(self) -> None:
+        _check_positive_int("CoarseConfig", "dim", self.dim)
+        if not isinstance(self.similarity, Similarity):
+            raise ValueError(f"CoarseConfig.similarity must be a Similarity, got {self.similarity!r}")
+        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or (
+            self.temperature <= 0
+        ):
+            raise ValueError(f"CoarseConfig.temperature must be finite and > 0, got {self.temperature!r}")
+        for name in ("mlp_scorer", "fm_cross", "nova", "senet_bilinear"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"CoarseConfig.{name} must be a bool, got {getattr(self, name)!r}")
+        _check_positive_int("CoarseConfig", "mlp_hidden", self.mlp_hidden)
+        _check_positive_int("CoarseConfig", "senet_reduction", self.senet_reduction)
+        _check_positive_int("CoarseConfig", "n_tasks", self.n_tasks)
+
+
+class NovaAttention(nn.Module):
+    """NOVA-BERT style self-attention over the history, pooled to one vector.
+
+    Queries and keys come from the fused embedding (id + side information); values come from
+    the item-id embedding alone, so side information steers *where* to attend but the output
+    is built from id embeddings only. No positional encoding: order-invariant.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+
+    def weights(self, fused: Tensor, mask: Tensor) -> Tensor:
+        q, k = self.query(fused), self.key(fused)  # (B, H, D)
+        logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, H)
+        logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
+        return torch.softmax(logits, dim=-1)  # (B, H, H)
+
+    def forward(self, fused: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+        y = self.weights(fused, mask) @ self.value(ids)  # (B, H, D)
+        return self.out(_masked_mean(y, mask))  # (B, D)
+
+
+class SENet(nn.Module):
+    """FiBiNET squeeze-excitation: one weight in (0, 1) per field (sigmoid excitation)."""
+
+    def __init__(self, n_fields: int, reduction: int) -> None:
+        super().__init__()
+        squeezed = max(1, n_fields // reduction)
+        self.excite = nn.Sequential(nn.Linear(n_fields, squeezed), nn.ReLU(), nn.Linear(squeezed, n_fields))
+
+    def weights(self, fields: Tensor) -> Tensor:
+        return torch.sigmoid(self.excite(fields.mean(dim=-1)))  # (*S, F)
+
+    def forward(self, fields: Tensor) -> Tensor:
+        return fields * self.weights(fields)[..., None]  # (*S, F, D)
+
+
+class BilinearInteraction(nn.Module):
+    """FiBiNET 'field-all' bilinear interaction: p_ij = (v_i W) * v_j for every field pair i < j."""
+
+    def __init__(self, n_fields: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(dim) + 0.01 * torch.randn(dim, dim))
+        left, right = zip(*itertools.combinations(range(n_fields), 2), strict=True)
+        self.register_buffer("left", torch.tensor(left), persistent=False)
+        self.register_buffer("right", torch.tensor(right), persistent=False)
+
+    @property
+    def n_pairs(self) -> int:
+        return len(self.left)
+
+    def forward(self, fields: Tensor) -> Tensor:
+        vw = fields @ self.weight  # (*S, F, D)
+        return vw[..., self.left, :] * fields[..., self.right, :]  # (*S, P, D)
+
+
+class InteractionScorer(nn.Module):
+    """An MLP on [u, v, u*v] per (user, item) pair, (B, D) × (B|1, N, D) -> (B, N, T).
+
+    The first layer is evaluated in factored form, W_u u + (W_v + diag(u) W_uv)^T v: one
+    (N, D) @ (D, hidden) product per user and no (B, N, 3D) concatenation; exactly equal to
+    applying ``first`` to the concatenation.
+    """
+
+    def __init__(self, dim: int, hidden: int, n_out: int) -> None:
+        super().__init__()
+        self.first = nn.Linear(3 * dim, hidden)
+        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, n_out))
+
+    def forward(self, u: Tensor, v: Tensor) -> Tensor:
+        D = u.shape[-1]
+        w = self.first.weight.t()  # (3D, hidden)
+        w_u, w_v, w_uv = w[:D], w[D : 2 * D], w[2 * D :]  # (D, hidden) each
+        per_user = w_v + u[:, :, None] * w_uv  # (B, D, hidden)
+        bias = u @ w_u + self.first.bias  # (B, hidden)
+        return self.rest(v @ per_user + bias[:, None, :])  # (B, N, n_out)
+
+
+class CoarseRanker(nn.Module):
+    """Two-tower coarse ranker: ``score(encode_user(user), encode_items(items))``.
+
+    Vector layouts (D = config.dim, T = config.n_tasks):
+    - user side (B, D_u): the user tower, T·D per-task projections (one D with mlp_scorer),
+      then, with fm_cross, the mean history embedding (D);
+    - item side (*S, D_i): the item tower (D), then, with fm_cross, the item's embedding (D).
+    With COSINE the tower parts are L2-normalised at encoding time.
+    """
+
+    def __init__(self, config: CoarseConfig, vocab: Vocab) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        D, T = config.dim, config.n_tasks
+        n_fields = ItemEmbedding.N_FIELDS
+        self.embed = ItemEmbedding(vocab, D)
+        # user tower
+        self.user = nn.Embedding(vocab.n_users, D)
+        nn.init.normal_(self.user.weight, std=0.1)
+        self.nova = NovaAttention(D) if config.nova else None
+        self.user_mlp = _mlp([2 * D, 2 * D, D], final_activation=False)
+        self.task_projection = None if config.mlp_scorer else nn.Linear(D, T * D)
+        # item tower
+        if config.senet_bilinear:
+            self.senet = SENet(n_fields, config.senet_reduction)
+            self.bilinear = BilinearInteraction(n_fields, D)
+            item_in = 2 * self.bilinear.n_pairs * D
+        else:
+            self.senet, self.bilinear = None, None
+            item_in = n_fields * D
+        self.item_mlp = _mlp([item_in, 2 * D, D], final_activation=False)
+        # scorer
+        self.scorer = None
+        if config.mlp_scorer:
+            self.scorer = InteractionScorer(D, config.mlp_hidden, T)
+        self.task_bias = nn.Parameter(torch.zeros(T))
+        self.fm_weight = nn.Parameter(torch.ones(T)) if config.fm_cross else None
+
+    @property
+    def user_tower_dim(self) -> int:
+        return self.config.dim * (1 if self.config.mlp_scorer else self.config.n_tasks)
+
+    @property
+    def user_dim(self) -> int:
+        return self.user_tower_dim + (self.config.dim if self.config.fm_cross else 0)
+
+    @property
+    def item_dim(self) -> int:
+        return self.config.dim * (2 if self.config.fm_cross else 1)
+
+    def _normalise(self, x: Tensor) -> Tensor:
+        return F.normalize(x, dim=-1) if self.config.similarity is Similarity.COSINE else x
+
+    def encode_user(self, user: UserFeatures) -> Tensor:
+        """The online user side, (B, user_dim)."""
+        D, T = self.config.dim, self.config.n_tasks
+        hist = user.history
+        mask = _history_mask(hist)  # (B, H)
+        fused = self.embed(hist)  # (B, H, D)
+        if self.nova is not None:
+            pooled = self.nova(fused, self.embed.ids(hist), mask)  # (B, D)
+        else:
+            pooled = _masked_mean(fused, mask)  # (B, D)
+        u = self.user_mlp(torch.cat([self.user(user.user_id), pooled], dim=-1))  # (B, D)
+        if self.task_projection is not None:
+            u = self.task_projection(u).view(-1, T, D)  # (B, T, D)
+        parts = [self._normalise(u).flatten(1)]  # (B, user_tower_dim)
+        if self.config.fm_cross:
+            parts.append(_masked_mean(fused, mask))  # (B, D)
+        return torch.cat(parts, dim=-1)  # (B, user_dim)
+
+    def encode_items(self, items: ItemFeatures) -> Tensor:
+        """The precomputable item side, (*S, item_dim); a function of the items alone."""
+        fields = self.embed.fields(items)  # (*S, F, D)
+        if self.senet is not None and self.bilinear is not None:
+            pairs = [self.bilinear(fields), self.bilinear(self.senet(fields))]  # 2 × (*S, P, D)
+            x = torch.cat(pairs, dim=-2).flatten(-2)  # (*S, 2PD)
+        else:
+            x = fields.flatten(-2)  # (*S, FD)
+        parts = [self._normalise(self.item_mlp(x))]  # (*S, D)
+        if self.config.fm_cross:
+            parts.append(fields.sum(dim=-2))  # (*S, D) the same embedding the history uses
+        return torch.cat(parts, dim=-1)  # (*S, item_dim)
+
+    def score(self, user_vec: Tensor, item_vecs: Tensor) -> Tensor:
+        """Logits (B, N, T) for user_vec (B, D_u) against item_vecs (N, D_i) shared by all
+        requests, or (B, L, T) against per-request item_vecs (B, L, D_i)."""
+        D, T = self.config.dim, self.config.n_tasks
+        B = user_vec.shape[0]
+        if item_vecs.dim() == 2:
+            item_vecs = item_vecs.unsqueeze(0)  # (1, N, D_i)
+        u, s = user_vec[:, : self.user_tower_dim], user_vec[:, self.user_tower_dim :]
+        v, e = item_vecs[..., :D], item_vecs[..., D:]  # (B|1, N, D), (B|1, N, D or 0)
+        if self.scorer is not None:
+            logits = self.scorer(u, v)  # (B, N, T)
+        else:
+            logits = v @ u.view(B, T, D).transpose(1, 2)  # (B, N, T)
+            if self.config.similarity is Similarity.COSINE:
+                logits = logits / self.config.temperature
+        logits = logits + self.task_bias
+        if self.fm_weight is not None:
+            logits = logits + (e @ s[:, :, None]) * self.fm_weight  # (B, N, 1) * (T,)
+        return logits  # (B, N, T)
+
+    def forward(self, user: UserFeatures, items: ItemFeatures) -> Tensor:
+        """Logits (B, L, T) for per-request items (B, L)."""
+        return self.score(self.encode_user(user), self.encode_items(items))
