@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from simulator.logs import out_of_scene_purchases
 from simulator.oracle import best_in_pool, funnel_loss, oracle_scores
 from simulator.recall import CHANNELS, SessionKeys
 from simulator.rng import Stream, uniform
@@ -78,8 +79,6 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300) -
     best1_missing = funnel_loss(best[:, :1], [recall.items])["recall"]
     channel_share = np.bincount(recall.channels.ravel(), minlength=len(CHANNELS)) / recall.channels.size
     oos_users = np.arange(min(c.n_users, 5_000))
-    from simulator.logs import out_of_scene_purchases  # noqa: PLC0415  (avoids an import cycle)
-
     oos = out_of_scene_purchases(world, oos_users, day=0)
     return {
         "world": {

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from simulator.oracle import expected_value
 from simulator.recall import SessionKeys
 from simulator.rng import Stream, gumbel, uniform
-from simulator.session import SessionBatch, Simulator, page_order
+from simulator.session import SessionBatch, Simulator, page_order, page_slots
 from simulator.world import World
 
 SAMPLE_TYPES = ("exposed", "unexposed", "dropped", "random", "out_of_scene")
@@ -167,9 +167,7 @@ def simulate_logs(world: World, keys: SessionKeys) -> dict[str, np.ndarray]:
     for page in range(n_pages):
         if not batch.active.any():
             break
-        slots = np.full((len(keys), c.page_size), -1, dtype=np.int64)
-        part = fine_order[:, page * c.page_size : (page + 1) * c.page_size]
-        slots[:, : part.shape[1]] = part
+        slots = page_slots(fine_order, page, c.page_size)
         out = sim.show(batch, slots)
         viewed_pages.append(out.viewed)
         chunks.append(

@@ -160,6 +160,14 @@ def page_order(scores: np.ndarray, n_slots: int) -> np.ndarray:
     return np.take_along_axis(top, order, axis=1)
 
 
+def page_slots(order: np.ndarray, page: int, page_size: int) -> np.ndarray:
+    """Slots of page ``page`` of a fixed order (B, n): its entries pK..pK+K-1, -1 past the end."""
+    slots = np.full((order.shape[0], page_size), -1, dtype=np.int64)
+    part = order[:, page * page_size : (page + 1) * page_size]
+    slots[:, : part.shape[1]] = part
+    return slots
+
+
 def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTotals:
     """Run sessions to the end under a ranking fixed at session start (page p shows ranks
     pK..pK+K-1 of the order), the way a feed without re-ranking behaves."""
@@ -175,11 +183,7 @@ def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTota
         if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
             live = np.flatnonzero(batch.active)
             batch, order, rows = batch.take(live), order[live], rows[live]
-        lo = page * c.page_size
-        slots = np.full((len(batch), c.page_size), -1, dtype=np.int64)
-        part = order[:, lo : lo + c.page_size]
-        slots[:, : part.shape[1]] = part
-        out = sim.show(batch, slots)
+        out = sim.show(batch, page_slots(order, page, c.page_size))
         totals["pages"][rows] += out.viewed
         totals["impressions"][rows] += (out.items >= 0).sum(1)
         totals["clicks"][rows] += out.clicks.sum(1)

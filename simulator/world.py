@@ -133,7 +133,6 @@ class World:
         probe_i = rng.integers(0, c.n_items, 20_000)
         spread = np.einsum("nd,nd->n", raw[probe_u], self.item_vec[probe_i]).std()
         self.user_vec = (raw * (c.taste_scale / spread)).astype(np.float32)  # (U, D)
-        self.user_favourite = favourite
 
         if c.price_sensitivity_std > 0:
             shape = (c.price_sensitivity_mean / c.price_sensitivity_std) ** 2
