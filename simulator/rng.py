@@ -40,6 +40,7 @@ class Stream(enum.IntEnum):
     SAMPLE_RANDOM = 15
     POLICY = 16
     SPLIT = 17
+    ASSIGN = 18
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,38 @@
+"""Trustworthy A/B statistics: assignment, per-user metrics, tests, SRM, power, sequential CIs."""
+
+from abtest.assignment import Assignment, user_buckets
+from abtest.stats import (
+    EffectRecord,
+    Mean,
+    Metric,
+    Ratio,
+    Results,
+    SRMResult,
+    always_valid_ci,
+    analyse,
+    benjamini_hochberg,
+    holm,
+    mde,
+    mixture_tau,
+    srm_test,
+    users_needed,
+)
+
+__all__ = [
+    "Assignment",
+    "EffectRecord",
+    "Mean",
+    "Metric",
+    "Ratio",
+    "Results",
+    "SRMResult",
+    "always_valid_ci",
+    "analyse",
+    "benjamini_hochberg",
+    "holm",
+    "mde",
+    "mixture_tau",
+    "srm_test",
+    "user_buckets",
+    "users_needed",
+]

@@ -1,0 +1,500 @@
+"""Statistics of an A/B test at the randomisation unit (the user).
+
+Every estimate below is a per-arm value ``v`` with per-user *influence values* ``l_i``
+(mean zero within the arm) such that ``Var(v) ≈ s²(l) / n``, ``s²`` the sample variance
+(ddof=1). That one representation serves means, ratios and CUPED alike.
+
+Mean metric (clicks per user, uCTR as the mean of a 0/1 column, GMV per user):
+    v = ȳ,  l_i = y_i − ȳ.
+
+Ratio of means (pCTR = Σ clicks / Σ page views), delta method (linearisation):
+    v = ȳ / d̄,  l_i = (y_i − v·d_i) / d̄.
+Users, not page views, are the independent units, so a page-level binomial variance would
+be too small whenever a user's pages are correlated.
+
+Difference of two arms, Welch: ``Δ = v_T − v_C``, ``SE² = V_T + V_C`` with ``V = s²(l)/n``,
+Welch–Satterthwaite ``df = (V_T + V_C)² / (V_T²/(n_T−1) + V_C²/(n_C−1))``, p-value and CI from
+Student's t with ``df`` (for a Mean this is exactly ``scipy.stats.ttest_ind(equal_var=False)``).
+
+Relative lift ``r = v_T / v_C − 1``:
+    delta method, including the control's variance:  SE²(r) = V_T / v_C² + v_T² V_C / v_C⁴;
+    Fieller: {ρ : (v_T − ρ v_C)² ≤ q² (V_T + ρ² V_C)}, q the critical value. With
+    a = v_C² − q² V_C this is the interval (v_T v_C ± q √(a V_T + v_T² V_C)) / a when a > 0,
+    i.e. when the control value is significantly nonzero; otherwise the set is unbounded and
+    the bounds are reported as (−inf, inf).
+
+CUPED (Deng et al. 2013) with a pre-period covariate x, per-arm estimate ``v_x`` and influence
+``l^x``: ``θ = Σ l·l^x / Σ (l^x)²`` over both arms pooled (within-arm centred), then
+    v' = v − θ (v_x − v_x,pooled),  l' = l − θ l^x,
+which for a Mean is ``y − θ (x − x̄)``. For a Ratio the covariate is a ratio too, and CUPED
+acts on the linearised metric. The variance shrinks by the share ρ² (ρ = corr(l, l^x)) while
+the effect stays unbiased, because the arms' covariate means differ only by chance.
+
+Always-valid confidence sequence (normal mixture mSPRT, Johari et al. 2017; Howard et al.
+2021): with the effect's variance ``V = SE²`` and a N(0, τ²) mixture over the effect,
+    Δ ± √( V (V + τ²)/τ² · (2 log(1/α) + log((V + τ²)/V)) )
+covers the true effect at *every* look simultaneously with probability ≥ 1 − α, so a test
+may be read daily and stopped at any time. τ is given standardised, ``τ = tau·SE·√n``,
+which makes ``τ²/V = tau²·n``: the sequence is narrowest near ``n ≈ 8.2 / tau²`` at α = 0.05.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+from scipy import stats
+
+
+def _check_name(value: object, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty column name, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mean:
+    """A per-user mean, e.g. ``Mean("clicks")`` or ``Mean("uctr", covariate="pre_uctr")``."""
+
+    column: str
+    covariate: str | None = None
+    """Pre-period column for CUPED."""
+
+    def __post_init__(self) -> None:
+        _check_name(self.column, "column")
+        if self.covariate is not None:
+            _check_name(self.covariate, "covariate")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ratio:
+    """A ratio of means analysed by the delta method, e.g. ``Ratio("clicks", "page_views")``."""
+
+    numerator: str
+    denominator: str
+    covariate: tuple[str, str] | None = None
+    """Pre-period (numerator, denominator) columns for CUPED."""
+
+    def __post_init__(self) -> None:
+        _check_name(self.numerator, "numerator")
+        _check_name(self.denominator, "denominator")
+        if self.covariate is not None:
+            if isinstance(self.covariate, str) or len(self.covariate) != 2:
+                raise ValueError(f"covariate must be a (numerator, denominator) pair, got {self.covariate!r}")
+            object.__setattr__(self, "covariate", tuple(self.covariate))  # a TOML list becomes a tuple
+            for name in self.covariate:
+                _check_name(name, "covariate")
+
+
+Metric = Mean | Ratio
+
+
+@dataclasses.dataclass(frozen=True)
+class EffectRecord:
+    """One metric × treatment comparison (flat, so a list of them is a table)."""
+
+    metric: str
+    control: str
+    treatment: str
+    control_value: float
+    """Control estimate (CUPED-adjusted when ``cuped``)."""
+    treatment_value: float
+    """Treatment estimate (CUPED-adjusted when ``cuped``)."""
+    effect: float
+    """treatment_value − control_value."""
+    effect_ci_lower: float
+    effect_ci_upper: float
+    std_err: float
+    """Standard error of ``effect``; feeds ``always_valid_ci``."""
+    rel_effect: float
+    """treatment_value / control_value − 1 (nan when the control value is 0)."""
+    rel_ci_lower: float
+    rel_ci_upper: float
+    pvalue: float
+    """Two-sided Welch p-value; nan when both arms have zero variance."""
+    pvalue_adjusted: float
+    """After the multiple-testing correction over all metrics × treatments."""
+    significant: bool
+    """pvalue_adjusted < alpha. The CIs are per comparison, not simultaneous."""
+    n_control: int
+    n_treatment: int
+    cuped: bool
+    variance_reduction: float
+    """1 − SE²(CUPED) / SE²(raw); 0 without CUPED."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """The records of one analysis, in metric order, then treatment order."""
+
+    records: tuple[EffectRecord, ...]
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per record, one column per field."""
+        fields = [f.name for f in dataclasses.fields(EffectRecord)]
+        return pd.DataFrame([dataclasses.asdict(r) for r in self.records], columns=fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Estimate:
+    """A per-arm value and its influence values: Var(value) ≈ var(influence, ddof=1) / n."""
+
+    value: float
+    influence: np.ndarray
+
+    @property
+    def var(self) -> float:
+        n = len(self.influence)
+        return float(self.influence @ self.influence) / (n - 1) / n
+
+
+def _estimate(num: np.ndarray, den: np.ndarray | None, what: str) -> _Estimate:
+    if den is None:
+        value = num.mean()
+        return _Estimate(float(value), num - value)
+    den_mean = den.mean()
+    if den_mean == 0:
+        raise ValueError(f"the denominator of {what} averages 0 in an arm; the ratio is undefined")
+    value = num.mean() / den_mean
+    return _Estimate(float(value), (num - value * den) / den_mean)
+
+
+def _cuped(
+    y: tuple[_Estimate, _Estimate], x: tuple[_Estimate, _Estimate], x_pooled: float
+) -> tuple[_Estimate, _Estimate] | None:
+    """CUPED-adjusted (control, treatment) estimates, or None if the covariate is constant."""
+    sxx = sum(float(e.influence @ e.influence) for e in x)
+    if sxx == 0:
+        return None
+    theta = sum(float(ey.influence @ ex.influence) for ey, ex in zip(y, x, strict=True)) / sxx
+    return tuple(
+        _Estimate(ey.value - theta * (ex.value - x_pooled), ey.influence - theta * ex.influence)
+        for ey, ex in zip(y, x, strict=True)
+    )
+
+
+def _fieller(t: float, c: float, var_t: float, var_c: float, q: float) -> tuple[float, float]:
+    """Fieller's interval for t / c (independent t and c); (−inf, inf) unless c is significant."""
+    a = c * c - q * q * var_c
+    if a <= 0:
+        return -math.inf, math.inf
+    half = q * math.sqrt(a * var_t + t * t * var_c)
+    return (t * c - half) / a, (t * c + half) / a
+
+
+def _compare(
+    name: str,
+    control: str,
+    treatment: str,
+    est: tuple[_Estimate, _Estimate],
+    raw_var: float,
+    cuped: bool,
+    alpha: float,
+    lift_ci: str,
+) -> dict:
+    """Welch test, effect CI and relative-lift CI of one comparison (control, treatment)."""
+    (c, t) = est
+    n_c, n_t = len(c.influence), len(t.influence)
+    var_c, var_t = c.var, t.var
+    se2 = var_c + var_t
+    effect = t.value - c.value
+    nan = math.nan
+    if se2 > 0:
+        se = math.sqrt(se2)
+        df = se2**2 / (var_t**2 / (n_t - 1) + var_c**2 / (n_c - 1))
+        q = float(stats.t.ppf(1 - alpha / 2, df))
+        pvalue = float(2 * stats.t.sf(abs(effect) / se, df))
+        ci = (effect - q * se, effect + q * se)
+    else:
+        se, q, pvalue, ci = 0.0, nan, nan, (nan, nan)
+    rel = t.value / c.value - 1 if c.value != 0 else nan
+    if c.value == 0 or se2 == 0:
+        rel_ci = (nan, nan)
+    elif lift_ci == "fieller":
+        lo, hi = _fieller(t.value, c.value, var_t, var_c, q)
+        rel_ci = (lo - 1, hi - 1)
+    else:
+        rel_se = math.sqrt(var_t / c.value**2 + t.value**2 * var_c / c.value**4)
+        rel_ci = (rel - q * rel_se, rel + q * rel_se)
+    return {
+        "metric": name,
+        "control": control,
+        "treatment": treatment,
+        "control_value": c.value,
+        "treatment_value": t.value,
+        "effect": effect,
+        "effect_ci_lower": ci[0],
+        "effect_ci_upper": ci[1],
+        "std_err": se,
+        "rel_effect": rel,
+        "rel_ci_lower": rel_ci[0],
+        "rel_ci_upper": rel_ci[1],
+        "pvalue": pvalue,
+        "n_control": n_c,
+        "n_treatment": n_t,
+        "cuped": cuped,
+        "variance_reduction": 1 - se2 / raw_var if cuped and raw_var > 0 else 0.0,
+    }
+
+
+def _column(data: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in data.columns:
+        raise ValueError(f"unknown metric column {name!r}; columns are {list(data.columns)}")
+    col = data[name]
+    if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+        raise ValueError(f"metric column {name!r} must be numeric, got dtype {col.dtype}")
+    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(values).all():
+        raise ValueError(f"metric column {name!r} has NaN or infinite values")
+    return values
+
+
+def _metric_columns(
+    data: pd.DataFrame, name: str, metric: Metric, cuped: bool
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """(numerator, denominator, covariate numerator, covariate denominator); None where absent."""
+    if isinstance(metric, Mean):
+        y, d = _column(data, metric.column), None
+        cov = None if metric.covariate is None else (metric.covariate, None)
+    elif isinstance(metric, Ratio):
+        y, d = _column(data, metric.numerator), _column(data, metric.denominator)
+        cov = metric.covariate
+    else:
+        raise ValueError(f"metric {name!r} must be a Mean or a Ratio, got {type(metric).__name__}")
+    if not cuped or cov is None:
+        return y, d, None, None
+    return y, d, _column(data, cov[0]), None if cov[1] is None else _column(data, cov[1])
+
+
+def _arm_estimates(
+    num: np.ndarray, den: np.ndarray | None, pair: tuple[np.ndarray, np.ndarray], what: str
+) -> tuple[_Estimate, _Estimate]:
+    """(control, treatment) estimates; ``pair`` holds the two arms' row indices."""
+    c, t = (_estimate(num[idx], None if den is None else den[idx], what) for idx in pair)
+    return c, t
+
+
+def analyse(
+    data: pd.DataFrame,
+    arm: str,
+    control: str,
+    metrics: Mapping[str, Metric],
+    alpha: float = 0.05,
+    correction: Literal["holm", "bh", "none"] = "holm",
+    lift_ci: Literal["delta", "fieller"] = "delta",
+    cuped: bool = True,
+) -> Results:
+    """Compare every other arm with ``control`` on every metric.
+
+    ``data`` has one row per user (the randomisation unit), the arm name in column ``arm``
+    and the metric columns. Treatments are the other arm names, sorted; records name the
+    arms as strings. ``correction`` adjusts the p-values over all metrics × treatments
+    (Holm controls the family-wise error, Benjamini–Hochberg the false discovery rate).
+    CUPED is applied to metrics that declare a covariate when ``cuped`` is true.
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if correction not in ("holm", "bh", "none"):
+        raise ValueError(f"correction must be 'holm', 'bh' or 'none', got {correction!r}")
+    if lift_ci not in ("delta", "fieller"):
+        raise ValueError(f"lift_ci must be 'delta' or 'fieller', got {lift_ci!r}")
+    if not metrics:
+        raise ValueError("no metrics to analyse")
+    if arm not in data.columns:
+        raise ValueError(f"unknown arm column {arm!r}; columns are {list(data.columns)}")
+    codes, names = pd.factorize(data[arm], sort=True)
+    if (codes < 0).any():
+        raise ValueError(f"arm column {arm!r} has missing values")
+    names = list(names)
+    if control not in names:
+        raise ValueError(f"unknown control arm {control!r}; arms are {names}")
+    sizes = np.bincount(codes, minlength=len(names))
+    if len(names) < 2:
+        raise ValueError(f"only one arm ({control!r}) in the data; nothing to compare")
+    if sizes.min() < 2:
+        raise ValueError(f"every arm needs >= 2 users, got {dict(zip(names, sizes.tolist(), strict=True))}")
+    rows = [np.flatnonzero(codes == k) for k in range(len(names))]
+    c_idx = names.index(control)
+    treatments = [k for k in range(len(names)) if k != c_idx]
+
+    records = []
+    for name, metric in metrics.items():
+        y, d, x, xd = _metric_columns(data, name, metric, cuped)
+        for k in treatments:
+            pair = (rows[c_idx], rows[k])
+            y_est = _arm_estimates(y, d, pair, name)
+            raw_var = y_est[0].var + y_est[1].var
+            adjusted = None
+            if x is not None:
+                both = np.concatenate(pair)
+                x_pooled = x[both].mean() if xd is None else x[both].sum() / xd[both].sum()
+                x_est = _arm_estimates(x, xd, pair, f"{name} covariate")
+                adjusted = _cuped(y_est, x_est, float(x_pooled))
+            est = y_est if adjusted is None else adjusted
+            records.append(
+                _compare(
+                    name, str(control), str(names[k]), est, raw_var, adjusted is not None, alpha, lift_ci
+                )
+            )
+
+    pvalues = np.array([r["pvalue"] for r in records])
+    adjusted_p = np.full_like(pvalues, np.nan)
+    finite = np.isfinite(pvalues)
+    adjust = {"holm": holm, "bh": benjamini_hochberg, "none": np.asarray}[correction]
+    adjusted_p[finite] = adjust(pvalues[finite])
+    return Results(
+        tuple(
+            EffectRecord(**r, pvalue_adjusted=float(p), significant=bool(p < alpha))
+            for r, p in zip(records, adjusted_p, strict=True)
+        )
+    )
+
+
+def _check_pvalues(pvalues: ArrayLike) -> np.ndarray:
+    p = np.asarray(pvalues, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError(f"pvalues must be one-dimensional, got shape {p.shape}")
+    if not ((p >= 0) & (p <= 1)).all():
+        raise ValueError("pvalues must lie in [0, 1] (no NaN)")
+    return p
+
+
+def holm(pvalues: ArrayLike) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error), in input order.
+
+    With sorted p₍₁₎ ≤ … ≤ p₍ₘ₎: p̃₍ᵢ₎ = max_{j ≤ i} min(1, (m − j + 1) p₍ⱼ₎).
+    """
+    p = _check_pvalues(pvalues)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+def benjamini_hochberg(pvalues: ArrayLike) -> np.ndarray:
+    """Benjamini–Hochberg step-up adjusted p-values (false discovery rate), in input order.
+
+    With sorted p₍₁₎ ≤ … ≤ p₍ₘ₎: p̃₍ᵢ₎ = min_{j ≥ i} min(1, m p₍ⱼ₎ / j).
+    """
+    p = _check_pvalues(pvalues)
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * (m / np.arange(1, m + 1))  # m/k >= 1, so never below p in floating point
+    adjusted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adjusted
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class SRMResult:
+    """Sample-ratio-mismatch check: a failed gate means the split itself is broken."""
+
+    chi2: float
+    pvalue: float
+    passed: bool
+    """pvalue >= threshold."""
+    threshold: float
+
+
+def srm_test(counts: Sequence[int], shares: Sequence[float], threshold: float = 0.001) -> SRMResult:
+    """χ² goodness-of-fit of the users per arm against the designed shares.
+
+    The threshold is strict (0.001) because the gate runs on every experiment and a false
+    alarm stops a healthy one; a real SRM with many users has a tiny p-value anyway.
+    """
+    n = np.asarray(counts)
+    s = np.asarray(shares, dtype=np.float64)
+    if n.ndim != 1 or len(n) < 2 or len(n) != len(s):
+        raise ValueError(f"need matching counts and shares for >= 2 arms, got {counts} and {shares}")
+    if not np.issubdtype(n.dtype, np.integer) or (n < 0).any() or n.sum() == 0:
+        raise ValueError(f"counts must be non-negative integers with a positive total, got {counts}")
+    if (s <= 0).any() or abs(s.sum() - 1) > 1e-9:
+        raise ValueError(f"shares must be > 0 and sum to 1, got {shares}")
+    chi2, pvalue = stats.chisquare(n, f_exp=s * n.sum())
+    return SRMResult(float(chi2), float(pvalue), bool(pvalue >= threshold), threshold)
+
+
+def _check_level(alpha: float, power: float) -> None:
+    if not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"alpha and power must lie in (0, 1), got {alpha} and {power}")
+
+
+def mde(std: float, n_per_arm: int | tuple[int, int], alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable absolute effect of a two-sided test (normal approximation).
+
+    ``(z_{1−α/2} + z_{power}) · std · √(1/n_C + 1/n_T)``; ``n_per_arm`` is the users per arm or
+    a (n_control, n_treatment) pair, ``std`` the per-user standard deviation of the metric.
+    """
+    _check_level(alpha, power)
+    n_c, n_t = (n_per_arm, n_per_arm) if isinstance(n_per_arm, int | np.integer) else n_per_arm
+    if std <= 0 or min(n_c, n_t) < 2:
+        raise ValueError(f"need std > 0 and >= 2 users per arm, got {std} and {n_per_arm}")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * std * math.sqrt(1 / n_c + 1 / n_t))
+
+
+def users_needed(
+    baseline_mean: float,
+    baseline_std: float,
+    relative_lift: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    shares: Sequence[float] = (0.5, 0.5),
+) -> int:
+    """Users entering the experiment so that a ``relative_lift`` is detected with ``power``.
+
+    Two-sided test, normal approximation, equal variance in both arms:
+    ``N = (z_{1−α/2} + z_{power})² σ² (1/s_C + 1/s_T) / (lift · mean)²``. ``shares`` are the
+    (control, treatment) shares of all users; they may sum to less than 1 when other arms
+    run alongside. For uCTR, pass ``baseline_std = √(p(1 − p))``.
+    """
+    _check_level(alpha, power)
+    if len(shares) != 2 or min(shares) <= 0 or sum(shares) > 1 + 1e-9:
+        raise ValueError(f"shares must be 2 positive numbers summing to <= 1, got {shares}")
+    delta = abs(relative_lift * baseline_mean)
+    if baseline_std <= 0 or delta == 0:
+        raise ValueError("need baseline_std > 0 and a nonzero relative_lift · baseline_mean")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return math.ceil(z**2 * baseline_std**2 * (1 / shares[0] + 1 / shares[1]) / delta**2)
+
+
+def mixture_tau(n_planned: int, alpha: float = 0.05) -> float:
+    """The ``tau`` for which ``always_valid_ci`` is narrowest at ``n_planned`` users.
+
+    The half-width is ∝ √((1 + 1/r)(2 log(1/α) + log(1 + r))) in r = tau²·n, minimised where
+    r = 2 log(1/α) + log(1 + r) (r ≈ 8.2 at α = 0.05), found by fixed-point iteration.
+    """
+    if n_planned < 1 or not 0 < alpha < 1:
+        raise ValueError(f"need n_planned >= 1 and alpha in (0, 1), got {n_planned} and {alpha}")
+    r = 2 * math.log(1 / alpha)
+    for _ in range(100):  # a contraction (derivative 1/(1+r) < 1): converges to machine precision
+        r = 2 * math.log(1 / alpha) + math.log1p(r)
+    return math.sqrt(r / n_planned)
+
+
+def always_valid_ci(
+    effect: ArrayLike, std_err: ArrayLike, n: ArrayLike, alpha: float = 0.05, tau: float = 0.01
+) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the normal-mixture confidence sequence at each look.
+
+    ``effect`` and ``std_err`` are the cumulative estimate at each look (e.g. ``effect`` and
+    ``std_err`` of the daily ``analyse`` records), ``n`` the users in the comparison at that
+    look. ``tau`` is the mixture's scale for the standardised effect (module docstring); it
+    must be fixed before the first look (see ``mixture_tau``). Valid, like the mSPRT, for an
+    asymptotically normal estimate whose per-user variance stays stable over time.
+    """
+    e, se, n_ = (np.asarray(a, dtype=np.float64) for a in (effect, std_err, n))
+    if not 0 < alpha < 1 or tau <= 0:
+        raise ValueError(f"need alpha in (0, 1) and tau > 0, got {alpha} and {tau}")
+    if (se <= 0).any() or (n_ < 1).any():
+        raise ValueError("std_err must be > 0 and n >= 1 at every look")
+    r = tau**2 * n_  # τ² / V
+    half = se * np.sqrt((1 + 1 / r) * (2 * math.log(1 / alpha) + np.log1p(r)))
+    return e - half, e + half
