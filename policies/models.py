@@ -152,21 +152,37 @@ class TargetAttention(nn.Module):
     whatever the history length); the last layer has no bias since softmax ignores a shift.
     """
 
+    PAIR_BUDGET = 2**21  # elements of the pair tensor computed at once
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
+        self.hidden = hidden
         self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False))
 
     def weights(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        B, H, D = history.shape
-        L = target.shape[1]
-        h = history[:, None].expand(B, L, H, D)  # (B, L, H, D)
-        t = target[:, :, None].expand(B, L, H, D)  # (B, L, H, D)
-        logits = self.mlp(torch.cat([h, t, h - t, h * t], dim=-1)).squeeze(-1)  # (B, L, H)
+        D = history.shape[-1]
+        first, rest = self.mlp[0], self.mlp[1:]
+        # W [h, t, h-t, h*t] + b = (W_h + W_d) h + (W_t - W_d) t + b + W_p (h*t): only the last
+        # term needs every (target, history) pair, a quarter of the direct first layer's cost
+        w_h, w_t, w_d, w_p = first.weight.split(D, dim=1)  # 4 x (hidden, D)
+        per_history = history @ (w_h + w_d).T  # (B, H, hidden)
+        per_target = target @ (w_t - w_d).T + first.bias  # (B, L, hidden)
+        pairs = (target[:, :, None, :] * history[:, None, :, :]) @ w_p.T  # (B, L, H, hidden)
+        hidden = pairs + per_history[:, None] + per_target[:, :, None]  # (B, L, H, hidden)
+        logits = rest(hidden).squeeze(-1)  # (B, L, H)
         logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
         return torch.softmax(logits, dim=-1) * mask[:, None, :]  # (B, L, H), zero if H empty
 
     def forward(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
-        return self.weights(history, target, mask) @ history  # (B, L, D)
+        # targets in chunks: the (B, L, H, hidden) pair tensor stays ~8 MB, below glibc's mmap
+        # threshold (larger blocks are mapped and page-faulted afresh on every call)
+        B, H, _ = history.shape
+        step = max(1, self.PAIR_BUDGET // max(1, B * H * self.hidden))
+        parts = [
+            self.weights(history, target[:, lo : lo + step], mask) @ history
+            for lo in range(0, target.shape[1], step)
+        ]
+        return torch.cat(parts, dim=1) if parts else target.new_zeros(target.shape)  # (B, L, D)
 
 
 class FineRanker(nn.Module):

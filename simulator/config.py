@@ -11,9 +11,13 @@ truly best items of the pool.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import tomllib
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -249,6 +253,52 @@ class WorldConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def from_mapping(cls: type[T], values: Any, section: str) -> T:
+    """Build the frozen dataclass ``cls`` from a TOML-like mapping, recursing into fields that
+    are dataclasses and converting enums and tuples. Unknown keys and ill-typed values raise
+    ConfigError naming ``section`` (e.g. ``"[train]"``) and the known keys."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section} must be a table, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {unknown} in {section}; known: {sorted(known)}")
+    kwargs = {}
+    for name, raw in values.items():
+        hint = hints[name]
+        where = f"{section[:-1]}.{name}]" if section.endswith("]") else f"{section}.{name}"
+        value = raw
+        if dataclasses.is_dataclass(hint):
+            value = from_mapping(hint, raw, where)
+        elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+            try:
+                value = hint(raw)
+            except ValueError:
+                raise ConfigError(f"{where}: {raw!r} is not one of {[m.value for m in hint]}") from None
+        elif typing.get_origin(hint) is tuple and isinstance(raw, list):
+            value = tuple(raw)
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{section}: {err}") from err
+
+
+def to_plain(value: Any) -> Any:
+    """A dataclass / enum / tuple tree as plain dicts, strings, numbers and lists (for TOML,
+    JSON and checkpoints); the inverse of ``from_mapping``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    return value
 
 
 def _check(ok: bool, message: str) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from simulator import SMALL, SessionKeys, Simulator, World
+from simulator.logs import write_logs
 
 
 @pytest.fixture(scope="session")
@@ -23,3 +24,9 @@ def some_keys() -> SessionKeys:
     """300 distinct users of the SMALL world, one session each on day 0."""
     users = np.random.default_rng(1).choice(SMALL.n_users, 300, replace=False)
     return SessionKeys.of(users)
+
+
+@pytest.fixture(scope="session")
+def small_log_dir(tmp_path_factory, small_world: World):
+    """One day of logs of every user of the SMALL world."""
+    return write_logs(small_world, tmp_path_factory.mktemp("small") / "logs", progress=False)

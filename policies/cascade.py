@@ -1,0 +1,143 @@
+"""The cascade: recall set -> coarse scorer -> top C -> fine scorer -> page of K.
+
+Plain numpy/torch, no Ray: tests, tuning trials and the in-process A/B path call it directly
+and ``serving/`` hosts the same code on Ray Serve. A request is one page of a session; items
+already shown (or explicitly excluded) are removed before the coarse stage, so every page is
+recomputed from the remaining candidates.
+
+Ties are broken deterministically (``simulator.session.page_order``), and scorers are
+per-(user, item), so a page never depends on which other requests share its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from policies.rankers import Scorer
+from simulator.recall import SessionKeys
+from simulator.session import SessionBatch, SessionTotals, Simulator, page_order
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSizes:
+    coarse: int = 600  # candidates the coarse stage passes to the fine stage
+    page: int = 10  # items shown per page
+
+    def __post_init__(self) -> None:
+        for name in ("coarse", "page"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CascadeSizes.{name} must be an integer >= 1, got {value!r}")
+        if self.page > self.coarse:
+            raise ValueError(f"page size ({self.page}) cannot exceed the coarse cut ({self.coarse})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranked:
+    """One page for each of B requests, with the trace of every stage (-1 pads)."""
+
+    slots: np.ndarray  # (B, K) index into the recall set of each shown item
+    page: np.ndarray  # (B, K) item ids, best first
+    page_scores: np.ndarray  # (B, K) fine scores of the page
+    coarse_slots: np.ndarray  # (B, C) recall-set indices the coarse stage kept, best first
+    coarse_items: np.ndarray  # (B, C) their item ids
+
+
+class Cascade:
+    """Coarse and fine scorers with their cut-off sizes."""
+
+    def __init__(self, coarse: Scorer, fine: Scorer, sizes: CascadeSizes = CascadeSizes()) -> None:
+        self.coarse, self.fine, self.sizes = coarse, fine, sizes
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {"coarse": self.coarse.version, "fine": self.fine.version}
+
+    def coarse_scores(self, users: np.ndarray, recall: np.ndarray) -> np.ndarray:
+        """Coarse scores (B, R) of the recall sets; reusable for every page of a session."""
+        return self.coarse.score(users, recall)
+
+    def rank(
+        self,
+        users: np.ndarray,
+        recall: np.ndarray,
+        excluded: np.ndarray | None = None,
+        coarse_scores: np.ndarray | None = None,
+    ) -> Ranked:
+        """Rank one page for users (B,) from recall sets (B, R) without ``excluded`` (B, R)
+        candidates. ``coarse_scores`` (B, R), if given, must be ``coarse_scores(users, recall)``."""
+        users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
+        if recall.ndim != 2 or users.shape != recall.shape[:1]:
+            raise ValueError(f"need users (B,) and recall (B, R), got {users.shape} and {recall.shape}")
+        if coarse_scores is None:
+            coarse_scores = self.coarse_scores(users, recall)
+        coarse_scores = np.array(coarse_scores, dtype=np.float64)
+        if excluded is not None:
+            coarse_scores[excluded] = -np.inf
+        coarse_slots = page_order(coarse_scores, self.sizes.coarse)  # (B, C)
+        kept = np.isfinite(np.take_along_axis(coarse_scores, coarse_slots, axis=1))
+        coarse_slots = np.where(kept, coarse_slots, -1)
+        coarse_items = np.where(kept, np.take_along_axis(recall, np.maximum(coarse_slots, 0), axis=1), -1)
+
+        fine_scores = self.fine.score(users, np.maximum(coarse_items, 0))  # (B, C)
+        fine_scores = np.where(kept, fine_scores, -np.inf)
+        top = page_order(fine_scores, self.sizes.page)  # (B, K) index into the coarse list
+        shown = np.isfinite(np.take_along_axis(fine_scores, top, axis=1))
+        slots = np.where(shown, np.take_along_axis(coarse_slots, top, axis=1), -1)
+        return Ranked(
+            slots=slots,
+            page=np.where(shown, np.take_along_axis(coarse_items, top, axis=1), -1),
+            page_scores=np.where(shown, np.take_along_axis(fine_scores, top, axis=1), np.nan),
+            coarse_slots=coarse_slots,
+            coarse_items=coarse_items,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeSessions:
+    """Per-session outcomes of sessions run through a cascade."""
+
+    totals: SessionTotals
+    first_coarse_items: np.ndarray  # (B, C) the coarse stage's output on the first page
+    recall_items: np.ndarray  # (B, R) each session's recall set
+    purchased: list[np.ndarray]  # in-scene purchased item ids per session
+
+
+def run_sessions(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> CascadeSessions:
+    """Run sessions ``keys`` to their end, each page ranked by ``cascade``."""
+    c = sim.world.config
+    batch: SessionBatch = sim.start(keys)
+    recall = batch.recall.items.copy()
+    users = keys.user
+    scores = cascade.coarse_scores(users, recall)  # the user side is fixed within a session
+    names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
+    totals = {name: np.zeros(len(keys)) for name in names}
+    first_coarse = np.full((len(keys), min(cascade.sizes.coarse, recall.shape[1])), -1, dtype=np.int64)
+    bought_rows, bought_items = [], []
+    rows = np.arange(len(keys))  # original row of each row still in `batch`
+    for page in range(c.max_pages):
+        if not batch.active.any():
+            break
+        if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
+            live = np.flatnonzero(batch.active)
+            batch, scores, rows = batch.take(live), scores[live], rows[live]
+        ranked = cascade.rank(batch.keys.user, batch.recall.items, batch.shown, coarse_scores=scores)
+        if page == 0:
+            first_coarse[rows] = ranked.coarse_items
+        out = sim.show(batch, ranked.slots)
+        totals["pages"][rows] += out.viewed
+        totals["impressions"][rows] += (out.items >= 0).sum(1)
+        totals["clicks"][rows] += out.clicks.sum(1)
+        totals["purchases"][rows] += out.purchases.sum(1)
+        totals["gmv"][rows] += out.gmv
+        totals["expected_clicks"][rows] += out.expected_clicks
+        r, k = np.nonzero(out.purchases)
+        bought_rows.append(rows[r])
+        bought_items.append(out.items[r, k])
+    bought_rows = np.concatenate(bought_rows) if bought_rows else np.empty(0, np.int64)
+    bought_items = np.concatenate(bought_items) if bought_items else np.empty(0, np.int64)
+    order = np.argsort(bought_rows, kind="stable")
+    purchased = np.split(bought_items[order], np.searchsorted(bought_rows[order], np.arange(1, len(keys))))
+    return CascadeSessions(SessionTotals(**totals), first_coarse, recall, purchased)

@@ -1,0 +1,62 @@
+"""The feature store: model-visible item features and logged behaviour sequences, looked up
+by id. Training reads it from the logs (``LogData``); serving and simulation build it from the
+world (``from_world``); both hold the same values (``users.parquet`` is ``world.history``)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from policies.batch import ItemFeatures, UserFeatures
+from policies.models import Vocab
+from simulator.config import WorldConfig
+from simulator.world import World
+
+
+def vocab_of(config: WorldConfig) -> Vocab:
+    """Embedding table sizes for a world."""
+    return Vocab(
+        n_items=config.n_items,
+        n_users=config.n_users,
+        n_categories=config.n_categories,
+        n_brands=config.n_categories * config.brands_per_category,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStore:
+    items: ItemFeatures  # (N,) indexed by item id
+    history: torch.Tensor  # (U, H) long, logged behaviour sequence, indexed by user id
+
+    @classmethod
+    def from_world(cls, world: World) -> FeatureStore:
+        table = world.item_table()
+        items = ItemFeatures(
+            item_id=torch.as_tensor(table["item_id"], dtype=torch.long),
+            category=torch.as_tensor(table["category"], dtype=torch.long),
+            brand=torch.as_tensor(table["brand"], dtype=torch.long),
+            price_bucket=torch.as_tensor(table["price_bucket"], dtype=torch.long),
+            is_new=torch.as_tensor(table["is_new"], dtype=torch.float32),
+        )
+        return cls(items, torch.as_tensor(world.history, dtype=torch.long))
+
+    @property
+    def n_items(self) -> int:
+        return int(self.items.item_id.shape[0])
+
+    @property
+    def n_users(self) -> int:
+        return int(self.history.shape[0])
+
+    def users(self, user_ids: np.ndarray | torch.Tensor) -> UserFeatures:
+        """Features of users ``user_ids`` (B,); unknown ids raise IndexError."""
+        ids = torch.as_tensor(np.asarray(user_ids), dtype=torch.long)
+        if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.n_users):
+            raise IndexError(f"user ids must be in [0, {self.n_users}), got {ids.min()}..{ids.max()}")
+        return UserFeatures(user_id=ids, history=self.items.index(self.history[ids]))
+
+    def item_features(self, item_ids: np.ndarray | torch.Tensor) -> ItemFeatures:
+        """Features of items ``item_ids`` (any shape)."""
+        return self.items.index(torch.as_tensor(np.asarray(item_ids), dtype=torch.long))

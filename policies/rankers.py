@@ -1,0 +1,140 @@
+"""Scorers: what a cascade stage calls to score candidates.
+
+Every scorer maps users (B,) and candidate items (B, R) to scores (B, R), float64, higher is
+better, and carries a ``version`` naming the model behind it. A score depends only on the
+(user, item) pair, never on the batch it was computed in, so a page is the same whether a
+request is ranked alone or with others (``tests/policies/test_rankers.py`` checks this).
+
+- ``CoarseModelScorer``: a ``CoarseRanker`` with its item tower precomputed for the whole
+  pool (``ItemEmbeddings``); it refuses embeddings of another model version.
+- ``FineModelScorer``: a ``FineRanker``'s pCTR or pCTCVR.
+- Baselines: ``RandomScorer``, ``PopularityScorer`` and ``OracleScorer`` (the simulator's
+  true expected value; an upper bound no model can see).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from policies.checkpoint import CheckpointError, ItemEmbeddings, export_item_embeddings, model_version
+from policies.features import FeatureStore
+from policies.models import CoarseRanker, FineRanker
+from simulator.oracle import Objective, expected_value
+from simulator.rng import Stream, uniform
+from simulator.world import World
+
+
+class Scorer(Protocol):
+    version: str
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """Scores (B, R) of items (B, R) for users (B,)."""
+        ...
+
+
+class Task(enum.StrEnum):
+    """The coarse ranker's tasks, in the order of its output logits."""
+
+    EXPOSURE = "exposure"
+    CLICK = "click"
+    PURCHASE = "purchase"
+
+    @property
+    def index(self) -> int:
+        """Position of this task's logit in the model output (..., n_tasks)."""
+        return list(Task).index(self)
+
+
+class CoarseModelScorer:
+    """Scores with one task logit of a coarse model, user tower online, item tower cached."""
+
+    def __init__(
+        self,
+        model: CoarseRanker,
+        features: FeatureStore,
+        task: Task = Task.CLICK,
+        embeddings: ItemEmbeddings | None = None,
+    ) -> None:
+        model.eval()
+        self.model, self.features, self.task = model, features, Task(task)
+        self.version = model_version(model)
+        if embeddings is None:
+            embeddings = export_item_embeddings(model, features.items)
+        if embeddings.version != self.version:
+            raise CheckpointError(
+                f"item embeddings of model version {embeddings.version} cannot be used with "
+                f"user tower version {self.version}"
+            )
+        if embeddings.vectors.shape != (features.n_items, model.item_dim):
+            raise ValueError(
+                f"item embeddings have shape {tuple(embeddings.vectors.shape)}, "
+                f"expected {(features.n_items, model.item_dim)}"
+            )
+        self.embeddings = embeddings
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        user_vec = self.model.encode_user(self.features.users(users))  # (B, D_u)
+        item_vecs = self.embeddings.vectors[torch.as_tensor(items, dtype=torch.long)]  # (B, R, D_i)
+        logits = self.model.score(user_vec, item_vecs)[..., self.task.index]  # (B, R)
+        return logits.double().numpy()
+
+
+class FineObjective(enum.StrEnum):
+    PCTR = "pctr"
+    PCTCVR = "pctcvr"
+
+
+class FineModelScorer:
+    """Scores with a fine model's pCTR (default) or pCTCVR."""
+
+    def __init__(
+        self, model: FineRanker, features: FeatureStore, objective: FineObjective = FineObjective.PCTR
+    ) -> None:
+        model.eval()
+        self.model, self.features, self.objective = model, features, FineObjective(objective)
+        self.version = model_version(model)
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        out = self.model(self.features.users(users), self.features.item_features(items))
+        probs = out.pctr if self.objective is FineObjective.PCTR else out.pctcvr
+        return probs.double().numpy()
+
+
+class RandomScorer:
+    """Uniform scores from a hash of (seed, user, item): a fixed random order per user."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.version = f"random-{seed}"
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return uniform(self.seed, Stream.POLICY, np.asarray(users)[:, None], items)
+
+
+class PopularityScorer:
+    """The world's item popularity (what the logging cascade's coarse stage uses)."""
+
+    version = "popularity"
+
+    def __init__(self, world: World) -> None:
+        self.popularity = world.item_popularity
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return np.asarray(self.popularity[items], dtype=np.float64)
+
+
+class OracleScorer:
+    """The true expected clicks / purchases / GMV at the top position (simulator only)."""
+
+    def __init__(self, world: World, objective: Objective = Objective.CLICKS) -> None:
+        self.world, self.objective = world, Objective(objective)
+        self.version = f"oracle-{self.objective}"
+
+    def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return expected_value(self.world, np.asarray(users), items, self.objective)

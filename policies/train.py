@@ -1,0 +1,447 @@
+"""Training of the fine ranker (teacher) and the coarse rankers, from simulator logs.
+
+    python -m policies.train --config configs/coarse_full.toml
+
+A training config (TOML) has a top-level ``kind = "fine" | "coarse"`` and ``out`` (the
+checkpoint path) and the tables ``[data]`` (``DataConfig``), ``[model]`` (``FineConfig`` or
+``CoarseConfig``), ``[train]`` (``TrainConfig``) and, for coarse models, ``[distill]``
+(``DistillConfig``). Every field is documented where it is declared; unknown keys are errors.
+
+Fine ranker: BCE on exposed samples for clicks, and for purchases given a click.
+
+Coarse ranker: the multi-task (exposure, click, purchase) list loss over the sample space of
+``[data]``; with a teacher, distillation from the fine ranker in two stages (seed 002):
+stage 1 (the first ``soft_only_epochs`` epochs) fits soft labels only, stage 2 fits hard
+labels + ``soft_weight`` x soft labels. The soft click label is the teacher's pCTR for
+exposed samples and pCTR x ``label_smoothing_scale`` otherwise; the soft purchase label is
+pCTCVR treated the same way. Teacher outputs are computed once per list entry and cached.
+
+Held-out users (``split_by_user``) never enter training; offline metrics on them are printed
+after every epoch and stored in the checkpoint's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from policies import metrics
+from policies.batch import ListBatch
+from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.data import (
+    EXPOSED,
+    LogData,
+    SampleSpace,
+    iterate_list_ids,
+    load_logs,
+    make_batch,
+    split_by_user,
+)
+from policies.features import vocab_of
+from policies.losses import (
+    ListLoss,
+    TaskLogits,
+    TaskWeights,
+    bce_loss,
+    distillation_loss,
+    label_smoothed_soft_labels,
+    multi_task_loss,
+)
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from policies.rankers import Task
+from simulator.config import ConfigError, WorldConfig, from_mapping, to_plain
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    logs: str = "data/logs"
+    """Log folder written by ``python -m simulator logs``."""
+    held_out_share: float = 0.2
+    """Share of users held out of training for offline evaluation."""
+    split_seed: int = 0
+    """Seed of the user split (a hash of (seed, user id))."""
+    unexposed: bool = True
+    """Coarse ranker lists include the M unexposed coarse survivors per request."""
+    dropped: bool = True
+    """... the L recall items the coarse stage dropped."""
+    random: bool = True
+    """... random negatives from the pool (if the logs have any)."""
+    out_of_scene: bool = True
+    """... out-of-scene purchases as extra positives (seed 002)."""
+
+    @property
+    def space(self) -> SampleSpace:
+        return SampleSpace(self.unexposed, self.dropped, self.random, self.out_of_scene)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    """Passes over the training lists."""
+    batch_size: int = 256
+    """Request lists per step."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """Adam weight decay."""
+    seed: int = 0
+    """Seeds the model's initial weights and the shuffling."""
+    loss: ListLoss = ListLoss.MULTI_POSITIVE_SOFTMAX
+    """Coarse ranker: the per-task list loss (bce, softmax, multi_positive_softmax)."""
+    task_weights: TaskWeights = dataclasses.field(default_factory=TaskWeights)
+    """Coarse ranker: weights of the exposure, click and purchase tasks."""
+    score_task: Task = Task.CLICK
+    """Coarse ranker: the task whose logit ranks candidates when serving."""
+    eval_lists: int = 20_000
+    """Held-out request lists scored after every epoch (0 = skip)."""
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"[train] {name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"[train] lr must be > 0, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
+            raise ConfigError(f"[train] weight_decay must be >= 0, got {self.weight_decay!r}")
+        if isinstance(self.eval_lists, bool) or not isinstance(self.eval_lists, int) or self.eval_lists < 0:
+            raise ConfigError(f"[train] eval_lists must be an integer >= 0, got {self.eval_lists!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    teacher: str = ""
+    """Fine-ranker checkpoint to distil from; empty = no distillation."""
+    soft_only_epochs: int = 1
+    """Stage 1: epochs trained on soft labels only; later epochs add the hard labels."""
+    soft_weight: float = 1.0
+    """Weight of the soft-label loss in stage 2."""
+    label_smoothing_scale: float = 0.1
+    """Soft label of a non-exposed sample = teacher pCTR x this (seed 002; << 1)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.soft_only_epochs, bool) or not isinstance(self.soft_only_epochs, int):
+            raise ConfigError(f"[distill] soft_only_epochs must be an integer, got {self.soft_only_epochs!r}")
+        if self.soft_only_epochs < 0:
+            raise ConfigError(f"[distill] soft_only_epochs must be >= 0, got {self.soft_only_epochs}")
+        if not (isinstance(self.soft_weight, int | float) and self.soft_weight >= 0):
+            raise ConfigError(f"[distill] soft_weight must be >= 0, got {self.soft_weight!r}")
+        scale = self.label_smoothing_scale
+        if not (isinstance(scale, int | float) and 0.0 <= scale <= 1.0):
+            raise ConfigError(f"[distill] label_smoothing_scale must be in [0, 1], got {scale!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.teacher)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A whole training config file."""
+
+    kind: str
+    out: str
+    data: DataConfig
+    model: FineConfig | CoarseConfig
+    train: TrainConfig
+    distill: DistillConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_plain(self)
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
+    """Validate a parsed TOML training config."""
+    known = {"kind", "out", "data", "model", "train", "distill"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known: {sorted(known)}")
+    kind = raw.get("kind")
+    if kind not in ("fine", "coarse"):
+        raise ConfigError(f'{source}: kind must be "fine" or "coarse", got {kind!r}')
+    if not isinstance(raw.get("out"), str) or not raw["out"]:
+        raise ConfigError(f"{source}: out (the checkpoint path) must be a non-empty string")
+    if kind == "fine" and raw.get("distill"):
+        raise ConfigError(f"{source}: [distill] applies to coarse models only")
+    return RunConfig(
+        kind=kind,
+        out=raw["out"],
+        data=from_mapping(DataConfig, raw.get("data", {}), "[data]"),
+        model=from_mapping(FineConfig if kind == "fine" else CoarseConfig, raw.get("model", {}), "[model]"),
+        train=from_mapping(TrainConfig, raw.get("train", {}), "[train]"),
+        distill=from_mapping(DistillConfig, raw.get("distill", {}), "[distill]"),
+    )
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path} is not valid TOML: {err}") from err
+    return parse_config(raw, str(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation on held-out lists
+
+
+def _pad(x: torch.Tensor, width: int, fill: float | bool) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
+
+
+@torch.no_grad()
+def list_metrics(
+    data: LogData,
+    space: SampleSpace,
+    list_ids: np.ndarray,
+    score: Callable[[ListBatch], torch.Tensor],
+    teacher_pctr: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Offline metrics of ``score(batch) -> (B, L)`` over lists ``list_ids``: click AUC and
+    GAUC on exposed samples and, given the teacher's pCTR per list entry (E,), NDCG@10, Kendall
+    tau and recall@10@30 against the teacher within each list (all its samples)."""
+    lists = data.lists(space)
+    width = int((lists.offsets[1:] - lists.offsets[:-1])[list_ids].max()) if len(list_ids) else 1
+    users, labels, scores, ref, student, masks = [], [], [], [], [], []
+    for lo in range(0, len(list_ids), batch_size):
+        ids = list_ids[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        s = score(batch).float()  # (B, L)
+        exposed = (batch.sample_type == EXPOSED) & batch.mask
+        users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
+        labels.append(batch.click[exposed])
+        scores.append(s[exposed])
+        if teacher_pctr is not None:
+            entry, mask = lists.entries(ids)
+            ref.append(_pad(torch.where(mask, teacher_pctr[entry], 0.0), width, 0.0))
+            student.append(_pad(torch.where(mask, s, 0.0), width, 0.0))
+            masks.append(_pad(mask, width, False))
+    u, y, s = (torch.cat(x).numpy() for x in (users, labels, scores))
+    out = {"auc": metrics.auc(y, s), "gauc": metrics.gauc(u, y, s)}
+    if teacher_pctr is not None:
+        r, st, m = (torch.cat(x).numpy() for x in (ref, student, masks))
+        out["ndcg@10"] = metrics.ndcg_at_k(r, st, 10, m)
+        out["kendall_tau"] = metrics.kendall_tau(r, st, m)
+        out["recall@10@30"] = metrics.recall_at_k_at_m(r, st, 10, 30, m)
+    return out
+
+
+@torch.no_grad()
+def teacher_outputs(
+    data: LogData, space: SampleSpace, teacher: FineRanker, batch_size: int = 512, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (pCTR, pCTCVR) for every list entry of ``space``, each (E,)."""
+    teacher.eval()
+    lists = data.lists(space)
+    pctr = torch.zeros(len(lists.item_id))
+    pctcvr = torch.zeros(len(lists.item_id))
+    ids_all = np.arange(len(lists))
+    for lo in tqdm(
+        range(0, len(lists), batch_size), desc="teacher labels", disable=not progress, leave=False
+    ):
+        ids = ids_all[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        out = teacher(batch.user, batch.items)
+        entry, mask = lists.entries(ids)
+        pctr[entry[mask]] = out.pctr[mask]
+        pctcvr[entry[mask]] = out.pctcvr[mask]
+    return pctr, pctcvr
+
+
+# ---------------------------------------------------------------------------------------------
+# Training loops
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: FineRanker | CoarseRanker
+    version: str
+    history: list[dict[str, float]]  # one record per epoch
+    train_users: np.ndarray
+    held_out_users: np.ndarray
+    seconds: float
+    samples: int  # list entries processed
+
+
+def _fine_loss(model: FineRanker, batch: ListBatch) -> torch.Tensor:
+    out = model(batch.user, batch.items)
+    clicked = batch.mask & (batch.click > 0)
+    return bce_loss(out.click_logit, batch.click, batch.mask) + bce_loss(
+        out.purchase_logit, batch.purchase, clicked
+    )
+
+
+def _coarse_loss(
+    model: CoarseRanker,
+    batch: ListBatch,
+    run: RunConfig,
+    soft: tuple[torch.Tensor, torch.Tensor] | None,
+    stage: int,
+) -> torch.Tensor:
+    logits = model(batch.user, batch.items)  # (B, L, 3)
+    loss = torch.zeros(())
+    if stage != 1:
+        hard = multi_task_loss(
+            TaskLogits(logits[..., Task.EXPOSURE.index], batch.exposure),
+            TaskLogits(logits[..., Task.CLICK.index], batch.click),
+            TaskLogits(logits[..., Task.PURCHASE.index], batch.purchase),
+            batch.mask,
+            run.train.task_weights,
+            run.train.loss,
+        )
+        loss = loss + hard.total
+    if soft is not None:
+        exposed = batch.sample_type == EXPOSED
+        scale = run.distill.label_smoothing_scale
+        soft_click = label_smoothed_soft_labels(soft[0], exposed, scale)
+        soft_buy = label_smoothed_soft_labels(soft[1], exposed, scale)
+        soft_loss = distillation_loss(
+            logits[..., Task.CLICK.index], soft_click, batch.mask
+        ) + distillation_loss(logits[..., Task.PURCHASE.index], soft_buy, batch.mask)
+        loss = loss + (soft_loss if stage == 1 else run.distill.soft_weight * soft_loss)
+    return loss
+
+
+def train(run: RunConfig, data: LogData | None = None, progress: bool = True, log=print) -> TrainResult:
+    """Train the model of ``run`` on its logs (or ``data``) and write its checkpoint."""
+    data = data if data is not None else load_logs(run.data.logs)
+    world = WorldConfig.from_dict(data.world)
+    vocab = vocab_of(world)
+    train_users, held_out = split_by_user(data, run.data.held_out_share, run.data.split_seed)
+    space = SampleSpace(False, False, False, False) if run.kind == "fine" else run.data.space
+    torch.manual_seed(run.train.seed)
+    model: FineRanker | CoarseRanker = (
+        FineRanker(run.model, vocab) if run.kind == "fine" else CoarseRanker(run.model, vocab)
+    )
+    teacher, soft_all = None, None
+    eval_space = space if run.kind == "fine" else run.data.space
+    if run.kind == "coarse" and run.distill.enabled:
+        teacher = load_checkpoint(run.distill.teacher, kind="fine").model
+        soft_all = teacher_outputs(data, space, teacher, progress=progress)
+    lists = data.lists(space)
+    generator = torch.Generator().manual_seed(run.train.seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=run.train.lr, weight_decay=run.train.weight_decay)
+
+    eval_ids = _eval_list_ids(data, eval_space, held_out, run.train.eval_lists, run.data.split_seed)
+    eval_teacher = None
+    if teacher is not None and len(eval_ids):
+        eval_teacher = teacher_outputs(data, eval_space, teacher)[0]
+    history, samples, start = [], 0, time.perf_counter()
+    for epoch in range(run.train.epochs):
+        stage = 1 if (soft_all is not None and epoch < run.distill.soft_only_epochs) else 2
+        model.train()
+        batches = list(
+            iterate_list_ids(data, space, run.train.batch_size, True, generator, users=train_users)
+        )
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{run.train.epochs}", disable=not progress, leave=False)
+        total, n = 0.0, 0
+        for ids in bar:
+            batch = make_batch(data, lists, ids)
+            if run.kind == "fine":
+                loss = _fine_loss(model, batch)
+            else:
+                soft = None
+                if soft_all is not None:
+                    entry, mask = lists.entries(ids)
+                    soft = (
+                        torch.where(mask, soft_all[0][entry], 0.0),
+                        torch.where(mask, soft_all[1][entry], 0.0),
+                    )
+                loss = _coarse_loss(model, batch, run, soft, stage)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+            n += 1
+            samples += int(batch.mask.sum())
+            if n % 20 == 0:
+                bar.set_postfix(loss=f"{total / n:.4f}")
+        record = {"epoch": epoch + 1, "stage": stage, "loss": total / max(n, 1)}
+        if len(eval_ids):
+            model.eval()
+            record |= list_metrics(data, eval_space, eval_ids, _scorer(model, run), eval_teacher)
+        history.append(record)
+        log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    seconds = time.perf_counter() - start
+    model.eval()
+    metadata = {
+        "run": run.to_dict(),
+        "history": history,
+        "train_seconds": seconds,
+        "train_samples": samples,
+        "held_out_share": run.data.held_out_share,
+        "split_seed": run.data.split_seed,
+        "score_task": str(run.train.score_task),
+    }
+    version = save_checkpoint(run.out, model, metadata)
+    return TrainResult(model, version, history, train_users, held_out, seconds, samples)
+
+
+def _scorer(model: FineRanker | CoarseRanker, run: RunConfig):
+    if isinstance(model, FineRanker):
+        return lambda batch: model(batch.user, batch.items).click_logit
+    return lambda batch: model(batch.user, batch.items)[..., run.train.score_task.index]
+
+
+def _eval_list_ids(data: LogData, space: SampleSpace, users: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Up to n held-out list indices, a fixed subset (every user's lists kept together)."""
+    if n == 0 or len(users) == 0:
+        return np.zeros(0, dtype=np.int64)
+    lists = data.lists(space)
+    ids = np.flatnonzero(np.isin(lists.user_id, users))
+    return ids[:n]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m policies.train",
+        description="Train a fine ranker (teacher) or a coarse ranker from simulator logs and write "
+        "its checkpoint (config + version id + per-epoch held-out metrics).",
+    )
+    parser.add_argument("--config", required=True, help="training config TOML (see configs/*.toml)")
+    parser.add_argument("--logs", help="override [data] logs: the log folder")
+    parser.add_argument("--out", help="override out: the checkpoint path")
+    parser.add_argument("--epochs", type=int, help="override [train] epochs")
+    args = parser.parse_args(argv)
+    try:
+        run = load_config(args.config)
+        if args.logs:
+            run = dataclasses.replace(run, data=dataclasses.replace(run.data, logs=args.logs))
+        if args.out:
+            run = dataclasses.replace(run, out=args.out)
+        if args.epochs is not None:
+            run = dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=args.epochs))
+        if not Path(run.data.logs).is_dir():
+            raise FileNotFoundError(
+                f"log folder {run.data.logs} does not exist; create it with "
+                f"`python -m simulator logs {run.data.logs} --users 20000`"
+            )
+        result = train(run, progress=sys.stderr.isatty())
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rate = result.samples / max(result.seconds, 1e-9)
+    print(
+        f"wrote {run.out} (version {result.version}): {result.seconds:.1f} s, "
+        f"{result.samples:,} samples, {rate:,.0f} samples/s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
