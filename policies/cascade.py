@@ -12,6 +12,7 @@ per-(user, item), so a page never depends on which other requests share its batc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 
@@ -55,25 +56,17 @@ class Cascade:
     def versions(self) -> dict[str, str]:
         return {"coarse": self.coarse.version, "fine": self.fine.version}
 
-    def coarse_scores(self, users: np.ndarray, recall: np.ndarray) -> np.ndarray:
-        """Coarse scores (B, R) of the recall sets; reusable for every page of a session."""
-        return self.coarse.score(users, recall)
+    def __call__(self, batch: SessionBatch) -> Ranked:
+        """The next page of running sessions (a ``PageRanker``)."""
+        return self.rank(batch.keys.user, batch.recall.items, batch.shown)
 
-    def rank(
-        self,
-        users: np.ndarray,
-        recall: np.ndarray,
-        excluded: np.ndarray | None = None,
-        coarse_scores: np.ndarray | None = None,
-    ) -> Ranked:
+    def rank(self, users: np.ndarray, recall: np.ndarray, excluded: np.ndarray | None = None) -> Ranked:
         """Rank one page for users (B,) from recall sets (B, R) without ``excluded`` (B, R)
-        candidates. ``coarse_scores`` (B, R), if given, must be ``coarse_scores(users, recall)``."""
+        candidates."""
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         if recall.ndim != 2 or users.shape != recall.shape[:1]:
             raise ValueError(f"need users (B,) and recall (B, R), got {users.shape} and {recall.shape}")
-        if coarse_scores is None:
-            coarse_scores = self.coarse_scores(users, recall)
-        coarse_scores = np.array(coarse_scores, dtype=np.float64)
+        coarse_scores = self.coarse.score(users, recall)  # (B, R)
         if excluded is not None:
             coarse_scores[excluded] = -np.inf
         coarse_slots = page_order(coarse_scores, self.sizes.coarse)  # (B, C)
@@ -105,16 +98,19 @@ class CascadeSessions:
     purchased: list[np.ndarray]  # in-scene purchased item ids per session
 
 
-def run_sessions(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> CascadeSessions:
-    """Run sessions ``keys`` to their end, each page ranked by ``cascade``."""
+PageRanker = Callable[[SessionBatch], Ranked]
+"""Ranks the next page of running sessions: a ``Cascade`` in process, or a client of the
+cascade served on Ray Serve (``serving``); both must return the same pages."""
+
+
+def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> CascadeSessions:
+    """Run sessions ``keys`` to their end, each page ranked by ``rank_page``."""
     c = sim.world.config
     batch: SessionBatch = sim.start(keys)
     recall = batch.recall.items.copy()
-    users = keys.user
-    scores = cascade.coarse_scores(users, recall)  # the user side is fixed within a session
     names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
     totals = {name: np.zeros(len(keys)) for name in names}
-    first_coarse = np.full((len(keys), min(cascade.sizes.coarse, recall.shape[1])), -1, dtype=np.int64)
+    first_coarse: np.ndarray | None = None
     bought_rows, bought_items = [], []
     rows = np.arange(len(keys))  # original row of each row still in `batch`
     for page in range(c.max_pages):
@@ -122,10 +118,10 @@ def run_sessions(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> Cascade
             break
         if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
             live = np.flatnonzero(batch.active)
-            batch, scores, rows = batch.take(live), scores[live], rows[live]
-        ranked = cascade.rank(batch.keys.user, batch.recall.items, batch.shown, coarse_scores=scores)
+            batch, rows = batch.take(live), rows[live]
+        ranked = rank_page(batch)
         if page == 0:
-            first_coarse[rows] = ranked.coarse_items
+            first_coarse = ranked.coarse_items
         out = sim.show(batch, ranked.slots)
         totals["pages"][rows] += out.viewed
         totals["impressions"][rows] += (out.items >= 0).sum(1)
@@ -140,4 +136,6 @@ def run_sessions(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> Cascade
     bought_items = np.concatenate(bought_items) if bought_items else np.empty(0, np.int64)
     order = np.argsort(bought_rows, kind="stable")
     purchased = np.split(bought_items[order], np.searchsorted(bought_rows[order], np.arange(1, len(keys))))
+    if first_coarse is None:
+        first_coarse = np.empty((0, 0), dtype=np.int64)
     return CascadeSessions(SessionTotals(**totals), first_coarse, recall, purchased)

@@ -119,7 +119,7 @@ class ItemEmbedding(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class FineConfig:
     dim: int = 32  # width of every embedding
-    attention_hidden: int = 64  # hidden width of the DIN attention MLP
+    attention_hidden: int = 16  # hidden width of the DIN attention MLP (cost ~ linear in it)
     hidden: tuple[int, ...] = (128, 64)  # widths of the shared MLP under the two heads
 
     def __post_init__(self) -> None:

@@ -20,8 +20,14 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from policies.checkpoint import CheckpointError, ItemEmbeddings, export_item_embeddings, model_version
-from policies.features import FeatureStore
+from policies.checkpoint import (
+    CheckpointError,
+    ItemEmbeddings,
+    export_item_embeddings,
+    load_checkpoint,
+    model_version,
+)
+from policies.features import FeatureStore, vocab_of
 from policies.models import CoarseRanker, FineRanker
 from simulator.oracle import Objective, expected_value
 from simulator.rng import Stream, uniform
@@ -47,6 +53,16 @@ class Task(enum.StrEnum):
     def index(self) -> int:
         """Position of this task's logit in the model output (..., n_tasks)."""
         return list(Task).index(self)
+
+
+def _per_request(score_one, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """Score each request on its own: float32 kernels round differently for different batch
+    shapes, so scoring requests one by one is what makes a score independent of its batch."""
+    users, items = np.asarray(users), np.asarray(items)
+    out = np.empty(items.shape, dtype=np.float64)
+    for b in range(len(users)):
+        out[b] = score_one(users[b : b + 1], items[b : b + 1]).numpy()[0]
+    return out
 
 
 class CoarseModelScorer:
@@ -76,12 +92,14 @@ class CoarseModelScorer:
             )
         self.embeddings = embeddings
 
-    @torch.no_grad()
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        user_vec = self.model.encode_user(self.features.users(users))  # (B, D_u)
-        item_vecs = self.embeddings.vectors[torch.as_tensor(items, dtype=torch.long)]  # (B, R, D_i)
-        logits = self.model.score(user_vec, item_vecs)[..., self.task.index]  # (B, R)
-        return logits.double().numpy()
+        return _per_request(self._score_one, users, items)
+
+    @torch.no_grad()
+    def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        user_vec = self.model.encode_user(self.features.users(user))  # (1, D_u)
+        item_vecs = self.embeddings.vectors[torch.as_tensor(items, dtype=torch.long)]  # (1, R, D_i)
+        return self.model.score(user_vec, item_vecs)[..., self.task.index]  # (1, R)
 
 
 class FineObjective(enum.StrEnum):
@@ -99,11 +117,13 @@ class FineModelScorer:
         self.model, self.features, self.objective = model, features, FineObjective(objective)
         self.version = model_version(model)
 
-    @torch.no_grad()
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        out = self.model(self.features.users(users), self.features.item_features(items))
-        probs = out.pctr if self.objective is FineObjective.PCTR else out.pctcvr
-        return probs.double().numpy()
+        return _per_request(self._score_one, users, items)
+
+    @torch.no_grad()
+    def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
+        out = self.model(self.features.users(user), self.features.item_features(items))
+        return out.pctr if self.objective is FineObjective.PCTR else out.pctcvr  # (1, R)
 
 
 class RandomScorer:
@@ -138,3 +158,27 @@ class OracleScorer:
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return expected_value(self.world, np.asarray(users), items, self.objective)
+
+
+BASELINES = ("random", "popularity", "oracle")
+
+
+def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
+    """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name
+    ("random", "popularity", "oracle") or the path of a checkpoint of that stage. A coarse
+    checkpoint ranks by the task stored in its metadata; its item tower is computed here, once."""
+    if stage not in ("coarse", "fine"):
+        raise ValueError(f'stage must be "coarse" or "fine", got {stage!r}')
+    match spec:
+        case "random":
+            return RandomScorer(world.config.seed)
+        case "popularity":
+            return PopularityScorer(world)
+        case "oracle":
+            return OracleScorer(world)
+    loaded = load_checkpoint(spec, kind=stage)
+    if loaded.model.vocab != vocab_of(world.config):
+        raise CheckpointError(f"{spec} was trained on another world: vocab {loaded.model.vocab}")
+    if stage == "fine":
+        return FineModelScorer(loaded.model, features)
+    return CoarseModelScorer(loaded.model, features, Task(loaded.metadata.get("score_task", "click")))
