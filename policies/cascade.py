@@ -66,26 +66,43 @@ class Cascade:
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         if recall.ndim != 2 or users.shape != recall.shape[:1]:
             raise ValueError(f"need users (B,) and recall (B, R), got {users.shape} and {recall.shape}")
-        coarse_scores = self.coarse.score(users, recall)  # (B, R)
-        if excluded is not None:
-            coarse_scores[excluded] = -np.inf
-        coarse_slots = page_order(coarse_scores, self.sizes.coarse)  # (B, C)
-        kept = np.isfinite(np.take_along_axis(coarse_scores, coarse_slots, axis=1))
-        coarse_slots = np.where(kept, coarse_slots, -1)
-        coarse_items = np.where(kept, np.take_along_axis(recall, np.maximum(coarse_slots, 0), axis=1), -1)
+        coarse_slots, coarse_items = coarse_stage(self.coarse, users, recall, self.sizes.coarse, excluded)
+        return fine_stage(self.fine, users, coarse_slots, coarse_items, self.sizes.page)
 
-        fine_scores = self.fine.score(users, np.maximum(coarse_items, 0))  # (B, C)
-        fine_scores = np.where(kept, fine_scores, -np.inf)
-        top = page_order(fine_scores, self.sizes.page)  # (B, K) index into the coarse list
-        shown = np.isfinite(np.take_along_axis(fine_scores, top, axis=1))
-        slots = np.where(shown, np.take_along_axis(coarse_slots, top, axis=1), -1)
-        return Ranked(
-            slots=slots,
-            page=np.where(shown, np.take_along_axis(coarse_items, top, axis=1), -1),
-            page_scores=np.where(shown, np.take_along_axis(fine_scores, top, axis=1), np.nan),
-            coarse_slots=coarse_slots,
-            coarse_items=coarse_items,
-        )
+
+def coarse_stage(
+    scorer: Scorer, users: np.ndarray, recall: np.ndarray, size: int, excluded: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse stage of ``Cascade.rank``: the best ``size`` recall-set slots (B, C) and their
+    item ids (B, C), best first, -1 padding rows with fewer candidates than ``size``.
+    ``serving`` runs the stages in separate deployments."""
+    coarse_scores = scorer.score(users, recall)  # (B, R)
+    if excluded is not None:
+        coarse_scores[excluded] = -np.inf
+    coarse_slots = page_order(coarse_scores, size)  # (B, C)
+    kept = np.isfinite(np.take_along_axis(coarse_scores, coarse_slots, axis=1))
+    coarse_slots = np.where(kept, coarse_slots, -1)
+    coarse_items = np.where(kept, np.take_along_axis(recall, np.maximum(coarse_slots, 0), axis=1), -1)
+    return coarse_slots, coarse_items
+
+
+def fine_stage(
+    scorer: Scorer, users: np.ndarray, coarse_slots: np.ndarray, coarse_items: np.ndarray, size: int
+) -> Ranked:
+    """The fine stage of ``Cascade.rank``: the page of ``size`` among the coarse survivors."""
+    kept = coarse_slots >= 0
+    fine_scores = scorer.score(users, np.maximum(coarse_items, 0))  # (B, C)
+    fine_scores = np.where(kept, fine_scores, -np.inf)
+    top = page_order(fine_scores, size)  # (B, K) index into the coarse list
+    shown = np.isfinite(np.take_along_axis(fine_scores, top, axis=1))
+    slots = np.where(shown, np.take_along_axis(coarse_slots, top, axis=1), -1)
+    return Ranked(
+        slots=slots,
+        page=np.where(shown, np.take_along_axis(coarse_items, top, axis=1), -1),
+        page_scores=np.where(shown, np.take_along_axis(fine_scores, top, axis=1), np.nan),
+        coarse_slots=coarse_slots,
+        coarse_items=coarse_items,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
