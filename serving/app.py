@@ -1,0 +1,225 @@
+"""Building, starting, updating and stopping the served cascade.
+
+``build_app`` is Serve's typed app builder (``import_path: serving.app:build_app`` in
+``configs/serve.yaml``). ``start`` deploys the same builder declaratively, as ``serve deploy``
+does, so that a new ``user_config`` of one stage is applied in place by ``reconfigure``
+(``ServedCascade.swap``) rather than by restarting replicas::
+
+    import serving
+    app = serving.start(serving.AppArgs(arms={"control": {}, "treatment": {"coarse": "ckpt.pt"}}))
+    ranker = app.ranker(arm="treatment")  # a PageRanker: run_sessions(sim, ranker, keys)
+    app.swap("treatment", "other.pt")     # in place, requests in flight finish
+    app.stop()                            # or: with serving.start(...) as app: ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any
+
+import ray
+from ray import serve
+from ray.serve.context import _get_global_client
+from ray.serve.handle import DeploymentHandle
+from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
+
+from policies.checkpoint import CheckpointError, load_checkpoint
+from policies.features import vocab_of
+from policies.rankers import BASELINES
+from serving.args import AppArgs, scorer_spec
+from serving.client import ServeRanker
+from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment
+from serving.model_servers import CoarseServer, FineServer
+from serving.pipeline import PageRequests, PageResults
+
+IMPORT_PATH = "serving.app:build_app"
+RAY_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # otherwise Ray 2.60 writes a token under ~/.ray/
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind and advertise 127.0.0.1
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
+"""Environment for a local Ray instance; set before ``ray.init`` (workers inherit it)."""
+
+
+def coarse_name(arm: str) -> str:
+    """The deployment name of an arm's coarse stage (``deployments:`` in a Serve config)."""
+    return f"coarse-{arm}"
+
+
+def build_app(args: AppArgs | dict) -> serve.Application:
+    """The app: an ingress bound to the recall, per-arm coarse and fine deployments. Serve
+    passes the config file's ``args`` table; it is validated as ``AppArgs`` here."""
+    args = AppArgs.model_validate(args)
+    config = args.world_config
+    batching = Batching(args.max_batch_size, args.batch_wait_timeout_s)
+    common: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": args.cpus_per_replica},
+        "max_ongoing_requests": args.max_ongoing_requests,
+        "graceful_shutdown_wait_loop_s": 0.5,
+        "graceful_shutdown_timeout_s": 2.0,
+    }
+    recall = RecallServer.options(name="recall", **common).bind(config, batching)
+    coarse = {
+        arm: CoarseServer.options(name=coarse_name(arm), user_config={"coarse": spec.coarse}, **common).bind(
+            recall, arm, args.coarse_size(arm), batching, args.torch_threads
+        )
+        for arm, spec in args.arms.items()
+    }
+    fine = FineServer.options(name="fine", user_config={"fine": args.fine}, **common).bind(
+        recall, batching, args.torch_threads
+    )
+    assignment = args.experiment()
+    experiment = Experiment(
+        arms=tuple(args.arms),
+        shares=assignment.shares if assignment else (1.0,),
+        sizes=tuple(args.coarse_size(a) for a in args.arms),
+        assignment=assignment,
+    )
+    ingress = ingress_deployment(config, experiment)
+    return ingress.options(name="ingress", **common).bind(recall, coarse, fine)
+
+
+def init_ray(**options: Any) -> None:
+    """Start a local Ray instance the way this project measured it (no dashboard, a bounded
+    object store sized for the default world; see RAY_NOTES.md). ``options`` override."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
+    settings = {
+        "num_cpus": os.cpu_count(),
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "object_store_memory": 768 * 2**20,
+    }
+    ray.init(**(settings | options))
+
+
+class ServeError(RuntimeError):
+    """The app failed to deploy or update."""
+
+
+@dataclasses.dataclass
+class ServedCascade:
+    """A running app: its handle, URL and the means to swap models and stop it."""
+
+    name: str
+    args: AppArgs
+    route_prefix: str
+    handle: DeploymentHandle
+    url: str
+    owns_serve: bool = False
+    owns_ray: bool = False
+
+    def ranker(self, arm: str | None = None, chunk: int = 64, max_in_flight: int = 8) -> ServeRanker:
+        """A ``PageRanker`` driving this app (``arm`` forces an arm; None = the assignment)."""
+        return ServeRanker(self.handle, arm=arm, chunk=chunk, max_in_flight=max_in_flight)
+
+    def rank(self, requests: PageRequests) -> PageResults:
+        return self.handle.rank_batch.remote(requests).result()
+
+    def versions(self) -> dict:
+        """``GET /version``: per arm the coarse version and spec, the fine version."""
+        return self.handle.version.remote().result().model_dump()
+
+    def swap(self, arm: str, coarse: str, timeout_s: float = 120.0) -> None:
+        """Serve arm ``arm``'s coarse stage from ``coarse`` (a baseline or checkpoint path),
+        in place: the replicas' ``reconfigure`` loads it and swaps it in atomically."""
+        self._update(coarse_name(arm), {"coarse": coarse}, timeout_s)
+
+    def swap_fine(self, fine: str, timeout_s: float = 120.0) -> None:
+        self._update("fine", {"fine": fine}, timeout_s)
+
+    def _update(self, deployment: str, user_config: dict, timeout_s: float) -> None:
+        ((stage, spec),) = user_config.items()
+        spec = scorer_spec(spec)
+        if spec not in BASELINES:  # fail here, not in the replicas (the old model keeps serving)
+            loaded = load_checkpoint(spec, kind=stage)
+            if loaded.model.vocab != vocab_of(self.args.world_config):
+                raise CheckpointError(f"{spec} was trained on another world: vocab {loaded.model.vocab}")
+        app = _app_schema(self.name, self.route_prefix, self.args)
+        current = _deployed_apps().get(self.name)
+        overrides = {d.name: d for d in (current.deployments if current else [])}
+        overrides[deployment] = DeploymentSchema(name=deployment, user_config={stage: spec})
+        app.deployments = list(overrides.values())
+        _apply(app)
+        handle = serve.get_deployment_handle(deployment, app_name=self.name)
+        _wait(self.name, timeout_s, lambda: handle.status.remote().result()["spec"] == spec)
+
+    def stop(self) -> None:
+        """Delete the app; shut Serve and Ray down if ``start`` started them."""
+        serve.delete(self.name)
+        if self.owns_serve:
+            serve.shutdown()
+        if self.owns_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> ServedCascade:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _app_schema(name: str, route_prefix: str, args: AppArgs) -> ServeApplicationSchema:
+    return ServeApplicationSchema(
+        name=name, import_path=IMPORT_PATH, route_prefix=route_prefix, args=args.model_dump(mode="json")
+    )
+
+
+def _deployed_apps() -> dict[str, ServeApplicationSchema]:
+    """The apps deployed declaratively, by name (a new config replaces them all)."""
+    details = _get_global_client().get_serve_details()
+    return {
+        name: ServeApplicationSchema.model_validate(app["deployed_app_config"])
+        for name, app in details.get("applications", {}).items()
+        if app.get("deployed_app_config")
+    }
+
+
+def _apply(app: ServeApplicationSchema) -> None:
+    """Deploy ``app`` next to the other declaratively deployed apps."""
+    apps = _deployed_apps() | {app.name: app}
+    _get_global_client().deploy_apps(ServeDeploySchema(applications=list(apps.values())))
+
+
+def _wait(name: str, timeout_s: float, ready=lambda: True) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        status = serve.status().applications.get(name)
+        if status is not None and status.status == "DEPLOY_FAILED":
+            raise ServeError(f"app {name} failed to deploy: {status.message}")
+        if status is not None and status.status == "RUNNING" and ready():
+            return
+        if time.monotonic() > deadline:
+            state = status.status if status else "missing"
+            raise ServeError(f"app {name} not ready after {timeout_s} s (status {state})")
+        time.sleep(0.1)
+
+
+def start(
+    args: AppArgs | dict | None = None,
+    name: str = "cascade",
+    route_prefix: str = "/",
+    timeout_s: float = 300.0,
+) -> ServedCascade:
+    """Deploy the app and wait until it serves; starts Ray (``init_ray``) and Serve (HTTP on
+    ``args.host:args.port``) if they are not running, and ``stop`` then shuts them down."""
+    args = AppArgs.model_validate(args or {})
+    owns_ray = not ray.is_initialized()
+    if owns_ray:
+        init_ray()
+    owns_serve = _get_global_client(raise_if_no_controller_running=False) is None
+    if owns_serve:
+        serve.start(http_options={"host": args.host, "port": args.port})
+    _apply(_app_schema(name, route_prefix, args))
+    _wait(name, timeout_s)
+    http = _get_global_client().get_serve_details().get("http_options", {})
+    url = f"http://{http.get('host', args.host)}:{http.get('port', args.port)}{route_prefix.rstrip('/')}"
+    handle = serve.get_app_handle(name)
+    return ServedCascade(name, args, route_prefix, handle, url, owns_serve, owns_ray)
+
+
+def connect(name: str = "cascade") -> DeploymentHandle:
+    """The ingress handle of a running app (for ``ServeRanker``)."""
+    return serve.get_app_handle(name)
