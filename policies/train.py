@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -38,7 +39,7 @@ from tqdm import tqdm
 
 from policies import metrics
 from policies.batch import ListBatch
-from policies.checkpoint import load_checkpoint, save_checkpoint
+from policies.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from policies.data import (
     EXPOSED,
     LogData,
@@ -60,13 +61,21 @@ from policies.losses import (
 )
 from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
 from policies.rankers import Task
-from simulator.config import ConfigError, WorldConfig, from_mapping, to_plain
+from simulator.config import ConfigError, WorldConfig, from_mapping, load_world_config, to_plain
+from simulator.logs import write_logs
+from simulator.world import World
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    logs: str = "data/logs"
-    """Log folder written by ``python -m simulator logs``."""
+    logs: str = "data/logs/default"
+    """Log folder written by ``python -m simulator logs``; created if missing (see below)."""
+    world: str = "default"
+    """World of the logs: "default", "small" or a TOML file with a [world] table."""
+    users: int = 20_000
+    """Users (ids 0..users-1) logged when the folder has to be created."""
+    days: int = 1
+    """Days logged when the folder has to be created."""
     held_out_share: float = 0.2
     """Share of users held out of training for offline evaluation."""
     split_seed: int = 0
@@ -83,6 +92,14 @@ class DataConfig:
     @property
     def space(self) -> SampleSpace:
         return SampleSpace(self.unexposed, self.dropped, self.random, self.out_of_scene)
+
+    def __post_init__(self) -> None:
+        for name in ("users", "days"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"[data] {name} must be an integer >= 1, got {value!r}")
+        if not 0.0 <= self.held_out_share < 1.0:
+            raise ConfigError(f"[data] held_out_share must be in [0, 1), got {self.held_out_share!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +139,8 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     teacher: str = ""
-    """Fine-ranker checkpoint to distil from; empty = no distillation."""
+    """Fine ranker to distil from: a checkpoint, or its training config (.toml, trained if
+    needed); empty = no distillation."""
     soft_only_epochs: int = 1
     """Stage 1: epochs trained on soft labels only; later epochs add the hard labels."""
     soft_weight: float = 1.0
@@ -270,6 +288,7 @@ def teacher_outputs(
 @dataclasses.dataclass
 class TrainResult:
     model: FineRanker | CoarseRanker
+    path: Path  # the checkpoint written
     version: str
     history: list[dict[str, float]]  # one record per epoch
     train_users: np.ndarray
@@ -330,8 +349,13 @@ def train(run: RunConfig, data: LogData | None = None, progress: bool = True, lo
     )
     teacher, soft_all = None, None
     eval_space = space if run.kind == "fine" else run.data.space
+    teacher_version = None
     if run.kind == "coarse" and run.distill.enabled:
-        teacher = load_checkpoint(run.distill.teacher, kind="fine").model
+        teacher_path = run.distill.teacher
+        if teacher_path.endswith(".toml"):  # a training config: train the teacher if needed
+            teacher_path = ensure_trained(teacher_path, progress, log)
+        loaded = load_checkpoint(teacher_path, kind="fine")
+        teacher, teacher_version = loaded.model, loaded.version
         soft_all = teacher_outputs(data, space, teacher, progress=progress)
     lists = data.lists(space)
     generator = torch.Generator().manual_seed(run.train.seed)
@@ -387,9 +411,10 @@ def train(run: RunConfig, data: LogData | None = None, progress: bool = True, lo
         "held_out_share": run.data.held_out_share,
         "split_seed": run.data.split_seed,
         "score_task": str(run.train.score_task),
+        "teacher_version": teacher_version,
     }
     version = save_checkpoint(run.out, model, metadata)
-    return TrainResult(model, version, history, train_users, held_out, seconds, samples)
+    return TrainResult(model, Path(run.out), version, history, train_users, held_out, seconds, samples)
 
 
 def _scorer(model: FineRanker | CoarseRanker, run: RunConfig):
@@ -405,6 +430,43 @@ def _eval_list_ids(data: LogData, space: SampleSpace, users: np.ndarray, n: int,
     lists = data.lists(space)
     ids = np.flatnonzero(np.isin(lists.user_id, users))
     return ids[:n]
+
+
+def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
+    """The log folder of ``data``, simulated first if it does not exist. An existing folder
+    must come from the same world (its world.json), else ConfigError."""
+    config = load_world_config(data.world)
+    path = Path(data.logs)
+    if path.is_dir():
+        stored = json.loads((path / "world.json").read_text()) if (path / "world.json").is_file() else None
+        if stored != json.loads(json.dumps(config.to_dict())):
+            raise ConfigError(
+                f"logs {path} were not simulated from world {data.world!r}; delete them or fix [data]"
+            )
+        return path
+    if progress:
+        print(f"simulating logs of {data.users:,} users x {data.days} day(s) into {path}", file=sys.stderr)
+    return write_logs(
+        World(config), path, n_users=min(data.users, config.n_users), days=data.days, progress=progress
+    )
+
+
+def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=print) -> Path:
+    """The checkpoint of a training config, trained first unless a checkpoint of exactly this
+    config already exists. A distillation teacher given as a training config (.toml) is
+    ensured the same way. Returns the checkpoint path."""
+    run = config if isinstance(config, RunConfig) else load_config(config)
+    out = Path(run.out)
+    if out.is_file():
+        try:
+            if load_checkpoint(out, kind=run.kind).metadata.get("run") == run.to_dict():
+                return out
+        except (CheckpointError, FileNotFoundError):
+            pass
+    ensure_logs(run.data, progress)
+    log(f"training {run.kind} model -> {out}")
+    train(run, progress=progress, log=log)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -426,12 +488,8 @@ def main(argv: list[str] | None = None) -> int:
             run = dataclasses.replace(run, out=args.out)
         if args.epochs is not None:
             run = dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=args.epochs))
-        if not Path(run.data.logs).is_dir():
-            raise FileNotFoundError(
-                f"log folder {run.data.logs} does not exist; create it with "
-                f"`python -m simulator logs {run.data.logs} --users 20000`"
-            )
-        result = train(run, progress=sys.stderr.isatty())
+        progress = sys.stderr.isatty()
+        result = train(run, data=load_logs(ensure_logs(run.data, progress)), progress=progress)
     except (ConfigError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -255,6 +255,18 @@ class WorldConfig:
         return dataclasses.asdict(self)
 
 
+def load_world_config(spec: str) -> WorldConfig:
+    """A world config from a spec: "default" (or ""), "small", or a TOML file with [world]."""
+    if spec in ("", "default"):
+        return WorldConfig()
+    if spec == "small":
+        return SMALL
+    path = Path(spec)
+    if not path.is_file():
+        raise ConfigError(f'world {spec!r} is neither "default", "small" nor an existing TOML file')
+    return WorldConfig.from_toml(path)
+
+
 def from_mapping(cls: type[T], values: Any, section: str) -> T:
     """Build the frozen dataclass ``cls`` from a TOML-like mapping, recursing into fields that
     are dataclasses and converting enums and tuples. Unknown keys and ill-typed values raise

@@ -1,0 +1,140 @@
+"""Training: configs validate, the teacher beats popularity, distillation stages, caching."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from policies import metrics
+from policies.checkpoint import load_checkpoint
+from policies.data import EXPOSED, SampleSpace, iterate_lists
+from policies.features import vocab_of
+from policies.models import CoarseRanker
+from policies.train import RunConfig, _coarse_loss, ensure_trained, main, parse_config
+from simulator.config import SMALL, ConfigError
+
+
+def _held_out_exposures(data, users):
+    """(user, click label, item id) of every held-out exposed sample."""
+    u, y, item = [], [], []
+    for batch in iterate_lists(data, SampleSpace(False, False, False), 512, False, None, users=users):
+        exposed = batch.mask & (batch.sample_type == EXPOSED)
+        u.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
+        y.append(batch.click[exposed])
+        item.append(batch.items.item_id[exposed])
+    return (torch.cat(x).numpy() for x in (u, y, item))
+
+
+def test_trained_fine_ranker_beats_popularity_on_held_out_gauc(small_fine, small_data, small_world):
+    users, clicks, items = _held_out_exposures(small_data, small_fine.held_out_users)
+    assert len(np.intersect1d(users, small_fine.train_users)) == 0
+    scores = []
+    for batch in iterate_lists(
+        small_data, SampleSpace(False, False, False), 512, False, None, users=small_fine.held_out_users
+    ):
+        with torch.no_grad():
+            out = small_fine.model(batch.user, batch.items).click_logit
+        scores.append(out[batch.mask & (batch.sample_type == EXPOSED)])
+    model_gauc = metrics.gauc(users, clicks, torch.cat(scores).numpy())
+    popularity_gauc = metrics.gauc(users, clicks, small_world.item_popularity[items])
+    assert model_gauc > popularity_gauc + 0.02, (model_gauc, popularity_gauc)
+
+
+def test_distilled_coarse_model_trains_and_logs_every_metric(small_coarse):
+    assert [r["stage"] for r in small_coarse.history] == [1, 2]
+    for record in small_coarse.history:
+        for key in ("auc", "gauc", "ndcg@10", "kendall_tau", "recall@10@30"):
+            assert np.isfinite(record[key]), key
+    meta = load_checkpoint(small_coarse.path).metadata
+    assert meta["teacher_version"] is not None and meta["history"] == small_coarse.history
+
+
+def _run(tmp_path, **tables) -> RunConfig:
+    return parse_config({"kind": "coarse", "out": str(tmp_path / "c.pt"), **tables})
+
+
+def test_stage_one_ignores_hard_labels(small_data, tmp_path):
+    run = _run(tmp_path, distill={"teacher": "x.pt"})
+    batch = next(iterate_lists(small_data, run.data.space, 16, False, None))
+    torch.manual_seed(0)
+    model = CoarseRanker(run.model, _vocab())
+    soft = (torch.rand(batch.mask.shape), torch.rand(batch.mask.shape) * 0.1)
+    flipped = dataclasses.replace(batch, click=1 - batch.click, exposure=1 - batch.exposure)
+    assert torch.equal(_coarse_loss(model, batch, run, soft, 1), _coarse_loss(model, flipped, run, soft, 1))
+    assert not torch.equal(
+        _coarse_loss(model, batch, run, soft, 2), _coarse_loss(model, flipped, run, soft, 2)
+    )
+
+
+def _vocab():
+    return vocab_of(SMALL)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"kind": "coarse"}, "out"),
+        ({"kind": "medium", "out": "x"}, "kind must be"),
+        ({"kind": "coarse", "out": "x", "extra": 1}, r"unknown top-level key\(s\) \['extra'\]"),
+        ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, "lr must be > 0"),
+        ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, "'hinge' is not one of"),
+        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, "'gmv' is not one of"),
+        (
+            {"kind": "coarse", "out": "x", "train": {"epoch": 2}},
+            r"unknown setting\(s\) \['epoch'\] in \[train\]",
+        ),
+        ({"kind": "coarse", "out": "x", "model": {"nova": "yes"}}, "nova must be a bool"),
+        ({"kind": "coarse", "out": "x", "distill": {"label_smoothing_scale": 2}}, r"in \[0, 1\]"),
+        ({"kind": "fine", "out": "x", "distill": {"teacher": "t.pt"}}, "coarse models only"),
+        ({"kind": "coarse", "out": "x", "data": {"users": 0}}, "users must be"),
+    ],
+)
+def test_bad_configs_fail_with_a_clear_message(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(raw)
+
+
+def test_config_round_trips_through_plain_dicts(tmp_path):
+    run = _run(tmp_path, model={"nova": True, "similarity": "cosine"}, train={"loss": "bce"})
+    assert parse_config(run.to_dict()) == run
+
+
+def test_ensure_trained_simulates_logs_then_reuses_a_checkpoint_of_the_same_config(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'kind = "coarse"\nout = "{tmp_path / "c.pt"}"\n'
+        f'[data]\nlogs = "{tmp_path / "logs"}"\nworld = "small"\nusers = 100\n'
+        "[model]\ndim = 8\n[train]\nepochs = 1\neval_lists = 0\n"
+    )
+    first = ensure_trained(config, progress=False, log=lambda *_: None)
+    assert (tmp_path / "logs" / "samples.parquet").is_file()
+    stamp = first.stat().st_mtime_ns
+    assert ensure_trained(config, progress=False, log=lambda *_: None) == first
+    assert first.stat().st_mtime_ns == stamp  # not retrained
+    config.write_text(config.read_text().replace("dim = 8", "dim = 4"))
+    ensure_trained(config, progress=False, log=lambda *_: None)
+    assert load_checkpoint(first).model.config.dim == 4
+
+
+def test_ensure_trained_refuses_logs_of_another_world(tmp_path, small_log_dir):
+    run = parse_config(
+        {
+            "kind": "fine",
+            "out": str(tmp_path / "f.pt"),
+            "data": {"logs": str(small_log_dir), "world": "default"},
+        }
+    )
+    with pytest.raises(ConfigError, match="not simulated from world 'default'"):
+        ensure_trained(run, progress=False)
+
+
+def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
+    assert main(["--config", str(tmp_path / "missing.toml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('kind = "coarse"\nout = "x.pt"\n[train]\nepochs = -1\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "epochs must be an integer >= 1" in capsys.readouterr().err
