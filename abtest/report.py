@@ -1,0 +1,332 @@
+"""The run folder of an experiment and its reports.
+
+``write_run(result, folder)`` writes, each file atomically (temporary file, then rename)::
+
+    config.toml        the experiment config (written first by run_ab.py, rebuilds the run)
+    results.json       SRM gate, records, arm values, power, funnel, daily looks, versions, timings
+    per_user.parquet   one row per user: arm, metric columns, pre-period columns
+    user_days.parquet  one row per user-day: the experiment's logs (+ funnel counts)
+    daily.parquet      cumulative records after each day, with always-valid intervals
+    report.md / report.html, lifts.png, daily.png (days > 1), funnel.png
+
+``terminal_report`` is the table printed by run_ab.py; the SRM gate comes before the results.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from abtest.experiment import ExperimentResult, _write_atomic, write_parquet_atomic, write_text_atomic
+
+
+def _fmt(value: float, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float) and math.isinf(value):
+        return "∞" if value > 0 else "-∞"
+    return f"{value:.{digits}g}"
+
+
+def _pct(value: float) -> str:
+    if value is None or not math.isfinite(value):
+        return "–" if value is None or math.isnan(value) else ("+∞" if value > 0 else "-∞")
+    return f"{100 * value:+.2f}%"
+
+
+def _pvalue(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "–"
+    return f"{p:.2e}" if p < 1e-4 else f"{p:.4f}"
+
+
+def srm_lines(result: ExperimentResult) -> list[str]:
+    s, c = result.srm, result.config
+    total = sum(result.arm_counts.values())
+    parts = [
+        f"{arm} {result.arm_counts[arm]:,} (expected {share * total:,.0f})"
+        for arm, share in zip(c.arm_names, c.shares, strict=True)
+    ]
+    verdict = "PASSED" if s.passed else "FAILED: the split is broken, the results below are not trustworthy"
+    return [
+        f"SRM gate (chi-squared, fails at p < {s.threshold:g}): {verdict}",
+        f"  users: {', '.join(parts)}; chi2 = {s.chi2:.3f}, p = {_pvalue(s.pvalue)}",
+    ]
+
+
+def results_table(result: ExperimentResult) -> pd.DataFrame:
+    """The records as display strings, one row per metric x treatment."""
+    rows = []
+    for r in result.results.records:
+        rows.append(
+            {
+                "metric": r.metric,
+                "treatment": r.treatment,
+                "control": _fmt(r.control_value),
+                "treat.": _fmt(r.treatment_value),
+                "lift": _pct(r.rel_effect),
+                f"{100 * (1 - result.config.stats.alpha):g}% CI": f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]",
+                "p": _pvalue(r.pvalue),
+                "p adj.": _pvalue(r.pvalue_adjusted),
+                "sig.": "yes" if r.significant else "no",
+                "CUPED": f"-{100 * r.variance_reduction:.0f}% var" if r.cuped else "off",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
+    c = result.config
+    lines = [f"experiment {c.name}: {' vs '.join(c.arm_names)} (control {c.control})"]
+    lines += srm_lines(result)
+    if show_results:
+        table = results_table(result)
+        lines.append("")
+        lines.append(table.to_string(index=False) if len(table) else "(no metric could be analysed)")
+        for name, why in result.skipped.items():
+            lines.append(f"skipped {name}: {why}")
+        lines.append(
+            f"correction: {c.stats.correction} over {len(result.results.records)} comparisons; "
+            f"lift CI: {c.stats.lift_ci}"
+        )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def _plots(result: ExperimentResult, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+
+    def save(fig, name: str) -> None:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        _write_atomic(folder / name, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        written.append(name)
+
+    records = result.to_pandas()
+    if len(records):
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(records) + 1.2))
+        y = np.arange(len(records))[::-1]
+        lift = 100 * records["rel_effect"].to_numpy()
+        lo = 100 * records["rel_ci_lower"].to_numpy()
+        hi = 100 * records["rel_ci_upper"].to_numpy()
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        colors = np.where(records["significant"], "tab:red", "tab:blue")
+        ax.errorbar(
+            lift[finite],
+            y[finite],
+            xerr=[lift[finite] - lo[finite], hi[finite] - lift[finite]],
+            fmt="none",
+            ecolor="gray",
+            capsize=3,
+        )
+        ax.scatter(lift, y, c=colors, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, [f"{m} ({t})" for m, t in zip(records["metric"], records["treatment"], strict=True)])
+        ax.set_xlabel(f"relative lift vs {result.config.control}, % ({100 * (1 - result.config.stats.alpha):g}% CI)")
+        ax.set_title("Lifts (red: significant after correction)")
+        save(fig, "lifts.png")
+
+    daily = result.daily
+    if len(result.config.experiment_days) > 1 and len(daily):
+        metrics = list(dict.fromkeys(daily["metric"]))
+        fig, axes = plt.subplots(len(metrics), 2, figsize=(10, 2.3 * len(metrics)), squeeze=False)
+        for i, metric in enumerate(metrics):
+            rows = daily[daily["metric"] == metric]
+            left, right = axes[i]
+            first = rows.drop_duplicates("day")
+            left.plot(first["day"], first["control_value"], marker="o", label=result.config.control)
+            for treatment, part in rows.groupby("treatment", sort=False):
+                left.plot(part["day"], part["treatment_value"], marker="o", label=treatment)
+                right.plot(part["day"], 100 * part["rel_effect"], marker="o", label=treatment)
+                base = part["control_value"].abs().replace(0, np.nan)
+                right.fill_between(
+                    part["day"],
+                    100 * part["rel_ci_lower"],
+                    100 * part["rel_ci_upper"],
+                    alpha=0.25,
+                    label="CI (fixed horizon)",
+                )
+                if part["av_ci_lower"].notna().any():
+                    label = "always valid (effect / control)"
+                    right.plot(part["day"], 100 * part["av_ci_lower"] / base, "k--", lw=0.8, label=label)
+                    right.plot(part["day"], 100 * part["av_ci_upper"] / base, "k--", lw=0.8)
+            left.set_ylabel(metric)
+            right.axhline(0, color="black", lw=0.8)
+            right.set_ylabel("lift %")
+            if i == 0:
+                left.legend(fontsize=7)
+                right.legend(fontsize=7)
+                left.set_title("cumulative value per arm")
+                right.set_title("cumulative lift (effect / control)")
+        for ax in axes.ravel():
+            ax.set_xticks(result.config.experiment_days)
+        for ax in axes[-1]:
+            ax.set_xlabel("day")
+        fig.tight_layout()
+        save(fig, "daily.png")
+
+    funnel = result.funnel
+    if len(funnel) and funnel["users"].max() > 0:
+        stages = list(dict.fromkeys(funnel["stage"]))
+        arms = list(dict.fromkeys(funnel["arm"]))
+        fig, ax = plt.subplots(figsize=(7, 0.6 * len(arms) + 1.5))
+        left = np.zeros(len(arms))
+        for stage in stages:
+            share = funnel[funnel["stage"] == stage].set_index("arm").reindex(arms)["share"].fillna(0).to_numpy()
+            ax.barh(arms, share, left=left, label=f"lost at {stage}" if stage != "kept" else "on the page")
+            left += share
+        ax.set_xlabel(f"share of each user's {result.config.stats.funnel_k} truly best items (expected clicks)")
+        ax.set_title("Funnel loss per stage")
+        ax.legend(fontsize=7, loc="lower right")
+        save(fig, "funnel.png")
+    return written
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown and HTML
+
+
+def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
+    """(title, text or table) pairs shared by the Markdown and HTML reports."""
+    c = result.config
+    arms = pd.DataFrame(
+        [
+            {
+                "arm": arm,
+                "coarse": v["coarse"],
+                "coarse version": v["coarse_version"],
+                "fine": v["fine"],
+                "fine version": v["fine_version"],
+                "coarse size": v["coarse_size"],
+                "users": result.arm_counts[arm],
+            }
+            for arm, v in result.versions.items()
+        ]
+    )
+    t = c.traffic
+    setup = (
+        f"World `{c.world}`; users 0..{t.users - 1}, {t.days} day(s) from day {t.first_day}, one session "
+        f"per user-day; traffic {result.through}"
+        + (f" on {result.workers} worker(s)" if result.through == "inprocess" else "")
+        + f"; assignment salt `{c.assignment.salt}`, layer `{c.assignment.layer}`"
+        + (" (A/A mode: every arm runs the control's cascade)" if c.assignment.aa else "")
+        + f"; pre-period: {c.pre_period.source}; alpha {c.stats.alpha}, correction {c.stats.correction}, "
+        f"lift CI {c.stats.lift_ci}, CUPED {'on' if c.stats.cuped else 'off'}."
+    )
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings.items())
+    sections: list[tuple[str, str | pd.DataFrame]] = [
+        ("Set-up", setup + (f"\n\n{c.description}" if c.description else "")),
+        ("Arms", arms),
+        ("Sample-ratio mismatch gate", "\n".join(srm_lines(result))),
+        ("Results", results_table(result)),
+    ]
+    if result.skipped:
+        sections.append(("Skipped metrics", "\n".join(f"- {k}: {v}" for k, v in result.skipped.items())))
+    sections.append(("Raw values per arm", result.arms.round(5)))
+    power = result.power.copy()
+    if len(power):
+        power["mde_rel"] = power["mde_rel"].map(_pct)
+        sections.append(
+            (
+                f"Power (alpha {c.stats.alpha}, power {c.stats.power}): minimum detectable effect at this "
+                "size, users needed for a +1 % lift",
+                power.round(5),
+            )
+        )
+    if len(result.funnel):
+        sections.append(
+            (
+                f"Funnel loss (users 0..{c.stats.funnel_users - 1} on day {t.first_day}: where each user's "
+                f"{c.stats.funnel_k} truly best items of the pool were lost)",
+                result.funnel.round(4),
+            )
+        )
+    if len(c.experiment_days) > 1 and len(result.daily):
+        cols = ["day", "metric", "treatment", "effect", "effect_ci_lower", "effect_ci_upper"]
+        cols += ["av_ci_lower", "av_ci_upper", "pvalue"]
+        sections.append(("Daily looks (cumulative; always-valid intervals)", result.daily[cols].round(5)))
+    sections.append(("Wall time", timings))
+    return sections
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+
+    def cell(value) -> str:
+        text = _fmt(value, 6) if isinstance(value, float) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def markdown_report(result: ExperimentResult, images: list[str]) -> str:
+    c = result.config
+    out = [f"# A/B experiment `{c.name}`", ""]
+    if not result.srm.passed:
+        out += ["> **SRM gate FAILED**: the users per arm do not match the designed split.", ""]
+    for title, body in _sections(result):
+        out.append(f"## {title}\n")
+        out.append(_markdown_table(body) if isinstance(body, pd.DataFrame) else body)
+        out.append("")
+    for image in images:
+        out += [f"![{image}]({image})", ""]
+    return "\n".join(out)
+
+
+def html_report(result: ExperimentResult, images: list[str]) -> str:
+    c = result.config
+    body = [f"<h1>A/B experiment <code>{html.escape(c.name)}</code></h1>"]
+    if not result.srm.passed:
+        body.append('<p class="srm"><b>SRM gate FAILED</b>: the users per arm do not match the split.</p>')
+    for title, content in _sections(result):
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        if isinstance(content, pd.DataFrame):
+            body.append(content.to_html(index=False, border=0, classes="t"))
+        else:
+            body.append("<pre>" + html.escape(content) + "</pre>")
+    for image in images:
+        body.append(f'<p><img src="{html.escape(image)}" alt="{html.escape(image)}"></p>')
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}"
+        "table.t{border-collapse:collapse;font-size:13px}table.t td,table.t th{padding:2px 8px;"
+        "border-bottom:1px solid #ddd;text-align:right}.srm{color:#b00;font-size:1.2em}"
+        "pre{white-space:pre-wrap}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(c.name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def write_run(result: ExperimentResult, folder: str | Path, images: list[str] | None = None) -> list[str]:
+    """Write every output of a finished experiment into ``folder``; returns the plot names.
+    With ``images`` (the names a previous call returned) only the texts are rewritten: that is
+    how run_ab.py adds the report's own wall time."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / "results.json", json.dumps(result.summary(), indent=2, allow_nan=True) + "\n")
+    if images is None:
+        write_parquet_atomic(folder / "per_user.parquet", result.users)
+        write_parquet_atomic(folder / "user_days.parquet", result.user_days)
+        write_parquet_atomic(folder / "daily.parquet", result.daily)
+        images = _plots(result, folder)
+    write_text_atomic(folder / "report.md", markdown_report(result, images))
+    write_text_atomic(folder / "report.html", html_report(result, images))
+    return images

@@ -1,0 +1,159 @@
+"""Run a simulated online A/B experiment and write its report.
+
+    python run_ab.py --config configs/default.toml
+
+The config (TOML, validated; see configs/default.toml for every key) names the world, the
+arms (coarse ranker checkpoint or training config, stage sizes), the traffic, the
+assignment, the metrics and the statistics. Results go to runs/ab/<name>/ (config.toml,
+results.json, per_user.parquet, user_days.parquet, daily.parquet, report.md, report.html,
+plots), each file written atomically.
+
+Exit status: 0 success; 1 the sample-ratio-mismatch gate failed (unless --ignore-srm);
+2 invalid config or arguments; 3 the run folder exists (use --force or --resume);
+130 interrupted (finished shards are kept: rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_ab.py",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--config", required=True, help="experiment TOML file, e.g. configs/default.toml (required)"
+    )
+    parser.add_argument("--name", help="run name, i.e. the folder runs/ab/<name> (default: the config's name)")
+    parser.add_argument(
+        "--runs-dir", default="runs/ab", help="parent folder of run folders (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--through",
+        choices=["serve", "inprocess"],
+        help="serve: batched calls to the cascade on Ray Serve; inprocess: the same cascade code in "
+        "this process or on Ray tasks (default: the config's [traffic] through)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="in-process traffic: Ray tasks sharing the shards, 1 = this process only; results do not "
+        "depend on it (default: the config's [traffic] workers)",
+    )
+    parser.add_argument("--users", type=int, help="override [traffic] users (ids 0..users-1)")
+    parser.add_argument("--days", type=int, help="override [traffic] days")
+    parser.add_argument(
+        "--aa", action="store_true", help="A/A mode: every arm runs the control's cascade (pipeline check)"
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in the existing folder: finished shards are reused; the "
+        "config must be the one stored in the folder",
+    )
+    parser.add_argument(
+        "--ignore-srm",
+        action="store_true",
+        help="exit 0 and print the results even when the sample-ratio-mismatch gate fails",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # heavy imports after argument parsing, so --help is instant
+    from abtest.config import ExperimentConfig, load_config, parse_config
+    from abtest.experiment import run_experiment, write_text_atomic
+    from abtest.report import terminal_report, write_run
+    from simulator.config import ConfigError
+
+    def fail(message: str, code: int = EXIT_CONFIG) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+    try:
+        config: ExperimentConfig = load_config(args.config)
+        overrides: dict = {}
+        if args.users is not None:
+            overrides["users"] = args.users
+        if args.days is not None:
+            overrides["days"] = args.days
+        if args.through is not None:
+            overrides["through"] = args.through
+        if args.workers is not None:
+            overrides["workers"] = args.workers
+        raw = config.to_dict()
+        raw["traffic"].update(overrides)
+        if args.name:
+            raw["name"] = args.name
+        if args.aa:
+            raw["assignment"]["aa"] = True
+        config = parse_config(raw, args.config)
+    except ConfigError as err:
+        return fail(str(err))
+
+    run_dir = Path(args.runs_dir) / config.name
+    if run_dir.exists():
+        if args.force:
+            shutil.rmtree(run_dir)
+        elif args.resume:
+            stored_path = run_dir / "config.toml"
+            try:
+                stored = parse_config(tomllib.loads(stored_path.read_text()), str(stored_path))
+            except (OSError, tomllib.TOMLDecodeError, ConfigError) as err:
+                return fail(f"cannot resume {run_dir}: {err}")
+            if stored.to_dict() != config.to_dict():
+                return fail(f"cannot resume {run_dir}: its config.toml differs from this config (use --force)")
+        else:
+            return fail(f"run folder {run_dir} exists; pass --resume to continue it or --force to overwrite", EXIT_EXISTS)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.toml", config.to_toml())
+
+    progress = not args.no_progress and sys.stderr.isatty()
+    t0 = time.perf_counter()
+    try:
+        result = run_experiment(
+            config,
+            through=None,
+            workers=None,
+            run_dir=run_dir,
+            resume=args.resume,
+            progress=progress,
+            log=lambda m: print(m, file=sys.stderr),
+        )
+    except ConfigError as err:
+        return fail(str(err))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished shards are kept in {run_dir}/shards; rerun with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    t_report = time.perf_counter()
+    images = write_run(result, run_dir)
+    result.timings["report"] = time.perf_counter() - t_report
+    result.timings["total"] = time.perf_counter() - t0
+    write_run(result, run_dir, images)  # again with the report's own wall time (texts only)
+    show = result.srm.passed or args.ignore_srm
+    print(terminal_report(result, show_results=show))
+    if not show:
+        print("results withheld because the SRM gate failed (pass --ignore-srm to print them)")
+    times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
+    print(f"\nwall time: {times}\nreport: {run_dir / 'report.md'} (also report.html, results.json)")
+    return EXIT_OK if result.srm.passed or args.ignore_srm else EXIT_SRM
+
+
+if __name__ == "__main__":
+    sys.exit(main())
