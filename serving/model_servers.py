@@ -69,7 +69,14 @@ class CoarseServer:
         self.spec = spec
 
     def status(self) -> dict:
-        return {"arm": self.arm, "spec": self.spec, "version": self.stage.scorer.version, "size": self.size}
+        """What this replica serves (``replica`` shows that a swap happened in place)."""
+        return {
+            "arm": self.arm,
+            "spec": self.spec,
+            "version": self.stage.scorer.version,
+            "size": self.size,
+            "replica": serve.get_replica_context().replica_id.unique_id,
+        }
 
     @serve.batch
     async def coarse(self, users: list, recall: list, exclude: list) -> list:
@@ -97,7 +104,11 @@ class FineServer:
         self.spec = spec
 
     def status(self) -> dict:
-        return {"spec": self.spec, "version": self.stage.scorer.version}
+        return {
+            "spec": self.spec,
+            "version": self.stage.scorer.version,
+            "replica": serve.get_replica_context().replica_id.unique_id,
+        }
 
     @serve.batch
     async def fine(self, users: list, coarse: list) -> list:

@@ -1,6 +1,9 @@
 """Serving fixtures: one Ray instance and one Serve instance (on a free 127.0.0.1 port) per
 test session, tiny seeded checkpoints of the SMALL world, and one served app shared by the
-tests that need Serve (starting an app costs ~10-15 s on 2 cores)."""
+tests that need Serve (starting an app costs ~10-15 s on 2 cores).
+
+Ray is imported inside the fixtures, after ``pytest_configure`` has filtered the Pydantic
+deprecation warnings Ray Serve raises when it is imported."""
 
 from __future__ import annotations
 
@@ -8,20 +11,22 @@ import os
 import socket
 
 import pytest
-import ray
 import torch
-from ray import serve
 
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import save_checkpoint
 from policies.features import FeatureStore, vocab_of
 from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
 from policies.rankers import load_scorer
-from serving.app import RAY_ENV, start
 from serving.args import AppArgs
 from simulator import SMALL, World
 
 APP = "test-cascade"
+SERVE_WARNINGS = "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray"
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("filterwarnings", SERVE_WARNINGS)
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +87,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_session():
+    import ray  # noqa: PLC0415 (see the module docstring)
+
+    from serving.app import RAY_ENV  # noqa: PLC0415
+
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
@@ -91,6 +100,8 @@ def ray_session():
 
 @pytest.fixture(scope="session")
 def serve_port(ray_session) -> int:
+    from ray import serve  # noqa: PLC0415
+
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
@@ -99,6 +110,8 @@ def serve_port(ray_session) -> int:
 
 @pytest.fixture(scope="session")
 def served(serve_port, app_args):
+    from serving.app import start  # noqa: PLC0415
+
     app = start(app_args, name=APP, route_prefix="/cascade")
     yield app
     app.stop()
