@@ -83,9 +83,13 @@ def build_app(args: AppArgs | dict) -> serve.Application:
 
 def init_ray(**options: Any) -> None:
     """Start a local Ray instance the way this project measured it (no dashboard, a bounded
-    object store sized for the default world; see RAY_NOTES.md). ``options`` override."""
+    object store that holds the default world; see RAY_NOTES.md), or join the cluster at
+    ``RAY_ADDRESS``. ``options`` override."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+    if os.environ.get("RAY_ADDRESS"):  # join a running cluster: it has its own resources
+        ray.init(**({"log_to_driver": False} | options))
+        return
     settings = {
         "num_cpus": os.cpu_count(),
         "include_dashboard": False,

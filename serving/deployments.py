@@ -21,7 +21,7 @@ import dataclasses
 
 import numpy as np
 import ray
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
@@ -38,6 +38,9 @@ from serving.schemas import (
 )
 from simulator.config import WorldConfig
 from simulator.world import World
+
+HEALTH_TIMEOUT_S = 2.0
+"""How long /healthz waits for every stage to answer."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +63,9 @@ class RecallServer:
         self.world = ray.get(self._world_ref)  # keep only the object-store copy
         self.stage = RecallStage(self.world)
         configure_batching(self.recall, batching)
+
+    def status(self) -> dict:
+        return {"world_seed": self.world.config.seed, "recall_size": self.world.config.recall_size}
 
     def world_ref(self) -> list[ray.ObjectRef]:
         """The world's object reference (in a list, so it is passed on, not resolved)."""
@@ -147,8 +153,14 @@ def ingress_deployment(config: WorldConfig, experiment: Experiment):
                 trace=trace,
             )
 
-        @api.get("/healthz")
+        @api.get("/healthz", responses={503: {"description": "a stage is not ready yet"}})
         async def healthz(self) -> Health:
+            """OK once every stage answers (model stages load after the ingress is up)."""
+            stages = [self.recall, self.fine, *self.coarse.values()]
+            try:
+                await asyncio.wait_for(asyncio.gather(*(s.status.remote() for s in stages)), HEALTH_TIMEOUT_S)
+            except TimeoutError:
+                raise HTTPException(503, "stages are still starting") from None
             return Health()
 
         @api.get("/version")

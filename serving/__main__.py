@@ -1,0 +1,111 @@
+"""Start the served cascade from checkpoints or baselines (trains nothing) and block.
+
+    python -m serving --world small --arm control=popularity --arm treatment=random@50 \\
+        --fine oracle --port 8000
+    python -m serving --args my_app.yaml          # the ``args`` table of configs/serve.yaml
+
+Ctrl-C deletes the app and stops the Ray instance it started (with ``RAY_ADDRESS`` set it
+joins that cluster instead of starting one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import yaml
+
+from serving.app import start
+from serving.args import AppArgs
+
+
+def _arm(text: str) -> tuple[str, dict]:
+    """``NAME=SPEC`` or ``NAME=SPEC@COARSE_SIZE``."""
+    name, sep, spec = text.partition("=")
+    if not sep or not name or not spec:
+        raise argparse.ArgumentTypeError(f"--arm takes NAME=SPEC[@COARSE_SIZE], got {text!r}")
+    spec, at, size = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    if at and not size.isdigit():
+        raise argparse.ArgumentTypeError(f"coarse size must be an integer, got {size!r}")
+    return name, {"coarse": spec, **({"coarse_size": int(size)} if at else {})}
+
+
+def _share(text: str) -> tuple[str, float]:
+    name, sep, value = text.partition("=")
+    try:
+        return name, float(value) if sep else float("nan")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--share takes NAME=SHARE, got {text!r}") from None
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespace]:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description=__doc__,
+        formatter_class=argparse.RawTextHelpFormatter,
+    )
+    parser.add_argument("--args", type=Path, help="YAML or JSON file of app arguments (flags override it)")
+    parser.add_argument("--world", help='"small" (default), "default" or a world TOML file')
+    parser.add_argument(
+        "--arm",
+        type=_arm,
+        action="append",
+        metavar="NAME=SPEC[@SIZE]",
+        help='an arm: its coarse scorer ("random", "popularity", "oracle" or a checkpoint)\n'
+        "and optionally its coarse size; repeat per arm (default: control=popularity)",
+    )
+    parser.add_argument("--fine", help='the fine scorer shared by all arms (default "oracle")')
+    parser.add_argument("--salt", help="the experiment's assignment salt")
+    parser.add_argument("--layer", help="the experiment's assignment layer")
+    parser.add_argument("--share", type=_share, action="append", metavar="NAME=SHARE", help="an arm's share")
+    parser.add_argument("--host", help="HTTP host (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    parser.add_argument("--name", default="cascade", help="Serve application name")
+    parser.add_argument("--route-prefix", default="/", help="HTTP route prefix of the app")
+    ns = parser.parse_args(argv)
+
+    raw: dict = {}
+    if ns.args:
+        text = ns.args.read_text()
+        raw = json.loads(text) if ns.args.suffix == ".json" else yaml.safe_load(text) or {}
+    for key in ("world", "fine", "host", "port"):
+        if getattr(ns, key) is not None:
+            raw[key] = getattr(ns, key)
+    if ns.arm:
+        raw["arms"] = dict(ns.arm)
+    assignment = dict(raw.get("assignment", {}))
+    if ns.salt is not None:
+        assignment["salt"] = ns.salt
+    if ns.layer is not None:
+        assignment["layer"] = ns.layer
+    if ns.share:
+        assignment["shares"] = dict(ns.share)
+    if assignment:
+        raw["assignment"] = assignment
+    try:
+        return AppArgs.model_validate(raw), ns
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, ns = parse_args(argv)
+    app = start(args, name=ns.name, route_prefix=ns.route_prefix)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    print(f"serving {ns.name!r} at {app.url}  (Ctrl-C stops it)")
+    print(json.dumps(app.versions(), indent=2))
+    print(f"try: curl -s -X POST {app.url}/rank -H 'content-type: application/json' -d '{{\"user_id\": 7}}'")
+    sys.stdout.flush()
+    stop.wait()
+    print("stopping ...")
+    app.stop()
+
+
+if __name__ == "__main__":
+    main()
