@@ -59,6 +59,7 @@ def build_app(args: AppArgs | dict) -> serve.Application:
         "max_ongoing_requests": args.max_ongoing_requests,
         "graceful_shutdown_wait_loop_s": 0.5,
         "graceful_shutdown_timeout_s": 2.0,
+        "logging_config": {"enable_access_log": args.access_log},
     }
     recall = RecallServer.options(name="recall", **common).bind(config, batching)
     coarse = {

@@ -96,6 +96,8 @@ class AppArgs(_Strict):
     """Logical CPUs each replica reserves (the stages are light; torch uses ``torch_threads``)."""
     torch_threads: int = Field(default=1, ge=1)
     """Intra-op threads of the model stages (1: many small processes share few cores)."""
+    access_log: bool = False
+    """Log every call of every deployment (Serve's access log; costs latency)."""
 
     @field_validator("world")
     @classmethod

@@ -17,6 +17,8 @@ defined.
 """
 
 import asyncio
+import contextlib
+import ctypes
 import dataclasses
 
 import numpy as np
@@ -39,6 +41,14 @@ from serving.schemas import (
 from simulator.config import WorldConfig
 from simulator.world import World
 
+
+def release_freed_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them otherwise, and the replica's RSS
+    would count a second, dead copy of the world)."""
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 HEALTH_TIMEOUT_S = 2.0
 """How long /healthz waits for every stage to answer."""
 
@@ -60,7 +70,8 @@ class RecallServer:
 
     def __init__(self, config: WorldConfig, batching: Batching) -> None:
         self._world_ref = ray.put(World(config))
-        self.world = ray.get(self._world_ref)  # keep only the object-store copy
+        release_freed_memory()  # the world built here is garbage now: give its pages back
+        self.world = ray.get(self._world_ref)  # a read-only view of the object-store copy
         self.stage = RecallStage(self.world)
         configure_batching(self.recall, batching)
 

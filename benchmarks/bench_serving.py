@@ -1,0 +1,195 @@
+"""The served cascade at the default world's sizes (recall 5,000 -> coarse 600 -> page 10).
+
+Prints single-request HTTP (and handle) latency p50 / p99, the throughput of the batched
+handle path next to the in-process cascade measured in the same run (and their ratio), and
+the memory of the Ray processes. The models are freshly initialised (seeded, untrained) at
+full size: a DSSM coarse ranker (``--coarse full``: every switch on) and the DIN fine ranker;
+their cost does not depend on their weights.
+
+    .venv/bin/python benchmarks/bench_serving.py [--requests 2048] [--latency-requests 300]
+
+Targets: HTTP p50 <= 20 ms, p99 <= 50 ms; batched throughput >= 0.5 x in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+
+from policies.cascade import Cascade, CascadeSizes
+from policies.checkpoint import save_checkpoint
+from policies.features import FeatureStore, vocab_of
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from policies.rankers import load_scorer
+from serving.app import init_ray, start
+from serving.args import AppArgs
+from serving.client import ServeRanker
+from serving.pipeline import PageRequests
+from simulator.config import WorldConfig
+from simulator.recall import Recall, SessionKeys
+from simulator.world import World
+
+COARSE = {
+    "dssm": CoarseConfig(),
+    "full": CoarseConfig(mlp_scorer=True, fm_cross=True, nova=True, senet_bilinear=True),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _mib(kib: int) -> float:
+    return kib / 1024
+
+
+def _descendants(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def ray_memory() -> list[tuple[str, float, float]]:
+    """(name, RSS MiB, PSS MiB) of the Ray processes this driver started (PSS splits shared
+    pages, e.g. the object-store copy of the world, between the processes that map them)."""
+    rows = []
+    for pid in _descendants(os.getpid()):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().split("\n")
+        except OSError:
+            continue
+        if not cmd:
+            continue
+        fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:] if line.strip()}
+        if cmd.startswith("ray::"):
+            name = cmd.split()[0]
+        else:
+            name = next((Path(p).name for p in cmd.split() if p.endswith(".py")), Path(cmd.split()[0]).name)
+        rows.append((name, _mib(fields.get("Rss", 0)), _mib(fields.get("Pss", 0))))
+    return sorted(rows, key=lambda r: -r[1])
+
+
+def in_process_throughput(world: World, cascade: Cascade, users: np.ndarray, chunk: int) -> float:
+    """Requests per second of recall + Cascade.rank in this process, ``chunk`` per call."""
+    recall = Recall(world)
+    cascade.rank(users[:chunk], recall(SessionKeys.of(users[:chunk])).items)  # warm-up
+    start_ = time.perf_counter()
+    for lo in range(0, len(users), chunk):
+        part = users[lo : lo + chunk]
+        cascade.rank(part, recall(SessionKeys.of(part)).items)
+    return len(users) / (time.perf_counter() - start_)
+
+
+def percentiles(ms: list[float]) -> str:
+    a = np.asarray(ms)
+    return f"p50 {np.percentile(a, 50):6.1f} ms   p99 {np.percentile(a, 99):6.1f} ms   (n={len(a)})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=2048, help="requests for each throughput figure")
+    parser.add_argument("--latency-requests", type=int, default=300)
+    parser.add_argument("--chunk", type=int, default=64, help="requests per batched call")
+    parser.add_argument("--in-flight", type=int, default=4, help="batched calls in flight")
+    parser.add_argument("--coarse", choices=sorted(COARSE), default="dssm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in process (replicas: 1 each)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = WorldConfig()
+    rng = np.random.default_rng(0)
+    print(
+        f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores;"
+        f" in-process torch threads {torch.get_num_threads()}"
+    )
+
+    t = time.perf_counter()
+    world = World(config)
+    features = FeatureStore.from_world(world)
+    print(f"world built in {time.perf_counter() - t:.1f} s")
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        coarse_path, fine_path = Path(tmp, "coarse.pt"), Path(tmp, "fine.pt")
+        save_checkpoint(coarse_path, CoarseRanker(COARSE[args.coarse], vocab_of(config)))
+        save_checkpoint(fine_path, FineRanker(FineConfig(), vocab_of(config)))
+        cascade = Cascade(
+            load_scorer(str(coarse_path), world, features, "coarse"),
+            load_scorer(str(fine_path), world, features, "fine"),
+            CascadeSizes(config.logging_coarse_size, config.page_size),
+        )
+        users = rng.integers(0, config.n_users, args.requests)
+        local = in_process_throughput(world, cascade, users, args.chunk)
+        print(f"in-process cascade ({args.coarse} coarse + DIN fine): {local:7.1f} requests/s")
+
+        t = time.perf_counter()
+        init_ray(object_store_memory=1024 * 2**20)
+        port = _free_port()
+        app_args = AppArgs(
+            world="default", arms={"control": {"coarse": str(coarse_path)}}, fine=str(fine_path), port=port
+        )
+        served = start(app_args, name="bench")
+        print(f"Ray + Serve + app started in {time.perf_counter() - t:.1f} s at {served.url}")
+        try:
+            url = f"{served.url}/rank"
+            session = requests.Session()
+            for user in rng.integers(0, config.n_users, 20):  # warm-up
+                session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
+            http_ms, handle_ms = [], []
+            for user in rng.integers(0, config.n_users, args.latency_requests):
+                t = time.perf_counter()
+                session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
+                http_ms.append(1e3 * (time.perf_counter() - t))
+            for user in rng.integers(0, config.n_users, args.latency_requests):
+                t = time.perf_counter()
+                served.rank(PageRequests.of([user]))
+                handle_ms.append(1e3 * (time.perf_counter() - t))
+            print(f"single request, HTTP:   {percentiles(http_ms)}")
+            print(f"single request, handle: {percentiles(handle_ms)}")
+
+            ranker = ServeRanker(served.handle, chunk=args.chunk, max_in_flight=args.in_flight)
+            ranker.rank(PageRequests.of(users[: args.chunk]))  # warm-up
+            t = time.perf_counter()
+            res = ranker.rank(PageRequests.of(users))
+            remote = len(users) / (time.perf_counter() - t)
+            expected = cascade.rank(users[:64], Recall(world)(SessionKeys.of(users[:64])).items)
+            assert np.array_equal(res.items[:64], expected.page), "served pages differ from in-process"
+            print(
+                f"batched handle ({args.chunk} per call, {args.in_flight} in flight):"
+                f" {remote:7.1f} requests/s = {remote / local:.2f} x in-process (pages identical)"
+            )
+            memory = ray_memory()
+            print(f"\n{'Ray process':<42}{'RSS MiB':>9}{'PSS MiB':>9}")
+            for name, rss, pss in memory:
+                print(f"{name[:41]:<42}{rss:9.0f}{pss:9.0f}")
+            replicas = [m for m in memory if m[0].startswith("ray::ServeReplica")]
+            print(
+                f"{'total':<42}{sum(m[1] for m in memory):9.0f}{sum(m[2] for m in memory):9.0f}\n"
+                f"{'of which the app replicas':<42}{sum(m[1] for m in replicas):9.0f}"
+                f"{sum(m[2] for m in replicas):9.0f}"
+            )
+        finally:
+            served.stop()
+
+
+if __name__ == "__main__":
+    main()
