@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -88,6 +89,10 @@ def init_ray(**options: Any) -> None:
     ``RAY_ADDRESS``. ``options`` override."""
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
+    root = str(Path(__file__).resolve().parents[1])  # workers import the project from here
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
     if os.environ.get("RAY_ADDRESS"):  # join a running cluster: it has its own resources
         ray.init(**({"log_to_driver": False} | options))
         return
@@ -129,7 +134,11 @@ class ServedCascade:
 
     def swap(self, arm: str, coarse: str, timeout_s: float = 120.0) -> None:
         """Serve arm ``arm``'s coarse stage from ``coarse`` (a baseline or checkpoint path),
-        in place: the replicas' ``reconfigure`` loads it and swaps it in atomically."""
+        in place: the replicas' ``reconfigure`` loads it and swaps it in atomically. Returns
+        once the app serves it; a checkpoint that does not load fails here, before any
+        replica sees it."""
+        if arm not in self.args.arms:
+            raise ValueError(f"unknown arm {arm!r}; arms: {list(self.args.arms)}")
         self._update(coarse_name(arm), {"coarse": coarse}, timeout_s)
 
     def swap_fine(self, fine: str, timeout_s: float = 120.0) -> None:
