@@ -140,6 +140,12 @@ def main() -> None:
         users = rng.integers(0, config.n_users, args.requests)
         local = in_process_throughput(world, cascade, users, args.chunk)
         print(f"in-process cascade ({args.coarse} coarse + DIN fine): {local:7.1f} requests/s")
+        recall, local_ms = Recall(world), []
+        for user in rng.integers(0, config.n_users, args.latency_requests):
+            t = time.perf_counter()
+            cascade.rank([user], recall(SessionKeys.of([user])).items)
+            local_ms.append(1e3 * (time.perf_counter() - t))
+        print(f"single request, in process: {percentiles(local_ms)}")
 
         t = time.perf_counter()
         init_ray(object_store_memory=1024 * 2**20)

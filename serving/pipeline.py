@@ -103,9 +103,14 @@ class PageRequests:
     def validate(self, config: WorldConfig, arms: Sequence[str]) -> None:
         """Raise ValueError unless every request is valid in the world ``config``."""
         n = len(self)
-        for name in ("days", "sessions", "pages", "exclude"):
-            if getattr(self, name).shape[:1] != (n,):
-                raise ValueError(f"{name} has {getattr(self, name).shape[0]} rows for {n} users")
+        for name in ("users", "days", "sessions", "pages", "exclude"):
+            value = getattr(self, name)
+            if not isinstance(value, np.ndarray) or not np.issubdtype(value.dtype, np.integer):
+                raise ValueError(
+                    f"{name} must be an integer array, got {getattr(value, 'dtype', type(value))}"
+                )
+            if value.shape[:1] != (n,):
+                raise ValueError(f"{name} has {value.shape[0]} rows for {n} users")
         if n and (self.users.min() < 0 or self.users.max() >= config.n_users):
             raise ValueError(
                 f"user ids must be in [0, {config.n_users}), got {self.users.min()}..{self.users.max()}"

@@ -169,6 +169,7 @@ def test_gather_restores_request_order(reference, recall_stage):
         ({"exclude": np.full((1, SMALL.recall_size + 1), 3)}, "at most"),
         ({"arm": "nope"}, "unknown arm"),
         ({"sessions": np.array([0, 0])}, "rows for 1 users"),
+        ({"pages": np.array([0.5])}, "integer array"),
     ],
 )
 def test_page_requests_are_validated(changes, message):
