@@ -336,8 +336,16 @@ def _coarse_loss(
     return loss
 
 
-def train(run: RunConfig, data: LogData | None = None, progress: bool = True, log=print) -> TrainResult:
-    """Train the model of ``run`` on its logs (or ``data``) and write its checkpoint."""
+def train(
+    run: RunConfig,
+    data: LogData | None = None,
+    progress: bool = True,
+    log=print,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train the model of ``run`` on its logs (or ``data``) and write its checkpoint.
+    ``on_epoch`` is called with each epoch's record (as stored in ``history``) when the epoch
+    ends, e.g. to report it to Ray Tune."""
     data = data if data is not None else load_logs(run.data.logs)
     world = WorldConfig.from_dict(data.world)
     vocab = vocab_of(world)
@@ -401,6 +409,8 @@ def train(run: RunConfig, data: LogData | None = None, progress: bool = True, lo
             record |= list_metrics(data, eval_space, eval_ids, _scorer(model, run), eval_teacher)
         history.append(record)
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        if on_epoch is not None:
+            on_epoch(dict(record))
     seconds = time.perf_counter() - start
     model.eval()
     metadata = {
