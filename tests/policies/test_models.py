@@ -339,3 +339,13 @@ def test_fine_learns_category_match():
 def test_invalid_config_raises_naming_the_field(build, field):
     with pytest.raises(ValueError, match=field):
         build()
+
+
+@pytest.mark.parametrize("similarity", list(Similarity))
+def test_coarse_gradients_reach_every_parameter(similarity):
+    # with every switch on, a loss on all three tasks must train every parameter (no dead branch)
+    model = _coarse(dataclasses.replace(ALL_ON, similarity=similarity)).train()
+    user, items = _users(5, batch=6), _items(6, (6, 8))
+    model(user, items).square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name

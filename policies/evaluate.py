@@ -1,0 +1,165 @@
+"""Offline evaluation of coarse rankers: the metrics of the logs plus what only the simulator
+knows (recall sets, out-of-scene purchases, the oracle's best items).
+
+``EvalSet.build`` fixes everything that does not depend on the coarse model, once: held-out
+users' logged sessions, their recall sets regenerated from the world (recall is a pure
+function of (user, day, session)), the teacher's scores over each recall set, in-scene
+purchases (logged) and out-of-scene purchases (the world's) of that user-day, and the
+oracle's truly best items. ``evaluate_coarse`` then scores a model against it.
+
+Metrics (k = the coarse cut C unless stated):
+
+- ``auc``, ``gauc``: click labels of held-out exposed samples (GAUC weights users by their
+  exposures, skipping users with only one class; see ``policies.metrics.gauc``);
+- ``ndcg@10``, ``kendall_tau``: agreement with the teacher within held-out logged lists;
+- ``recall@10@C``: share of the teacher's top-10 of the whole recall set kept in the coarse
+  top-C (COLD's recall@k@m);
+- ``hitrate_in@C``, ``hitrate_out@C``, ``hitrate_global@C``: share of the session's in-scene
+  purchases / the user-day's out-of-scene purchases / both that the coarse top-C of the recall
+  set contains (seed 002's global hitrate);
+- ``funnel_*``: share of each user's ``funnel_k`` truly best items (expected clicks, whole
+  pool) lost at recall, at the coarse cut and at the fine cut (teacher top-K of the coarse
+  top-C), and the share kept on the page.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from policies import metrics
+from policies.cascade import Cascade, CascadeSizes
+from policies.data import EXPOSED, LogData, SampleSpace
+from policies.rankers import CoarseModelScorer, FineModelScorer, Scorer
+from policies.train import list_metrics, teacher_outputs
+from simulator.logs import out_of_scene_purchases
+from simulator.oracle import best_in_pool, funnel_loss
+from simulator.recall import Recall, SessionKeys
+from simulator.world import World
+
+EVAL_SPACE = SampleSpace(unexposed=True, dropped=True, random=True, out_of_scene=False)
+"""The logged lists every model is evaluated on, whatever it was trained on."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSet:
+    data: LogData
+    keys: SessionKeys  # (S,) each held-out user's first logged session
+    recall: np.ndarray  # (S, R) its recall set
+    teacher_recall_scores: np.ndarray  # (S, R) the teacher's pCTR of every recall item
+    in_scene: list[np.ndarray]  # per session: items bought in that session (logged)
+    out_of_scene: list[np.ndarray]  # per session: items the user bought elsewhere that day
+    best: np.ndarray  # (S, funnel_k) truly best items of the pool, by expected clicks
+    list_ids: np.ndarray  # held-out logged lists of EVAL_SPACE
+    teacher_list_pctr: torch.Tensor  # (E,) teacher pCTR of every entry of EVAL_SPACE
+    teacher: FineModelScorer
+    sizes: CascadeSizes
+
+    @classmethod
+    def build(
+        cls,
+        world: World,
+        data: LogData,
+        held_out_users: np.ndarray,
+        teacher: FineModelScorer,
+        sizes: CascadeSizes,
+        n_sessions: int = 500,
+        n_lists: int = 20_000,
+        funnel_k: int = 10,
+    ) -> EvalSet:
+        samples = data.samples
+        first = (
+            samples[samples["user_id"].isin(held_out_users) & (samples["page"] >= 0)]
+            .sort_values(["user_id", "day", "session"])
+            .groupby("user_id", sort=True)[["day", "session"]]
+            .first()
+            .head(n_sessions)
+        )
+        users = first.index.to_numpy(np.int64)
+        keys = SessionKeys.of(users, first["day"].to_numpy(np.int64), first["session"].to_numpy(np.int64))
+        recall = Recall(world)(keys).items
+        bought = samples[(samples["sample_type"] == EXPOSED) & (samples["purchase"] > 0)]
+        lists = data.lists(EVAL_SPACE)
+        list_ids = np.flatnonzero(np.isin(lists.user_id, held_out_users))[:n_lists]
+        return cls(
+            data=data,
+            keys=keys,
+            recall=recall,
+            teacher_recall_scores=teacher.score(users, recall),
+            in_scene=_items_per_session(keys, bought),
+            out_of_scene=_out_of_scene_per_session(world, keys),
+            best=best_in_pool(world, users, funnel_k),
+            list_ids=list_ids,
+            teacher_list_pctr=teacher_outputs(data, EVAL_SPACE, teacher.model)[0],
+            teacher=teacher,
+            sizes=sizes,
+        )
+
+
+def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> dict[str, float]:
+    """Every offline metric of a coarse scorer (see the module doc); baselines (no model) get
+    the simulator-side metrics only."""
+    out: dict[str, float] = {}
+    if isinstance(scorer, CoarseModelScorer):
+        model, task = scorer.model, scorer.task.index
+        out |= list_metrics(
+            eval_set.data,
+            EVAL_SPACE,
+            eval_set.list_ids,
+            lambda batch: model(batch.user, batch.items)[..., task],
+            eval_set.teacher_list_pctr,
+        )
+    users, recall, C = eval_set.keys.user, eval_set.recall, eval_set.sizes.coarse
+    coarse = Cascade(scorer, eval_set.teacher, eval_set.sizes).rank(users, recall)
+    top_c = coarse.coarse_items  # (S, C)
+    out[f"recall@10@{C}"] = metrics.recall_at_k_at_m(
+        eval_set.teacher_recall_scores, scorer.score(users, recall), 10, C
+    )
+    both = [np.concatenate(pair) for pair in zip(eval_set.in_scene, eval_set.out_of_scene, strict=True)]
+    out[f"hitrate_in@{C}"] = metrics.hitrate_at_k(eval_set.in_scene, top_c, C)
+    out[f"hitrate_out@{C}"] = metrics.hitrate_at_k(eval_set.out_of_scene, top_c, C)
+    out[f"hitrate_global@{C}"] = metrics.hitrate_at_k(both, top_c, C)
+    funnel = funnel_loss(eval_set.best, [recall, top_c, coarse.page])
+    out |= {f"funnel_{stage}": share for stage, share in funnel.items()}
+    return out
+
+
+def inference_ms_per_1000(scorer: Scorer, user: int, items: np.ndarray, repeats: int = 30) -> float:
+    """Median wall time to score one request's ``items`` (R,), per 1,000 candidates."""
+    users, batch = np.array([user]), items[None, :]
+    scorer.score(users, batch)  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        scorer.score(users, batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000 * 1000 / items.size
+
+
+def _items_per_session(keys: SessionKeys, rows: pd.DataFrame) -> list[np.ndarray]:
+    """Item ids of ``rows`` (samples) grouped by the sessions ``keys``, in key order."""
+    frame = pd.DataFrame(
+        {"user_id": keys.user, "day": keys.day, "session": keys.session, "b": np.arange(len(keys))}
+    )
+    hits = rows.merge(frame, on=["user_id", "day", "session"])
+    return _group(hits["b"].to_numpy(), hits["item_id"].to_numpy(np.int64), len(keys))
+
+
+def _out_of_scene_per_session(world: World, keys: SessionKeys) -> list[np.ndarray]:
+    """Out-of-scene purchases of each session's user on that session's day."""
+    rows, items = [], []
+    for day in np.unique(keys.day):
+        on_day = np.flatnonzero(keys.day == day)
+        buyers, bought = out_of_scene_purchases(world, keys.user[on_day], int(day))
+        rows.append(on_day[np.searchsorted(keys.user[on_day], buyers)])
+        items.append(bought)
+    return _group(np.concatenate(rows), np.concatenate(items), len(keys))
+
+
+def _group(rows: np.ndarray, values: np.ndarray, n: int) -> list[np.ndarray]:
+    order = np.argsort(rows, kind="stable")
+    return np.split(values[order], np.searchsorted(rows[order], np.arange(1, n)))

@@ -1,0 +1,176 @@
+"""The ablation ladder of the seeds' coarse-ranking techniques, trained and evaluated in one go.
+
+    python -m policies.ladder               # default world, ~20k logged users
+    python -m policies.ladder --help
+
+Rungs are cumulative, starting from the baseline DSSM config: + MLP scorer, + FM cross,
++ distillation from the fine ranker (label-smoothed soft labels, two stages), + NOVA,
++ SENET/bilinear, and "full" (+ out-of-scene positives and seed 002's multi-positive
+softmax), which equals ``configs/models/coarse_full.toml``. Each rung is trained once and
+cached (``ensure_trained``); baselines (random, popularity, oracle) are evaluated beside them.
+
+The table has every offline metric of ``policies.evaluate`` (held-out users), the inference
+cost (ms per 1,000 candidates, one request, the recall set of the default world) and the
+simulated online outcome of a cascade with that coarse ranker and the fine ranker: clicks
+and GMV per session on fresh days for the same users and random numbers in every row, with
+the paired difference to the DSSM row and its 95 % interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from policies.cascade import Cascade, CascadeSizes, run_sessions
+from policies.checkpoint import load_checkpoint
+from policies.data import load_logs
+from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
+from policies.features import FeatureStore
+from policies.rankers import BASELINES, load_scorer
+from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
+from simulator.config import ConfigError, load_world_config
+from simulator.recall import SessionKeys
+from simulator.session import Simulator
+from simulator.world import World
+
+STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
+    ("dssm", {}),
+    ("+mlp", {"model": {"mlp_scorer": True}}),
+    ("+fm", {"model": {"fm_cross": True}}),
+    ("+distill", {"distill": {"teacher": "FINE"}}),
+    ("+nova", {"model": {"nova": True}}),
+    ("+senet_bilinear", {"model": {"senet_bilinear": True}}),
+    ("full", {"data": {"out_of_scene": True}, "train": {"loss": "multi_positive_softmax"}}),
+]
+"""Cumulative changes to the baseline config; "FINE" stands for the fine ranker's config."""
+
+
+def ladder_configs(base: dict[str, Any], fine: str, out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The raw training config of every rung (cumulative ``STEPS`` over ``base``)."""
+    configs, current = {}, copy.deepcopy(base)
+    for name, changes in STEPS:
+        for table, values in changes.items():
+            current.setdefault(table, {}).update({k: fine if v == "FINE" else v for k, v in values.items()})
+        if "teacher" in current.get("distill", {}):
+            current["distill"] = {"soft_only_epochs": 1, "label_smoothing_scale": 0.1, **current["distill"]}
+        configs[name] = {**copy.deepcopy(current), "out": str(out_dir / f"{name.lstrip('+')}.pt")}
+    return configs
+
+
+def online_outcome(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[str, np.ndarray]:
+    totals = run_sessions(sim, cascade, keys).totals
+    return {"clicks": totals.clicks, "gmv": totals.gmv, "pages": totals.pages}
+
+
+def _paired(diff: np.ndarray) -> str:
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
+    return f"{diff.mean():+.3f} ± {half:.3f}"
+
+
+def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
+    out_dir = Path(args.out)
+    base = tomllib.loads(Path(args.base).read_text())
+    configs = ladder_configs(base, args.fine, out_dir)
+    if args.epochs is not None:
+        for raw in configs.values():
+            raw.setdefault("train", {})["epochs"] = args.epochs
+    runs = {name: parse_config(raw, f"ladder rung {name}") for name, raw in configs.items()}
+    first = next(iter(runs.values()))
+    world = World(load_world_config(first.data.world))
+    data = load_logs(ensure_logs(first.data, progress=args.progress))
+    _, held_out = split_by_user(data, first.data.held_out_share, first.data.split_seed)
+    features = FeatureStore.from_world(world)
+    sizes = CascadeSizes(coarse=args.coarse_size, page=world.config.page_size)
+
+    fine_path = ensure_trained(args.fine, progress=args.progress, log=log)
+    fine = load_scorer(str(fine_path), world, features, "fine")
+    log(f"building the evaluation set ({args.eval_sessions} held-out sessions)...")
+    eval_set = EvalSet.build(world, data, held_out, fine, sizes, n_sessions=args.eval_sessions)
+
+    sim = Simulator(world)
+    online_users = held_out[: args.online_users]
+    days = int(data.samples["day"].max()) + 1
+    keys = SessionKeys.of(online_users, day=days)  # a fresh day, the same for every row
+    probe_user, probe_items = int(eval_set.keys.user[0]), eval_set.recall[0]
+
+    rows, outcomes = [], {}
+    scorers = {name: name for name in BASELINES} | {name: "" for name in runs}
+    for name in scorers:
+        start = time.perf_counter()
+        row: dict[str, Any] = {"model": name}
+        if name in runs:
+            path = ensure_trained(runs[name], progress=args.progress, log=log)
+            loaded = load_checkpoint(path)
+            scorer = load_scorer(str(path), world, features, "coarse")
+            row["version"] = loaded.version
+            row["train_s"] = loaded.metadata["train_seconds"]
+        else:
+            scorer = load_scorer(name, world, features, "coarse")
+        row |= evaluate_coarse(scorer, eval_set)
+        row["ms/1k cand"] = inference_ms_per_1000(scorer, probe_user, probe_items)
+        outcomes[name] = online_outcome(sim, Cascade(scorer, fine, sizes), keys)
+        row["clicks/session"] = outcomes[name]["clicks"].mean()
+        row["gmv/session"] = outcomes[name]["gmv"].mean()
+        row["pages/session"] = outcomes[name]["pages"].mean()
+        log(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
+        rows.append(row)
+    for row in rows:
+        if "dssm" in outcomes:
+            row["Δclicks vs dssm"] = _paired(outcomes[row["model"]]["clicks"] - outcomes["dssm"]["clicks"])
+            row["Δgmv vs dssm"] = _paired(outcomes[row["model"]]["gmv"] - outcomes["dssm"]["gmv"])
+    return pd.DataFrame(rows)
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """A Markdown table, numbers to 4 significant digits."""
+    shown = table.drop(columns=[c for c in ("version",) if c in table.columns])
+
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if np.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m policies.ladder",
+        description="Train (or reuse) every rung of the coarse-ranker ablation ladder and print one "
+        "table of offline metrics, inference cost and simulated online clicks / GMV.",
+    )
+    parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
+    parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker (teacher) config")
+    parser.add_argument("--out", default="runs/ladder", help="folder for checkpoints and the table")
+    parser.add_argument("--epochs", type=int, help="override every rung's epochs")
+    parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
+    parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
+    parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
+    args = parser.parse_args(argv)
+    args.progress = sys.stderr.isatty()
+    try:
+        table = run_ladder(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ladder.csv", index=False)
+    text = format_table(table)
+    (out / "ladder.md").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
