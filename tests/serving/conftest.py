@@ -7,7 +7,6 @@ deprecation warnings Ray Serve raises when it is imported."""
 
 from __future__ import annotations
 
-import os
 import socket
 
 import pytest
@@ -87,21 +86,29 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def ray_session():
+    """A local Ray for the session (or the one another fixture already started)."""
     import ray  # noqa: PLC0415 (see the module docstring)
 
-    from serving.app import RAY_ENV  # noqa: PLC0415
+    from serving.app import init_ray  # noqa: PLC0415
 
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    if ray.is_initialized():
+        yield
+        return
+    init_ray(num_cpus=2, object_store_memory=256 * 2**20)
     yield
     ray.shutdown()
 
 
 @pytest.fixture(scope="session")
 def serve_port(ray_session) -> int:
+    """Serve's HTTP port: a free 127.0.0.1 port (or that of a Serve already running)."""
     from ray import serve  # noqa: PLC0415
+    from ray.serve.context import _get_global_client  # noqa: PLC0415
 
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is not None:
+        yield client.get_serve_details()["http_options"]["port"]
+        return
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     yield port
