@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config", required=True, help="experiment TOML file, e.g. configs/default.toml (required)"
     )
-    parser.add_argument("--name", help="run name, i.e. the folder runs/ab/<name> (default: the config's name)")
+    parser.add_argument(
+        "--name", help="run name, i.e. the folder runs/ab/<name> (default: the config's name)"
+    )
     parser.add_argument(
         "--runs-dir", default="runs/ab", help="parent folder of run folders (default: %(default)s)"
     )
@@ -73,72 +75,90 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Exit(Exception):
+    """Stop with an error message and an exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_CONFIG) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace):
+    """The experiment config with the command-line overrides applied."""
+    from abtest.config import load_config, parse_config  # noqa: PLC0415
+
+    config = load_config(args.config)
+    raw = config.to_dict()
+    for key in ("users", "days", "through", "workers"):
+        if getattr(args, key) is not None:
+            raw["traffic"][key] = getattr(args, key)
+    if args.name:
+        raw["name"] = args.name
+    if args.aa:
+        raw["assignment"]["aa"] = True
+    return parse_config(raw, args.config)
+
+
+def _run_dir(args: argparse.Namespace, config) -> Path:
+    """The run folder, created (``--force``: emptied first). An existing folder is only
+    reused by ``--resume`` and only for the very config stored in it."""
+    from abtest.config import parse_config  # noqa: PLC0415
+    from abtest.experiment import write_text_atomic  # noqa: PLC0415
+    from simulator.config import ConfigError  # noqa: PLC0415
+
+    run_dir = Path(args.runs_dir) / config.name
+    if run_dir.exists() and args.force:
+        shutil.rmtree(run_dir)
+    elif run_dir.exists() and args.resume:
+        stored_path = run_dir / "config.toml"
+        try:
+            stored = parse_config(tomllib.loads(stored_path.read_text()), str(stored_path))
+        except (OSError, tomllib.TOMLDecodeError, ConfigError) as err:
+            raise _Exit(f"cannot resume {run_dir}: {err}") from None
+        if stored.to_dict() != config.to_dict():
+            raise _Exit(f"cannot resume {run_dir}: its config.toml differs from this config (use --force)")
+    elif run_dir.exists():
+        raise _Exit(
+            f"run folder {run_dir} exists; pass --resume to continue it or --force to overwrite", EXIT_EXISTS
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run_dir / "config.toml", config.to_toml())
+    return run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # heavy imports after argument parsing, so --help is instant
-    from abtest.config import ExperimentConfig, load_config, parse_config
-    from abtest.experiment import run_experiment, write_text_atomic
-    from abtest.report import terminal_report, write_run
-    from simulator.config import ConfigError
+    from abtest.experiment import run_experiment  # noqa: PLC0415
+    from abtest.report import terminal_report, write_run  # noqa: PLC0415
+    from simulator.config import ConfigError  # noqa: PLC0415
 
-    def fail(message: str, code: int = EXIT_CONFIG) -> int:
-        print(f"error: {message}", file=sys.stderr)
-        return code
-
-    try:
-        config: ExperimentConfig = load_config(args.config)
-        overrides: dict = {}
-        if args.users is not None:
-            overrides["users"] = args.users
-        if args.days is not None:
-            overrides["days"] = args.days
-        if args.through is not None:
-            overrides["through"] = args.through
-        if args.workers is not None:
-            overrides["workers"] = args.workers
-        raw = config.to_dict()
-        raw["traffic"].update(overrides)
-        if args.name:
-            raw["name"] = args.name
-        if args.aa:
-            raw["assignment"]["aa"] = True
-        config = parse_config(raw, args.config)
-    except ConfigError as err:
-        return fail(str(err))
-
-    run_dir = Path(args.runs_dir) / config.name
-    if run_dir.exists():
-        if args.force:
-            shutil.rmtree(run_dir)
-        elif args.resume:
-            stored_path = run_dir / "config.toml"
-            try:
-                stored = parse_config(tomllib.loads(stored_path.read_text()), str(stored_path))
-            except (OSError, tomllib.TOMLDecodeError, ConfigError) as err:
-                return fail(f"cannot resume {run_dir}: {err}")
-            if stored.to_dict() != config.to_dict():
-                return fail(f"cannot resume {run_dir}: its config.toml differs from this config (use --force)")
-        else:
-            return fail(f"run folder {run_dir} exists; pass --resume to continue it or --force to overwrite", EXIT_EXISTS)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run_dir / "config.toml", config.to_toml())
-
-    progress = not args.no_progress and sys.stderr.isatty()
     t0 = time.perf_counter()
+    run_dir = None
     try:
+        config = _config(args)
+        run_dir = _run_dir(args, config)
         result = run_experiment(
             config,
-            through=None,
-            workers=None,
+            through=None,  # the config's, after --through
+            workers=None,  # the config's, after --workers
             run_dir=run_dir,
             resume=args.resume,
-            progress=progress,
+            progress=not args.no_progress and sys.stderr.isatty(),
             log=lambda m: print(m, file=sys.stderr),
         )
     except ConfigError as err:
-        return fail(str(err))
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except _Exit as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.code
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished shards are kept in {run_dir}/shards; rerun with --resume", file=sys.stderr)
+        if run_dir is not None:
+            print(
+                f"\ninterrupted: finished shards are kept in {run_dir}/shards; rerun with --resume",
+                file=sys.stderr,
+            )
         return EXIT_INTERRUPTED
 
     t_report = time.perf_counter()
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print("results withheld because the SRM gate failed (pass --ignore-srm to print them)")
     times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
     print(f"\nwall time: {times}\nreport: {run_dir / 'report.md'} (also report.html, results.json)")
-    return EXIT_OK if result.srm.passed or args.ignore_srm else EXIT_SRM
+    return EXIT_OK if show else EXIT_SRM
 
 
 if __name__ == "__main__":

@@ -174,7 +174,10 @@ class StatsConfig:
     """The SRM chi-squared gate fails below this p-value."""
     sequential: bool = True
     """Always-valid intervals for the daily looks (days > 1)."""
-    funnel_users: int = 1_000
+    min_effective_users: int = 10
+    """A metric is analysed only if its variance rests on at least this many users (Kish's
+    effective number of its influence values); else it is skipped with the reason."""
+    funnel_users: int = 500
     """Funnel loss: users 0..funnel_users-1 on the first day (about funnel_users / arms per arm)."""
     funnel_k: int = 10
     """Funnel loss: the k truly best items of the pool per user (expected clicks)."""
@@ -185,6 +188,7 @@ class StatsConfig:
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
                 raise ConfigError(f"[stats] {name} must be a number in (0, 1), got {value!r}")
         _check_int("[stats]", "funnel_users", self.funnel_users, 0)
+        _check_int("[stats]", "min_effective_users", self.min_effective_users, 1)
         _check_int("[stats]", "funnel_k", self.funnel_k, 1)
 
 
@@ -265,7 +269,8 @@ class ExperimentConfig:
             columns = (spec,) if isinstance(spec, str) else spec
             if not isinstance(columns, tuple) or len(columns) not in (1, 2):
                 raise ConfigError(
-                    f"[metrics] {metric} must be a column name or a [numerator, denominator] pair, got {spec!r}"
+                    f"[metrics] {metric} must be a column name or a [numerator, denominator] pair, "
+                    f"got {spec!r}"
                 )
             for column in columns:
                 if column not in USER_COLUMNS:
@@ -331,9 +336,8 @@ class ExperimentConfig:
         changes = {}
         for key, value in sections.items():
             current = getattr(self, key)
-            if isinstance(value, Mapping) and dataclasses.is_dataclass(current):
-                value = dataclasses.replace(current, **value)
-            changes[key] = value
+            is_table = isinstance(value, Mapping) and dataclasses.is_dataclass(current)
+            changes[key] = dataclasses.replace(current, **value) if is_table else value
         return dataclasses.replace(self, **changes)
 
 

@@ -61,14 +61,20 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from scipy import stats as sps
+from tqdm.auto import tqdm
 
 from abtest.assignment import Assignment
 from abtest.config import BASELINES, ExperimentConfig, PreSource, Through, parse_config
-from abtest.stats import EffectRecord, Mean, Ratio, Results, SRMResult, analyse, always_valid_ci, srm_test
+from abtest.stats import EffectRecord, Mean, Ratio, Results, SRMResult, always_valid_ci, analyse, srm_test
 from abtest.stats import mixture_tau as _mixture_tau
 from abtest.stats import users_needed as _users_needed
 from policies.cascade import Cascade, CascadeSizes, PageRanker, Ranked, run_sessions
+from policies.checkpoint import load_checkpoint
+from policies.features import FeatureStore
+from policies.rankers import load_scorer
+from policies.train import ensure_trained
 from simulator.config import ConfigError, WorldConfig, load_world_config
 from simulator.logs import out_of_scene_purchases, write_logs
 from simulator.oracle import best_in_pool, funnel_loss
@@ -110,8 +116,6 @@ def resolve_ranker(spec: str, progress: bool = False, log: Callable[[str], None]
     if spec in BASELINES:
         return spec
     if spec.endswith(".toml"):
-        from policies.train import ensure_trained
-
         if not Path(spec).is_file():
             raise ConfigError(f"training config {spec} does not exist")
         return str(Path(ensure_trained(spec, progress=progress, log=log)).resolve())
@@ -147,9 +151,6 @@ def resolve_arms(
 
 def build_cascades(world: World, arms: Mapping[str, ArmSpec]) -> dict[str, Cascade]:
     """One in-process cascade per arm; scorers are loaded once and shared between arms."""
-    from policies.features import FeatureStore
-    from policies.rankers import load_scorer
-
     features = None
     scorers: dict[tuple[str, str], Any] = {}
 
@@ -325,7 +326,9 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 
 def write_parquet_atomic(path: str | Path, frame: pd.DataFrame) -> None:
-    _write_atomic(Path(path), lambda tmp: pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp))
+    _write_atomic(
+        Path(path), lambda tmp: pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+    )
 
 
 class ShardStore:
@@ -414,7 +417,9 @@ def _pre_from_shards(pre_days: pd.DataFrame, n_users: int) -> pd.DataFrame:
 # Statistics
 
 
-def per_user_table(config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.DataFrame | None) -> pd.DataFrame:
+def per_user_table(
+    config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.DataFrame | None
+) -> pd.DataFrame:
     """One row per user: arm, days, the summed counts, clicked (clicks > 0), pre_* columns."""
     grouped = user_days.groupby("user", sort=True)
     users = grouped[list(SUM_COLUMNS)].sum()
@@ -428,20 +433,74 @@ def per_user_table(config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.Da
     return users
 
 
-def _usable_metrics(
-    config: ExperimentConfig, users: pd.DataFrame
+def effective_users(
+    values: np.ndarray, arm_index: np.ndarray, denominator: np.ndarray | None = None
+) -> float:
+    """How many users the variance of a metric rests on: Kish's ``(Σ l²)² / Σ l⁴`` of the
+    users' influence values ``l`` (centred per arm; linearised for a ratio), inf if constant.
+
+    n users contributing equally give n; one user carrying all the variance gives 1.
+    """
+    influence = np.empty(len(values))
+    for k in np.unique(arm_index):
+        rows = arm_index == k
+        y = values[rows]
+        if denominator is None:
+            influence[rows] = y - y.mean()
+        else:
+            d = denominator[rows]
+            ratio = y.mean() / d.mean()
+            influence[rows] = (y - ratio * d) / d.mean()
+    squares = influence**2
+    total = squares.sum()
+    return math.inf if total == 0 else float(total**2 / (squares**2).sum())
+
+
+def usable_metrics(
+    config: ExperimentConfig, users: pd.DataFrame, metrics: Mapping[str, Mean | Ratio] | None = None
 ) -> tuple[dict[str, Mean | Ratio], dict[str, str]]:
-    """The declared metrics that can be analysed on ``users``, and why the others cannot."""
-    specs = config.metric_specs(set(users.columns))
+    """The metrics (default: the config's, with CUPED covariates) that can be analysed on
+    ``users``, and why the others cannot.
+
+    - A ratio whose denominator is 0 for every user of an arm is undefined.
+    - A metric whose variance rests on fewer than ``[stats] min_effective_users`` users
+      (``effective_users``) is skipped: Welch's t and the delta method are normal
+      approximations, and when one or two users carry the variance (e.g. the in-scene
+      hitrate when all but one purchase were hits) their p-values are far from uniform.
+    - A ratio covariate whose denominator is 0 in an arm is dropped (no CUPED there).
+    """
+    specs = dict(config.metric_specs(set(users.columns)) if metrics is None else metrics)
+    need = config.stats.min_effective_users
+    arm_index = pd.Categorical(users["arm"], categories=list(config.arm_names)).codes
+    n_arms = len(config.arm_names)
+
+    def nonzero_per_arm(column: str) -> np.ndarray:
+        return np.bincount(arm_index, users[column].to_numpy() != 0, minlength=n_arms)
+
     usable, skipped = {}, {}
-    for name, metric in specs.items():
+    for name, declared in specs.items():
+        metric = declared
         if isinstance(metric, Ratio):
-            means = users.groupby("arm")[metric.denominator].mean()
-            if (means == 0).any():
-                skipped[name] = f"{metric.denominator} is 0 for every user of arm(s) {list(means[means == 0].index)}"
+            empty = [
+                a
+                for a, n in zip(config.arm_names, nonzero_per_arm(metric.denominator), strict=True)
+                if n == 0
+            ]
+            if empty:
+                skipped[name] = f"{metric.denominator} is 0 for every user of arm(s) {empty}"
                 continue
-            if metric.covariate is not None and (users.groupby("arm")[metric.covariate[1]].mean() == 0).any():
-                specs[name] = metric = Ratio(metric.numerator, metric.denominator)
+            if metric.covariate is not None and (nonzero_per_arm(metric.covariate[1]) == 0).any():
+                metric = Ratio(metric.numerator, metric.denominator)
+            values = users[metric.numerator].to_numpy(np.float64)
+            n_eff = effective_users(values, arm_index, users[metric.denominator].to_numpy(np.float64))
+        else:
+            n_eff = effective_users(users[metric.column].to_numpy(np.float64), arm_index)
+        if n_eff < need:
+            skipped[name] = (
+                f"its variance rests on {n_eff:.1f} users (< [stats] min_effective_users = {need}): "
+                "the normal approximation would not be trustworthy"
+            )
+            continue
         usable[name] = metric
     return usable, skipped
 
@@ -492,10 +551,19 @@ def power_table(config: ExperimentConfig, records: tuple[EffectRecord, ...]) -> 
     return pd.DataFrame(rows)
 
 
+def cumulative_users(
+    config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.DataFrame | None
+) -> dict[int, pd.DataFrame]:
+    """The per-user table after each experiment day (the data of each daily look)."""
+    return {
+        day: per_user_table(config, user_days[user_days["day"] <= day], pre) for day in config.experiment_days
+    }
+
+
 def daily_table(
-    config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.DataFrame | None, metrics: Mapping
+    config: ExperimentConfig, looks: Mapping[int, pd.DataFrame], metrics: Mapping
 ) -> pd.DataFrame:
-    """Cumulative analysis after each experiment day (the daily looks), with always-valid
+    """Records of the analysis at each daily look (``cumulative_users``), with always-valid
     intervals when ``[stats] sequential``.
 
     Every user is active every day, so a look adds information per user rather than users.
@@ -505,28 +573,29 @@ def daily_table(
     """
     s = config.stats
     rows = []
-    for day in config.experiment_days:
-        upto = user_days[user_days["day"] <= day]
-        records = _analyse(config, per_user_table(config, upto, pre), metrics).to_pandas()
+    for day, users in looks.items():
+        usable, _ = usable_metrics(config, users, metrics)  # an early look may have too few buyers
+        if not usable:
+            continue
+        records = _analyse(config, users, usable).to_pandas()
         records.insert(0, "day", day)
         rows.append(records)
+    if not rows:
+        return pd.DataFrame()
     daily = pd.concat(rows, ignore_index=True)
-    daily["av_ci_lower"] = np.nan
-    daily["av_ci_upper"] = np.nan
-    if not s.sequential:
-        return daily
-    for (_, _), group in daily.groupby(["metric", "treatment"], sort=False):
-        final = group.iloc[-1]
-        n_final = final["n_control"] + final["n_treatment"]
-        ok = (group["std_err"] > 0).to_numpy()
-        if not ok.all() or final["std_err"] <= 0:
-            continue
-        n_eff = n_final * final["std_err"] ** 2 / group["std_err"].to_numpy() ** 2
-        lo, hi = always_valid_ci(
-            group["effect"], group["std_err"], n_eff, alpha=s.alpha, tau=_mixture_tau(int(n_final), s.alpha)
-        )
-        daily.loc[group.index, "av_ci_lower"] = lo
-        daily.loc[group.index, "av_ci_upper"] = hi
+    lower, upper = np.full(len(daily), np.nan), np.full(len(daily), np.nan)
+    if s.sequential:
+        effect, std_err = daily["effect"].to_numpy(), daily["std_err"].to_numpy()
+        n = (daily["n_control"] + daily["n_treatment"]).to_numpy()
+        for rows in daily.groupby(["metric", "treatment"], sort=False).indices.values():
+            last = rows[-1]  # looks are in day order
+            if not (std_err[rows] > 0).all():
+                continue
+            n_eff = n[last] * std_err[last] ** 2 / std_err[rows] ** 2
+            tau = _mixture_tau(int(n[last]), s.alpha)
+            lower[rows], upper[rows] = always_valid_ci(effect[rows], std_err[rows], n_eff, s.alpha, tau)
+    daily["av_ci_lower"] = lower
+    daily["av_ci_upper"] = upper
     return daily
 
 
@@ -609,9 +678,7 @@ class ExperimentResult:
 
     def record(self, metric: str, treatment: str | None = None) -> EffectRecord:
         """The record of ``metric`` for ``treatment`` (default: the only treatment)."""
-        found = [
-            r for r in self.results.records if r.metric == metric and treatment in (None, r.treatment)
-        ]
+        found = [r for r in self.results.records if r.metric == metric and treatment in (None, r.treatment)]
         if len(found) != 1:
             raise KeyError(f"{len(found)} records for metric {metric!r}, treatment {treatment!r}")
         return found[0]
@@ -650,9 +717,11 @@ def analyse_experiment(
     users = per_user_table(config, user_days, pre)
     counts = users["arm"].value_counts().reindex(list(config.arm_names), fill_value=0)
     srm = srm_test(counts.to_numpy(np.int64), config.shares, config.stats.srm_threshold)
-    metrics, skipped = _usable_metrics(config, users)
+    metrics, skipped = usable_metrics(config, users)
     results = _analyse(config, users, metrics) if metrics else Results(())
-    daily = daily_table(config, user_days, pre, metrics) if metrics else pd.DataFrame()
+    daily = (
+        daily_table(config, cumulative_users(config, user_days, pre), metrics) if metrics else pd.DataFrame()
+    )
     return ExperimentResult(
         config=config,
         users=users,
@@ -677,8 +746,6 @@ class _Progress:
     """A tqdm bar over user-days with pages and elapsed time (silent when disabled)."""
 
     def __init__(self, total: int, enabled: bool) -> None:
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total, unit="user-day", desc="traffic", disable=not enabled, dynamic_ncols=True)
         self.pages = 0
 
@@ -695,8 +762,6 @@ class _Progress:
 def _one_torch_thread() -> Iterator[None]:
     """Scorers run one request at a time: tiny kernels that intra-op threads only slow down
     (several times over on a busy 2-core machine). Restores the setting after."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -723,7 +788,7 @@ def ray_environment() -> None:
 def _ray_init() -> bool:
     """Start a local Ray (settings of RAY_NOTES.md) unless one is running; True if started here."""
     ray_environment()
-    import ray
+    import ray  # noqa: PLC0415
 
     if ray.is_initialized():
         return False
@@ -744,13 +809,11 @@ def _ray_shards(
     workers: int,
 ) -> Iterator[tuple[Shard, pd.DataFrame]]:
     """Run shards on ``workers`` Ray actors (1 CPU each); yields them as they finish."""
-    import ray
+    import ray  # noqa: PLC0415
 
     @ray.remote(num_cpus=1)
     class ShardWorker:
         def __init__(self, raw_config: dict, world_config: WorldConfig, arms: dict) -> None:
-            import torch
-
             torch.set_num_threads(1)
             cfg = parse_config(raw_config)
             world = World(world_config)
@@ -849,7 +912,7 @@ def run_experiment(
             timings["setup"] = time.perf_counter() - t0
             t0 = time.perf_counter()
         elif through is Through.SERVE:
-            from abtest.serve_traffic import serve_rankers
+            from abtest.serve_traffic import serve_rankers  # noqa: PLC0415 (imports serving, ray)
 
             with serve_rankers(config, arms) as rankers:
                 traffic = Traffic(config, world, rankers)
@@ -873,7 +936,7 @@ def run_experiment(
     finally:
         bar.close()
         if started_ray:
-            import ray
+            import ray  # noqa: PLC0415
 
             ray.shutdown()
     timings["traffic"] = time.perf_counter() - t0
@@ -906,8 +969,6 @@ def run_experiment(
 
 def _versions(arms: Mapping[str, ArmSpec]) -> dict[str, dict[str, Any]]:
     """Per arm: ranker specs and model versions (read from the checkpoints when not loaded)."""
-    from policies.checkpoint import load_checkpoint
-
     cache: dict[str, str] = {}
 
     def version(spec: str, stage: str) -> str:

@@ -62,6 +62,7 @@ def srm_lines(result: ExperimentResult) -> list[str]:
 
 def results_table(result: ExperimentResult) -> pd.DataFrame:
     """The records as display strings, one row per metric x treatment."""
+    ci = f"{100 * (1 - result.config.stats.alpha):g}% CI"
     rows = []
     for r in result.results.records:
         rows.append(
@@ -71,7 +72,7 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
                 "control": _fmt(r.control_value),
                 "treat.": _fmt(r.treatment_value),
                 "lift": _pct(r.rel_effect),
-                f"{100 * (1 - result.config.stats.alpha):g}% CI": f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]",
+                ci: f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]",
                 "p": _pvalue(r.pvalue),
                 "p adj.": _pvalue(r.pvalue_adjusted),
                 "sig.": "yes" if r.significant else "no",
@@ -103,10 +104,10 @@ def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
 
 
 def _plots(result: ExperimentResult, folder: Path) -> list[str]:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 (only when plotting)
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415
 
     written = []
 
@@ -137,7 +138,9 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
         ax.scatter(lift, y, c=colors, zorder=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, [f"{m} ({t})" for m, t in zip(records["metric"], records["treatment"], strict=True)])
-        ax.set_xlabel(f"relative lift vs {result.config.control}, % ({100 * (1 - result.config.stats.alpha):g}% CI)")
+        ax.set_xlabel(
+            f"relative lift vs {result.config.control}, % ({100 * (1 - result.config.stats.alpha):g}% CI)"
+        )
         ax.set_title("Lifts (red: significant after correction)")
         save(fig, "lifts.png")
 
@@ -187,10 +190,14 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 0.6 * len(arms) + 1.5))
         left = np.zeros(len(arms))
         for stage in stages:
-            share = funnel[funnel["stage"] == stage].set_index("arm").reindex(arms)["share"].fillna(0).to_numpy()
+            share = (
+                funnel[funnel["stage"] == stage].set_index("arm").reindex(arms)["share"].fillna(0).to_numpy()
+            )
             ax.barh(arms, share, left=left, label=f"lost at {stage}" if stage != "kept" else "on the page")
             left += share
-        ax.set_xlabel(f"share of each user's {result.config.stats.funnel_k} truly best items (expected clicks)")
+        ax.set_xlabel(
+            f"share of each user's {result.config.stats.funnel_k} truly best items (expected clicks)"
+        )
         ax.set_title("Funnel loss per stage")
         ax.legend(fontsize=7, loc="lower right")
         save(fig, "funnel.png")
