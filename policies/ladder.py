@@ -79,9 +79,11 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = tomllib.loads(Path(args.base).read_text())
     configs = ladder_configs(base, args.fine, out_dir)
-    if args.epochs is not None:
+    if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():
             raw.setdefault("train", {})["epochs"] = args.epochs
+            if "distill" in raw:
+                raw["distill"]["soft_only_epochs"] = min(raw["distill"]["soft_only_epochs"], args.epochs - 1)
     runs = {name: parse_config(raw, f"ladder rung {name}") for name, raw in configs.items()}
     first = next(iter(runs.values()))
     world = World(load_world_config(first.data.world))
@@ -152,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
     parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker (teacher) config")
     parser.add_argument("--out", default="runs/ladder", help="folder for checkpoints and the table")
-    parser.add_argument("--epochs", type=int, help="override every rung's epochs")
+    parser.add_argument(
+        "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
+    )
     parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
     parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
     parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
