@@ -103,7 +103,7 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
     """The run folder, created (``--force``: emptied first). An existing folder is only
     reused by ``--resume`` and only for the very config stored in it."""
     from abtest.config import parse_config  # noqa: PLC0415
-    from abtest.experiment import write_text_atomic  # noqa: PLC0415
+    from abtest.store import write_text_atomic  # noqa: PLC0415
     from simulator.config import ConfigError  # noqa: PLC0415
 
     run_dir = Path(args.runs_dir) / config.name
@@ -128,9 +128,8 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # heavy imports after argument parsing, so --help is instant
-    from abtest.experiment import run_experiment  # noqa: PLC0415
-    from abtest.report import terminal_report, write_run  # noqa: PLC0415
+    # imports after argument parsing, and the heavy ones (torch, Ray) after the config is
+    # validated: --help and a bad config answer at once
     from simulator.config import ConfigError  # noqa: PLC0415
 
     t0 = time.perf_counter()
@@ -138,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
         run_dir = _run_dir(args, config)
+        from abtest.experiment import run_experiment  # noqa: PLC0415
+        from abtest.report import terminal_report, write_run  # noqa: PLC0415
+
         result = run_experiment(
             config,
             through=None,  # the config's, after --through

@@ -59,7 +59,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from scipy import stats as sps
@@ -70,6 +69,7 @@ from abtest.config import BASELINES, ExperimentConfig, PreSource, Through, parse
 from abtest.stats import EffectRecord, Mean, Ratio, Results, SRMResult, always_valid_ci, analyse, srm_test
 from abtest.stats import mixture_tau as _mixture_tau
 from abtest.stats import users_needed as _users_needed
+from abtest.store import ShardStore
 from policies.cascade import Cascade, CascadeSizes, PageRanker, Ranked, run_sessions
 from policies.checkpoint import load_checkpoint
 from policies.features import FeatureStore
@@ -303,63 +303,6 @@ class Traffic:
         for j, name in enumerate(FUNNEL_COLUMNS):
             frame[name] = funnel[:, j]
         return pd.DataFrame(frame)
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpointed shards
-
-
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    _write_atomic(Path(path), lambda tmp: tmp.write_text(text))
-
-
-def write_parquet_atomic(path: str | Path, frame: pd.DataFrame) -> None:
-    _write_atomic(
-        Path(path), lambda tmp: pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
-    )
-
-
-class ShardStore:
-    """Finished shards as Parquet files under ``folder`` (written atomically), plus the model
-    versions they were simulated with, so a resumed run never mixes two models."""
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-
-    def path(self, shard: Shard) -> Path:
-        return self.folder / f"{shard.key}.parquet"
-
-    def load(self, shard: Shard) -> pd.DataFrame | None:
-        path = self.path(shard)
-        return pd.read_parquet(path) if path.is_file() else None
-
-    def save(self, shard: Shard, frame: pd.DataFrame) -> None:
-        write_parquet_atomic(self.path(shard), frame)
-
-    def check_versions(self, versions: dict[str, Any]) -> None:
-        """Record the rankers' versions, or check them against those already recorded."""
-        path = self.folder / "versions.json"
-        if path.is_file():
-            stored = json.loads(path.read_text())
-            if stored != versions:
-                raise ConfigError(
-                    f"the shards in {self.folder} were simulated with other models ({stored}); "
-                    f"now {versions}: rerun with --force"
-                )
-        else:
-            write_text_atomic(path, json.dumps(versions, indent=2, sort_keys=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -883,7 +826,7 @@ def run_experiment(
     frames: dict[str, pd.DataFrame] = {}
     if store is not None and resume:
         for shard in shards:
-            frame = store.load(shard)
+            frame = store.load(shard.key)
             if frame is not None:
                 frames[shard.key] = frame
 
@@ -901,7 +844,7 @@ def run_experiment(
     def finished(shard: Shard, frame: pd.DataFrame) -> None:
         frames[shard.key] = frame
         if store is not None:
-            store.save(shard, frame)
+            store.save(shard.key, frame)
         bar.update(frame)
         if on_shard is not None:
             on_shard(shard)

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from abtest.experiment import ExperimentResult, _write_atomic, write_parquet_atomic, write_text_atomic
+from abtest.experiment import ExperimentResult
+from abtest.store import write_atomic, write_parquet_atomic, write_text_atomic
 
 
 def _fmt(value: float, digits: int = 4) -> str:
@@ -115,7 +116,7 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
         plt.close(fig)
-        _write_atomic(folder / name, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        write_atomic(folder / name, lambda tmp: tmp.write_bytes(buffer.getvalue()))
         written.append(name)
 
     records = result.to_pandas()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 
 from abtest.config import ExperimentConfig, parse_config
@@ -54,3 +55,17 @@ def tiny_config() -> ExperimentConfig:
 @pytest.fixture(scope="session")
 def tiny_result(tiny_config: ExperimentConfig, small_world: World) -> ExperimentResult:
     return run_experiment(tiny_config, world=small_world)
+
+
+def assert_same_results(a: ExperimentResult, b: ExperimentResult) -> None:
+    pd.testing.assert_frame_equal(a.user_days, b.user_days)
+    pd.testing.assert_frame_equal(a.users, b.users)
+    pd.testing.assert_frame_equal(a.to_pandas(), b.to_pandas())
+    pd.testing.assert_frame_equal(a.daily, b.daily)
+    pd.testing.assert_frame_equal(a.funnel, b.funnel)
+
+
+@pytest.fixture(scope="session")
+def same_results():
+    """``same_results(a, b)`` asserts two experiment results are identical, table by table."""
+    return assert_same_results

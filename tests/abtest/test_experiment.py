@@ -15,7 +15,6 @@ from abtest.config import ExperimentConfig
 from abtest.experiment import (
     SUM_COLUMNS,
     ExperimentResult,
-    ShardStore,
     _analyse,
     cumulative_users,
     daily_table,
@@ -27,19 +26,12 @@ from abtest.experiment import (
     usable_metrics,
 )
 from abtest.stats import Ratio
+from abtest.store import ShardStore
 from simulator import SMALL, World
 from simulator.config import ConfigError, WorldConfig
 from simulator.logs import out_of_scene_purchases
 
 FRAME_COLUMNS = ["user", "day", "arm", *SUM_COLUMNS]
-
-
-def assert_same_results(a: ExperimentResult, b: ExperimentResult) -> None:
-    pd.testing.assert_frame_equal(a.user_days, b.user_days)
-    pd.testing.assert_frame_equal(a.users, b.users)
-    pd.testing.assert_frame_equal(a.to_pandas(), b.to_pandas())
-    pd.testing.assert_frame_equal(a.daily, b.daily)
-    pd.testing.assert_frame_equal(a.funnel, b.funnel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,10 +115,10 @@ def test_funnel_shares_add_up_and_the_oracle_loses_nothing_after_recall(
 # Determinism and common random numbers
 
 
-def test_results_do_not_depend_on_the_shard_size(tiny_result, make_config, small_world) -> None:
+def test_results_do_not_depend_on_the_shard_size(tiny_result, make_config, small_world, same_results) -> None:
     one_shard = make_config(traffic={"shard_users": 400})
     assert len(plan_shards(one_shard)) == 3
-    assert_same_results(tiny_result, run_experiment(one_shard, world=small_world))
+    same_results(tiny_result, run_experiment(one_shard, world=small_world))
 
 
 def test_a_users_sessions_do_not_depend_on_the_arm_they_are_in(make_config, small_world) -> None:
@@ -154,7 +146,9 @@ class Interrupt(Exception):
     pass
 
 
-def test_a_resumed_run_equals_an_uninterrupted_one(tiny_result, tiny_config, small_world, tmp_path) -> None:
+def test_a_resumed_run_equals_an_uninterrupted_one(
+    tiny_result, tiny_config, small_world, tmp_path, same_results
+) -> None:
     seen: list[str] = []
 
     def crash_after_four(shard) -> None:
@@ -171,7 +165,7 @@ def test_a_resumed_run_equals_an_uninterrupted_one(tiny_result, tiny_config, sma
         tiny_config, world=small_world, run_dir=tmp_path, resume=True, on_shard=lambda s: redone.append(s.key)
     )
     assert len(redone) == len(plan_shards(tiny_config)) - 4 and not set(redone) & set(seen)
-    assert_same_results(tiny_result, resumed)
+    same_results(tiny_result, resumed)
 
 
 def test_resume_refuses_shards_of_other_models(tmp_path: Path) -> None:

@@ -1,0 +1,98 @@
+"""The same experiment in one process, sharded over Ray tasks, inside a Ray task (as in a Tune
+trial) and through the cascade on Ray Serve gives identical results.
+
+The arms use small seeded (untrained) models, so the float32 scorers are exercised: a page
+must not depend on the batch, the process or the replica that ranked it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pandas as pd
+import pytest
+import ray
+import torch
+
+from abtest.config import ExperimentConfig
+from abtest.experiment import ExperimentResult, ray_environment, run_experiment
+from policies.checkpoint import save_checkpoint
+from policies.features import vocab_of
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from simulator import SMALL, World
+
+
+@pytest.fixture(scope="module")
+def model_config(make_config, tmp_path_factory) -> ExperimentConfig:
+    """200 users x 1 day (+ a simulated pre-period day), two seeded coarse models, one fine."""
+    out = tmp_path_factory.mktemp("ab-models")
+    vocab = vocab_of(SMALL)
+    paths = {}
+    for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
+        torch.manual_seed(seed)
+        paths[name] = str(out / f"{name}.pt")
+        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
+    torch.manual_seed(3)
+    paths["fine"] = str(out / "fine.pt")
+    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
+    return make_config(
+        name="models",
+        arms={
+            "control": {"coarse": paths["coarse_a"], "fine": paths["fine"], "coarse_size": 100},
+            "treatment": {"coarse": paths["coarse_b"], "fine": paths["fine"], "coarse_size": 40},
+        },
+        traffic={"users": 200, "days": 1, "shard_users": 50},
+        stats={"funnel_users": 40},
+    )
+
+
+@pytest.fixture(scope="module")
+def in_process(model_config: ExperimentConfig, small_world: World) -> ExperimentResult:
+    return run_experiment(model_config, world=small_world, workers=1)
+
+
+@pytest.fixture(scope="module")
+def ray_running():
+    """A local Ray for this module (or the one another fixture started)."""
+    started = not ray.is_initialized()
+    if started:
+        ray_environment()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.slow
+def test_sharded_over_ray_tasks_equals_one_process(
+    in_process, model_config, ray_running, same_results
+) -> None:
+    sharded = run_experiment(model_config, workers=2)
+    assert sharded.workers == 2
+    same_results(in_process, sharded)
+
+
+@ray.remote(num_cpus=1)
+def _trial(raw: dict) -> list[dict]:
+    """What a Ray Tune trial does: a short in-process A/B without Serve, in a Ray worker."""
+    from abtest.config import parse_config  # noqa: PLC0415 (imported in the worker)
+
+    return run_experiment(parse_config(raw), through="inprocess", workers=1).records
+
+
+@pytest.mark.slow
+def test_an_experiment_runs_inside_a_ray_task(in_process, model_config, ray_running) -> None:
+    records = pd.DataFrame(ray.get(_trial.remote(model_config.to_dict())))
+    pd.testing.assert_frame_equal(records, in_process.to_pandas())
+
+
+@pytest.mark.slow
+def test_through_serve_equals_in_process(in_process, model_config, ray_running, same_results) -> None:
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        served = run_experiment(model_config, through="serve")
+    assert served.through == "serve"
+    same_results(in_process, served)
+    assert served.versions == in_process.versions

@@ -1,0 +1,262 @@
+"""run_ab.py end to end, as a subprocess: smoke run, run folder safety, SRM gate, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from abtest.config import parse_config
+from run_ab import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+world = "small"
+
+[arms.control]
+coarse = "popularity"
+fine = "oracle"
+coarse_size = 100
+
+[arms.treatment]
+coarse = "oracle"
+fine = "oracle"
+coarse_size = 100
+
+[traffic]
+users = {users}
+days = 2
+through = "inprocess"
+workers = 1
+shard_users = {shard_users}
+
+[pre_period]
+source = "simulate"
+
+[stats]
+funnel_users = 50
+"""
+
+
+def write_config(folder: Path, users: int = 300, shard_users: int = 100) -> Path:
+    path = folder / "tiny.toml"
+    path.write_text(TINY.format(users=users, shard_users=shard_users))
+    return path
+
+
+def run_ab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run_ab.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One tiny run: 300 SMALL-world users, 2 days, baselines, in process (~10 s)."""
+    folder = tmp_path_factory.mktemp("run_ab")
+    config = write_config(folder)
+    return folder, run_ab("--config", str(config), "--runs-dir", "runs", cwd=folder)
+
+
+def test_help_explains_every_option() -> None:
+    parser = build_parser()
+    text = parser.format_help()
+    for action in parser._actions:
+        assert action.help, f"{action.dest} has no help"
+        for flag in action.option_strings:
+            assert flag in text
+    for status in ("0 success", "1 the sample-ratio-mismatch gate failed", "3 the run folder exists", "130"):
+        assert status in " ".join(text.split())
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "run_ab.py"), "--help"], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0 and "--resume" in out.stdout
+
+
+def test_a_tiny_run_writes_the_run_folder(smoke) -> None:
+    folder, out = smoke
+    assert out.returncode == 0, out.stderr
+    run = folder / "runs" / "tiny"
+    for name in (
+        "config.toml",
+        "results.json",
+        "per_user.parquet",
+        "user_days.parquet",
+        "daily.parquet",
+        "report.md",
+        "report.html",
+        "lifts.png",
+        "daily.png",
+        "funnel.png",
+    ):
+        assert (run / name).is_file(), name
+    assert not list(run.rglob(".*tmp-*")), "a temporary file was left behind"
+    results = json.loads((run / "results.json").read_text())
+    assert results["srm"]["passed"] and results["through"] == "inprocess"
+    assert {r["metric"] for r in results["records"]} >= {"pctr", "depth", "clicks"}
+    assert set(results["timings"]) >= {"models", "world", "traffic", "statistics", "report", "total"}
+    assert len(pd.read_parquet(run / "per_user.parquet")) == 300
+    assert len(pd.read_parquet(run / "user_days.parquet")) == 600
+    assert parse_config(__import__("tomllib").loads((run / "config.toml").read_text())).name == "tiny"
+
+
+def test_the_srm_gate_is_shown_before_the_results(smoke) -> None:
+    folder, out = smoke
+    assert out.stdout.index("SRM gate") < out.stdout.index("pctr")
+    report = (folder / "runs" / "tiny" / "report.md").read_text()
+    assert report.index("Sample-ratio mismatch gate") < report.index("## Results")
+
+
+def test_an_existing_run_folder_is_not_overwritten_without_force(smoke) -> None:
+    folder, _ = smoke
+    config = str(folder / "tiny.toml")
+    results = folder / "runs" / "tiny" / "results.json"
+    before = results.read_bytes(), results.stat().st_mtime_ns
+    out = run_ab("--config", config, "--runs-dir", "runs", cwd=folder)
+    assert out.returncode == 3 and "exists" in out.stderr and "--force" in out.stderr
+    assert (results.read_bytes(), results.stat().st_mtime_ns) == before
+    out = run_ab("--config", config, "--runs-dir", "runs", "--resume", "--users", "200", cwd=folder)
+    assert out.returncode == 2 and "differs" in out.stderr
+    assert (results.read_bytes(), results.stat().st_mtime_ns) == before
+
+
+def test_force_replaces_a_run_folder(tmp_path: Path) -> None:
+    config = str(write_config(tmp_path, users=100))
+    stale = tmp_path / "runs" / "tiny" / "stale.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an older run")
+    out = run_ab("--config", config, "--runs-dir", "runs", "--force", "--days", "1", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert not stale.exists() and (tmp_path / "runs" / "tiny" / "results.json").is_file()
+
+
+def test_an_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + "\n[report]\nstyle = 'fancy'\n")
+    out = run_ab("--config", str(path), "--runs-dir", "runs", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "unknown top-level key(s) ['report']" in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# A world with many users and little else: a 51/49 split needs many users to be detectable.
+# The χ² statistic of a 51/49 split of N users is noncentral with λ = N·Σ(s'−s)²/s = 0.0004·N;
+# the gate (p < 0.001, χ²₁ > 10.83) trips with probability 0.32 at N = 20,000 and 0.95 at
+# N = 60,000, so the end-to-end check uses 60,000 users (and with this salt it does trip).
+CROWD = """
+[world]
+n_items = 2000
+n_users = 60000
+n_categories = 10
+brands_per_category = 5
+recall_size = 100
+logging_coarse_size = 50
+i2i_neighbors = 10
+history_len = 10
+seq_window = 5
+max_pages = 3
+"""
+
+
+@pytest.mark.slow
+def test_an_injected_51_49_split_trips_the_srm_gate(tmp_path: Path) -> None:
+    n = 60_000
+    critical = stats.chi2.isf(0.001, 1)
+    assert stats.ncx2.sf(critical, 1, 0.0004 * n) > 0.9  # the size makes the check meaningful
+    (tmp_path / "crowd.toml").write_text(CROWD)
+    (tmp_path / "srm.toml").write_text(
+        f"""
+name = "srm"
+world = "crowd.toml"
+[arms.control]
+coarse = "random"
+fine = "popularity"
+coarse_size = 20
+[arms.treatment]
+coarse = "random"
+fine = "popularity"
+coarse_size = 20
+[traffic]
+users = {n}
+through = "inprocess"
+workers = 1
+shard_users = 20000
+[pre_period]
+source = "none"
+[assignment]
+shares = [0.5, 0.5]
+traffic_shares = [0.51, 0.49]
+[stats]
+funnel_users = 0
+"""
+    )
+    out = run_ab("--config", "srm.toml", "--runs-dir", "runs", cwd=tmp_path)
+    assert out.returncode == 1, out.stderr
+    assert "SRM gate (chi-squared, fails at p < 0.001): FAILED" in out.stdout
+    assert "results withheld" in out.stdout and "pctr" not in out.stdout
+    results = json.loads((tmp_path / "runs" / "srm" / "results.json").read_text())
+    assert not results["srm"]["passed"]
+    assert results["srm"]["counts"]["control"] > results["srm"]["counts"]["treatment"]
+    assert "SRM gate FAILED" in (tmp_path / "runs" / "srm" / "report.md").read_text()
+    # the same folder, analysed again with the override: every shard is reused
+    out = run_ab("--config", "srm.toml", "--runs-dir", "runs", "--resume", "--ignore-srm", cwd=tmp_path)
+    assert out.returncode == 0 and "pctr" in out.stdout
+
+
+def _start(folder: Path, config: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run_ab.py"), "--config", str(config), "--runs-dir", "runs", *extra],
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for_shards(process: subprocess.Popen, shards: Path, n: int, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        found = len(list(shards.glob("*.parquet"))) if shards.is_dir() else 0
+        if found >= n:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no {n} shards before the run ended or timed out (status {process.poll()})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_results(smoke, tmp_path: Path, sig) -> None:
+    # The smoke run (300 users, shards of 100) is the uninterrupted reference; here the same
+    # experiment in shards of 10 users (shard sizes never change results) is interrupted.
+    reference_dir = smoke[0] / "runs" / "tiny"
+    config = write_config(tmp_path, shard_users=10)
+    process = _start(tmp_path, config, "--no-progress")
+    shards = tmp_path / "runs" / "tiny" / "shards"
+    done = _wait_for_shards(process, shards, 3)
+    os.kill(process.pid, sig)
+    process.wait(timeout=60)
+    if sig == signal.SIGINT:
+        assert process.returncode == 130 and "--resume" in process.stderr.read()
+    assert done < 90  # 30 shards per day x (1 pre-period + 2 days): the run was cut short
+    out = run_ab("--config", str(config), "--runs-dir", "runs", "--resume", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run = tmp_path / "runs" / "tiny"
+    for name in ("per_user.parquet", "user_days.parquet", "daily.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(run / name), pd.read_parquet(reference_dir / name))
+    ours, reference = (json.loads((d / "results.json").read_text()) for d in (run, reference_dir))
+    assert ours["records"] == reference["records"] and ours["funnel"] == reference["funnel"]
