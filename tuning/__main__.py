@@ -1,0 +1,144 @@
+"""Ray Tune search over coarse-ranker settings, scored by a simulated online A/B.
+
+    python -m tuning --config configs/tune_default.toml
+
+The config (TOML, validated; configs/tune_default.toml documents every key) names the base
+training config, the searched settings, the control and fine rankers, the online objective
+and the Tune settings. Outputs go to runs/tune/<name>/: results.csv/.parquet (one row per
+trial), epochs.csv/.parquet, agreement.csv/.txt, objective.png, offline_vs_online.png,
+agreement.png, epochs.png, best.toml (a run_ab.py arm) and summary.json. Ray starts locally
+(2 CPUs here) unless RAY_ADDRESS names a running cluster.
+
+Exit status: 0 success; 2 invalid config or arguments; 3 the run folder exists (use --force
+or --resume); 130 interrupted (finished trials are kept: rerun with --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+EXIT_OK, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning",
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 2)[2],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="search TOML file, e.g. configs/tune_default.toml")
+    parser.add_argument(
+        "--name", help="run name, i.e. the folder <runs-dir>/<name> (default: the config's name)"
+    )
+    parser.add_argument(
+        "--runs-dir", default="runs/tune", help="parent folder of run folders (default: %(default)s)"
+    )
+    parser.add_argument("--num-samples", type=int, help="override [search] num_samples")
+    parser.add_argument("--searcher", choices=["optuna", "random"], help="override [search] searcher")
+    parser.add_argument("--time-budget", type=float, help="override [search] time_budget_s (0 = none)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--resume", action="store_true", help="resume the interrupted search in the run folder"
+    )
+    group.add_argument("--force", action="store_true", help="delete an existing run folder first")
+    return parser
+
+
+class _Exit(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _config(args: argparse.Namespace):
+    """The search config with the command-line overrides, validated."""
+    from simulator.config import ConfigError  # noqa: PLC0415 (imports after --help stay fast)
+    from tuning.config import Searcher, load_config, parse_config  # noqa: PLC0415
+
+    try:
+        config = load_config(args.config)
+        search = config.search
+        if args.num_samples is not None:
+            search = dataclasses.replace(search, num_samples=args.num_samples)
+        if args.searcher is not None:
+            search = dataclasses.replace(search, searcher=Searcher(args.searcher))
+        if args.time_budget is not None:
+            search = dataclasses.replace(search, time_budget_s=args.time_budget)
+        config = dataclasses.replace(config, search=search, name=args.name or config.name)
+        return parse_config(config.to_dict(), args.config)  # re-validate the overrides
+    except (ConfigError, ValueError) as err:
+        raise _Exit(EXIT_CONFIG, f"error: {err}") from None
+
+
+def _run_dir(args: argparse.Namespace, config) -> Path:
+    """The run folder, checked (resume) or created (new search, --force replaces)."""
+    from abtest.config import dumps_toml  # noqa: PLC0415
+
+    run_dir = Path(args.runs_dir) / config.name
+    stored = run_dir / "config.toml"
+    if args.resume:
+        if not stored.is_file():
+            raise _Exit(EXIT_CONFIG, f"error: nothing to resume in {run_dir}")
+        if tomllib.loads(stored.read_text()) != tomllib.loads(dumps_toml(config.to_dict())):
+            raise _Exit(
+                EXIT_CONFIG, f"error: {args.config} differs from the config of the search in {run_dir}"
+            )
+        return run_dir
+    if run_dir.exists():
+        if not args.force:
+            raise _Exit(
+                EXIT_EXISTS, f"error: {run_dir} exists; use --resume to continue it or --force to replace it"
+            )
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    stored.write_text(dumps_toml(config.to_dict()))
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = _config(args)
+        run_dir = _run_dir(args, config)
+    except _Exit as exit_:
+        print(exit_, file=sys.stderr)
+        return exit_.code
+
+    from simulator.config import ConfigError  # noqa: PLC0415
+    from tuning.report import format_table, write_outputs  # noqa: PLC0415
+    from tuning.search import run_search  # noqa: PLC0415
+
+    try:
+        outcome = run_search(config, run_dir, resume=args.resume, progress=sys.stderr.isatty())
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    summary = write_outputs(config, outcome, run_dir)
+    print()
+    print(format_table(config, outcome.table))
+    print()
+    print((run_dir / "agreement.txt").read_text().rstrip())
+    print()
+    t, n = outcome.timings, len(outcome.table)
+    scored = int((outcome.table["status"] == "finished").sum()) if n else 0
+    print(
+        f"{n} trials ({scored} scored online) in {t['search']:.0f} s of search + "
+        f"{t['total'] - t['search']:.0f} s of setup: {3600 * n / max(t['search'], 1e-9):.0f} trials/hour"
+    )
+    if summary["best"] is not None:
+        print(f"best trial {summary['best']['trial_id']}: {run_dir / 'best.toml'}")
+    print(f"outputs in {run_dir}/")
+    if outcome.interrupted:
+        print(f"interrupted: resume with python -m tuning --config {args.config} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
