@@ -174,7 +174,7 @@ class StatsConfig:
     """The SRM chi-squared gate fails below this p-value."""
     sequential: bool = True
     """Always-valid intervals for the daily looks (days > 1)."""
-    min_effective_users: int = 10
+    min_effective_users: int = 5
     """A metric is analysed only if its variance rests on at least this many users (Kish's
     effective number of its influence values); else it is skipped with the reason."""
     funnel_users: int = 500

@@ -310,10 +310,11 @@ class Traffic:
 
 
 def logged_pre_period(
-    logs: str | Path, world: World | WorldConfig, n_users: int, first_day: int, item_price: np.ndarray
+    logs: str | Path, world: World | WorldConfig, n_users: int, first_day: int
 ) -> pd.DataFrame:
     """Per-user pre-period counts of the logging cascade on the logged days before
-    ``first_day``: pre_pages, pre_impressions, pre_clicks, pre_purchases (in scene), pre_gmv."""
+    ``first_day``: pre_pages, pre_impressions, pre_clicks, pre_purchases (in scene), pre_gmv
+    (priced from items.parquet)."""
     folder = Path(logs)
     config = world.config if isinstance(world, World) else world
     stored = json.loads((folder / "world.json").read_text())
@@ -325,13 +326,14 @@ def logged_pre_period(
             f"logs {folder} cover {logged_users} users but the experiment has {n_users}: "
             'lower [traffic] users or use [pre_period] source = "simulate"'
         )
+    price = pq.read_table(folder / "items.parquet", columns=["price"])["price"].to_numpy()
     table = pq.read_table(
         folder / "samples.parquet",
         columns=["user_id", "day", "session", "page", "item_id", "click", "purchase"],
         filters=[("sample_type", "=", 0), ("day", "<", first_day), ("user_id", "<", n_users)],
     )
     df = table.to_pandas()
-    df["gmv"] = np.where(df["purchase"] > 0, item_price[df["item_id"].to_numpy()], 0.0)
+    df["gmv"] = np.where(df["purchase"] > 0, price[df["item_id"].to_numpy()], 0.0)
     grouped = df.groupby("user_id")
     pages = df[["user_id", "day", "session", "page"]].drop_duplicates().groupby("user_id").size()
     out = pd.DataFrame(
@@ -407,9 +409,11 @@ def usable_metrics(
 
     - A ratio whose denominator is 0 for every user of an arm is undefined.
     - A metric whose variance rests on fewer than ``[stats] min_effective_users`` users
-      (``effective_users``) is skipped: Welch's t and the delta method are normal
-      approximations, and when one or two users carry the variance (e.g. the in-scene
-      hitrate when all but one purchase were hits) their p-values are far from uniform.
+      (``effective_users``, i.e. n / kurtosis) is skipped: Welch's t and the delta method are
+      normal approximations, and when one or two users carry the variance (e.g. the in-scene
+      hitrate when all but one purchase were hits) their p-values are far from uniform. The
+      default, 5, lets heavy-tailed but well-spread metrics through (clicks of 400 users, with
+      a kurtosis of ~40, rest on ~10).
     - A ratio covariate whose denominator is 0 in an arm is dropped (no CUPED there).
     """
     specs = dict(config.metric_specs(set(users.columns)) if metrics is None else metrics)
@@ -744,32 +748,40 @@ def _ray_init() -> bool:
     return True
 
 
-def _ray_shards(
-    config: ExperimentConfig,
-    world_config: WorldConfig,
-    arms: Mapping[str, ArmSpec],
-    shards: list[Shard],
-    workers: int,
-) -> Iterator[tuple[Shard, pd.DataFrame]]:
-    """Run shards on ``workers`` Ray actors (1 CPU each); yields them as they finish."""
-    import ray  # noqa: PLC0415
+class _RayPool:
+    """``workers`` Ray actors (1 CPU each) holding the world and every arm's cascade; the
+    constructor returns once they are built, so start-up and throughput are timed apart."""
 
-    @ray.remote(num_cpus=1)
-    class ShardWorker:
-        def __init__(self, raw_config: dict, world_config: WorldConfig, arms: dict) -> None:
-            torch.set_num_threads(1)
-            cfg = parse_config(raw_config)
-            world = World(world_config)
-            self.traffic = Traffic(cfg, world, build_cascades(world, arms))
+    def __init__(
+        self, config: ExperimentConfig, world_config: WorldConfig, arms: Mapping[str, ArmSpec], workers: int
+    ) -> None:
+        import ray  # noqa: PLC0415
 
-        def run(self, shard: Shard) -> tuple[Shard, pd.DataFrame]:
-            return shard, self.traffic.run(shard)
+        @ray.remote(num_cpus=1)
+        class ShardWorker:
+            def __init__(self, raw_config: dict, world_config: WorldConfig, arms: dict) -> None:
+                torch.set_num_threads(1)
+                world = World(world_config)
+                self.traffic = Traffic(parse_config(raw_config), world, build_cascades(world, arms))
 
-    actors = [ShardWorker.remote(config.to_dict(), world_config, dict(arms)) for _ in range(workers)]
-    try:
-        queue = list(shards)
-        pending = {}
-        for actor in actors:  # two shards in flight per actor keep it busy
+            def ready(self) -> bool:
+                return True
+
+            def run(self, shard: Shard) -> tuple[Shard, pd.DataFrame]:
+                return shard, self.traffic.run(shard)
+
+        self.ray = ray
+        self.actors = [ShardWorker.remote(config.to_dict(), world_config, dict(arms)) for _ in range(workers)]
+        try:
+            ray.get([actor.ready.remote() for actor in self.actors])
+        except BaseException:
+            self.close()
+            raise
+
+    def run(self, shards: list[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
+        """Yield (shard, user-day frame) as shards finish; two in flight per actor."""
+        ray, queue, pending = self.ray, list(shards), {}
+        for actor in self.actors:
             for _ in range(2):
                 if queue:
                     pending[actor.run.remote(queue.pop(0))] = actor
@@ -779,9 +791,10 @@ def _ray_shards(
             if queue:
                 pending[actor.run.remote(queue.pop(0))] = actor
             yield ray.get(done[0])
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+
+    def close(self) -> None:
+        for actor in self.actors:
+            self.ray.kill(actor)
 
 
 def run_experiment(
@@ -802,7 +815,10 @@ def run_experiment(
     ``workers``: in-process Ray tasks (1 = this process only, the default, right for a Tune
     trial that owns one CPU); None = the config's ``[traffic] workers``.
     ``run_dir``: checkpoint finished shards under ``run_dir/shards`` (``resume=True`` reuses
-    them). ``world``: a prebuilt world of the config (saves its build time).
+    them). ``world``: a prebuilt world of the config (saves its build time; built here only
+    when this process simulates). ``timings`` split the wall time: models (training if
+    needed), world, pre_period (reading the logs), setup (cascades, Ray actors or the Serve
+    app), traffic, statistics.
     ``on_shard`` is called after each shard is stored (tests inject interruptions there).
     """
     timings: dict[str, float] = {}
@@ -815,11 +831,28 @@ def run_experiment(
     arms = resolve_arms(config, progress=progress, log=log)
     timings["models"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     world_config = load_world_config(config.world)
-    if world is None or world.config != world_config:
-        world = World(world_config)
-    timings["world"] = time.perf_counter() - t0
+    timings["world"] = 0.0
+
+    def the_world() -> World:
+        """The world, built on first use: traffic on Ray actors needs none in this process."""
+        nonlocal world
+        if world is None or world.config != world_config:
+            t = time.perf_counter()
+            world = World(world_config)
+            timings["world"] += time.perf_counter() - t
+        return world
+
+    t0 = time.perf_counter()  # the logged pre-period first: a bad log folder fails before traffic
+    n = config.traffic.users
+    pre = None
+    if config.pre_period.source is PreSource.LOGS:
+        logs = Path(config.pre_period.logs)
+        if not logs.is_dir():
+            log(f"simulating the pre-period logs of {n:,} users into {logs}")
+            write_logs(the_world(), logs, n_users=n, days=config.pre_period.days, progress=progress)
+        pre = logged_pre_period(logs, world_config, n, config.traffic.first_day)
+    timings["pre_period"] = time.perf_counter() - t0
 
     store = ShardStore(Path(run_dir) / "shards") if run_dir is not None else None
     shards = plan_shards(config)
@@ -829,13 +862,10 @@ def run_experiment(
             frame = store.load(shard.key)
             if frame is not None:
                 frames[shard.key] = frame
-
-    t0 = time.perf_counter()
-    cascades = build_cascades(world, arms) if through is Through.INPROCESS else {}
+    todo = [s for s in shards if s.key not in frames]
     versions = _versions(arms)
     if store is not None:
         store.check_versions(versions)
-    todo = [s for s in shards if s.key not in frames]
     bar = _Progress(sum(s.n_users for s in shards), progress)
     for shard in shards:
         if shard.key in frames:
@@ -849,6 +879,7 @@ def run_experiment(
         if on_shard is not None:
             on_shard(shard)
 
+    t0 = time.perf_counter()
     started_ray = False
     try:
         if not todo:
@@ -858,13 +889,13 @@ def run_experiment(
             from abtest.serve_traffic import serve_rankers  # noqa: PLC0415 (imports serving, ray)
 
             with serve_rankers(config, arms) as rankers:
-                traffic = Traffic(config, world, rankers)
+                traffic = Traffic(config, the_world(), rankers)
                 timings["setup"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 for shard in todo:
                     finished(shard, traffic.run(shard))
         elif workers == 1 or len(todo) == 1:
-            traffic = Traffic(config, world, cascades)
+            traffic = Traffic(config, the_world(), build_cascades(the_world(), arms))
             timings["setup"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             with _one_torch_thread():
@@ -872,10 +903,14 @@ def run_experiment(
                     finished(shard, traffic.run(shard))
         else:
             started_ray = _ray_init()
-            timings["setup"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            for shard, frame in _ray_shards(config, world_config, arms, todo, workers):
-                finished(shard, frame)
+            pool = _RayPool(config, world_config, arms, workers)
+            try:
+                timings["setup"] = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                for shard, frame in pool.run(todo):
+                    finished(shard, frame)
+            finally:
+                pool.close()
     finally:
         bar.close()
         if started_ray:
@@ -884,23 +919,12 @@ def run_experiment(
             ray.shutdown()
     timings["traffic"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     pre_frames = [frames[s.key] for s in shards if s.period == "pre"]
     exp_frames = [frames[s.key] for s in shards if s.period == "exp"]
     user_days = pd.concat(exp_frames, ignore_index=True).sort_values(["day", "user"], kind="stable")
     user_days = user_days.reset_index(drop=True)
-    n = config.traffic.users
     if config.pre_period.source is PreSource.SIMULATE:
         pre = _pre_from_shards(pd.concat(pre_frames, ignore_index=True), n)
-    elif config.pre_period.source is PreSource.LOGS:
-        logs = Path(config.pre_period.logs)
-        if not logs.is_dir():
-            log(f"simulating the pre-period logs of {n:,} users into {logs}")
-            write_logs(world, logs, n_users=n, days=config.pre_period.days, progress=progress)
-        pre = logged_pre_period(logs, world, n, config.traffic.first_day, world.item_price)
-    else:
-        pre = None
-    timings["pre_period"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     result = analyse_experiment(

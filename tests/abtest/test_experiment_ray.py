@@ -25,7 +25,7 @@ from simulator import SMALL, World
 
 @pytest.fixture(scope="module")
 def model_config(make_config, tmp_path_factory) -> ExperimentConfig:
-    """200 users x 1 day (+ a simulated pre-period day), two seeded coarse models, one fine."""
+    """120 users x 1 day, two seeded coarse models of different sizes, one fine model."""
     out = tmp_path_factory.mktemp("ab-models")
     vocab = vocab_of(SMALL)
     paths = {}
@@ -42,8 +42,9 @@ def model_config(make_config, tmp_path_factory) -> ExperimentConfig:
             "control": {"coarse": paths["coarse_a"], "fine": paths["fine"], "coarse_size": 100},
             "treatment": {"coarse": paths["coarse_b"], "fine": paths["fine"], "coarse_size": 40},
         },
-        traffic={"users": 200, "days": 1, "shard_users": 50},
-        stats={"funnel_users": 40},
+        traffic={"users": 120, "days": 1, "shard_users": 30},
+        pre_period={"source": "none"},
+        stats={"funnel_users": 30},
     )
 
 
