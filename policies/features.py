@@ -52,7 +52,7 @@ class FeatureStore:
 
     def users(self, user_ids: np.ndarray | torch.Tensor) -> UserFeatures:
         """Features of users ``user_ids`` (B,); unknown ids raise IndexError."""
-        ids = torch.as_tensor(np.asarray(user_ids), dtype=torch.long)
+        ids = torch.tensor(np.asarray(user_ids), dtype=torch.long)
         if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.n_users):
             raise IndexError(f"user ids must be in [0, {self.n_users}), got {ids.min()}..{ids.max()}")
         return UserFeatures(user_id=ids, history=self.items.index(self.history[ids]))

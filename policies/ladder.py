@@ -84,6 +84,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             raw.setdefault("train", {})["epochs"] = args.epochs
             if "distill" in raw:
                 raw["distill"]["soft_only_epochs"] = min(raw["distill"]["soft_only_epochs"], args.epochs - 1)
+    for raw in configs.values():
+        data = raw.setdefault("data", {})
+        data.update({k: v for k, v in (("logs", args.logs), ("users", args.users)) if v is not None})
     runs = {name: parse_config(raw, f"ladder rung {name}") for name, raw in configs.items()}
     first = next(iter(runs.values()))
     world = World(load_world_config(first.data.world))
@@ -157,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
     )
+    parser.add_argument("--logs", help="override the rungs' log folder (simulated if missing)")
+    parser.add_argument("--users", type=int, help="users logged when --logs has to be simulated")
     parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
     parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
     parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
