@@ -94,7 +94,7 @@ class EvalSet:
             out_of_scene=_out_of_scene_per_session(world, keys),
             best=best_in_pool(world, users, funnel_k),
             list_ids=list_ids,
-            teacher_list_pctr=teacher_outputs(data, EVAL_SPACE, teacher.model)[0],
+            teacher_list_pctr=teacher_outputs(data, EVAL_SPACE, teacher.model, list_ids=list_ids)[0],
             teacher=teacher,
             sizes=sizes,
         )

@@ -261,16 +261,22 @@ def list_metrics(
 
 @torch.no_grad()
 def teacher_outputs(
-    data: LogData, space: SampleSpace, teacher: FineRanker, batch_size: int = 512, progress: bool = False
+    data: LogData,
+    space: SampleSpace,
+    teacher: FineRanker,
+    batch_size: int = 512,
+    progress: bool = False,
+    list_ids: np.ndarray | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The teacher's (pCTR, pCTCVR) for every list entry of ``space``, each (E,)."""
+    """The teacher's (pCTR, pCTCVR) for every list entry of ``space``, each (E,); only the
+    entries of ``list_ids`` are computed if given (the others stay 0)."""
     teacher.eval()
     lists = data.lists(space)
     pctr = torch.zeros(len(lists.item_id))
     pctcvr = torch.zeros(len(lists.item_id))
-    ids_all = np.arange(len(lists))
+    ids_all = np.arange(len(lists)) if list_ids is None else np.asarray(list_ids)
     for lo in tqdm(
-        range(0, len(lists), batch_size), desc="teacher labels", disable=not progress, leave=False
+        range(0, len(ids_all), batch_size), desc="teacher labels", disable=not progress, leave=False
     ):
         ids = ids_all[lo : lo + batch_size]
         batch = make_batch(data, lists, ids)
@@ -372,7 +378,7 @@ def train(
     eval_ids = _eval_list_ids(data, eval_space, held_out, run.train.eval_lists, run.data.split_seed)
     eval_teacher = None
     if teacher is not None and len(eval_ids):
-        eval_teacher = teacher_outputs(data, eval_space, teacher)[0]
+        eval_teacher = teacher_outputs(data, eval_space, teacher, list_ids=eval_ids)[0]
     history, samples, start = [], 0, time.perf_counter()
     for epoch in range(run.train.epochs):
         stage = 1 if (soft_all is not None and epoch < run.distill.soft_only_epochs) else 2
