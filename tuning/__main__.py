@@ -110,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         print(exit_, file=sys.stderr)
         return exit_.code
 
+    from policies.checkpoint import CheckpointError  # noqa: PLC0415
     from simulator.config import ConfigError  # noqa: PLC0415
     from tuning.report import format_table, write_outputs  # noqa: PLC0415
     from tuning.search import run_search  # noqa: PLC0415
 
     try:
         outcome = run_search(config, run_dir, resume=args.resume, progress=sys.stderr.isatty())
-    except (ConfigError, FileNotFoundError) as err:
+    except (ConfigError, CheckpointError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
     summary = write_outputs(config, outcome, run_dir)

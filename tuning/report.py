@@ -64,7 +64,7 @@ def _save(frame: pd.DataFrame, stem: Path) -> None:
     frame.to_parquet(stem.with_suffix(".parquet"), index=False)
 
 
-def write_outputs(config: SearchConfig, outcome: Any, run_dir: Path, log=print) -> dict[str, Any]:
+def write_outputs(config: SearchConfig, outcome: Any, run_dir: Path) -> dict[str, Any]:
     """Write every output of a search (see the module doc); returns the summary."""
     run_dir = Path(run_dir)
     table = outcome.table

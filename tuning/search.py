@@ -228,6 +228,7 @@ def prepare(
         teacher=fine,
         trials_dir=str(trials_dir),
         epochs=config.trial.epochs,
+        threads=threads,
         objective=config.objective.metric,
         alpha=config.objective.alpha,
     )

@@ -53,6 +53,7 @@ class Shared:
     teacher: str  # fine checkpoint (absolute): distilling trials' teacher
     trials_dir: str  # absolute: <run>/trials, each trial's config, checkpoint and attempts
     epochs: int
+    threads: int  # torch threads per trial (its CPUs)
     objective: str
     alpha: float
 
@@ -87,11 +88,10 @@ def run_trial(params: dict[str, Any], handle: SharedHandle) -> None:
 
     start = time.perf_counter()
     timings = {"fetch": 0.0, "train": 0.0, "eval": 0.0, "online": 0.0, "report": 0.0, "total": 0.0}
-    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-
     t0 = time.perf_counter()
     shared = handle.get()
     timings["fetch"] = time.perf_counter() - t0
+    torch.set_num_threads(shared.threads)  # as the control was trained: equal settings, equal models
 
     trial_id = tune.get_context().get_trial_id() or "local"
     trials_dir = Path(shared.trials_dir)
