@@ -827,11 +827,17 @@ def run_experiment(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
 
+    world_config = load_world_config(config.world)
+    for name, arm in config.arms.items():  # checked before any model is trained
+        if arm.coarse_size > world_config.recall_size:
+            raise ConfigError(
+                f"[arms.{name}] coarse_size = {arm.coarse_size} exceeds the world's recall size "
+                f"({world_config.recall_size})"
+            )
     t0 = time.perf_counter()
     arms = resolve_arms(config, progress=progress, log=log)
     timings["models"] = time.perf_counter() - t0
 
-    world_config = load_world_config(config.world)
     timings["world"] = 0.0
 
     def the_world() -> World:
