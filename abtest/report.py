@@ -200,7 +200,7 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
             f"share of each user's {result.config.stats.funnel_k} truly best items (expected clicks)"
         )
         ax.set_title("Funnel loss per stage")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         save(fig, "funnel.png")
     return written
 
