@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue an interrupted run in the existing folder: finished shards are reused; the "
-        "config must be the one stored in the folder",
+        "config must be the one stored in the folder (except --through / --workers)",
     )
     parser.add_argument(
         "--ignore-srm",
@@ -99,6 +99,15 @@ def _config(args: argparse.Namespace):
     return parse_config(raw, args.config)
 
 
+def _results_config(config) -> dict:
+    """The config without the settings results do not depend on (how traffic is run), so a
+    run may resume in process what it started through Serve, or on another worker count."""
+    plain = config.to_dict()
+    for key in ("through", "workers"):
+        plain["traffic"].pop(key)
+    return plain
+
+
 def _run_dir(args: argparse.Namespace, config) -> Path:
     """The run folder, created (``--force``: emptied first). An existing folder is only
     reused by ``--resume`` and only for the very config stored in it."""
@@ -115,7 +124,7 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
             stored = parse_config(tomllib.loads(stored_path.read_text()), str(stored_path))
         except (OSError, tomllib.TOMLDecodeError, ConfigError) as err:
             raise _Exit(f"cannot resume {run_dir}: {err}") from None
-        if stored.to_dict() != config.to_dict():
+        if _results_config(stored) != _results_config(config):
             raise _Exit(f"cannot resume {run_dir}: its config.toml differs from this config (use --force)")
     elif run_dir.exists():
         raise _Exit(

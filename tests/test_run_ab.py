@@ -133,6 +133,11 @@ def test_an_existing_run_folder_is_not_overwritten_without_force(smoke) -> None:
     out = run_ab("--config", config, "--runs-dir", "runs", "--resume", "--users", "200", cwd=folder)
     assert out.returncode == 2 and "differs" in out.stderr
     assert (results.read_bytes(), results.stat().st_mtime_ns) == before
+    # how the traffic runs is no part of the results: a finished run "resumes" to itself
+    out = run_ab("--config", config, "--runs-dir", "runs", "--resume", "--workers", "2", cwd=folder)
+    assert out.returncode == 0, out.stderr
+    after = json.loads(results.read_text())
+    assert after["records"] == json.loads(before[0])["records"] and after["workers"] == 2
 
 
 def test_force_replaces_a_run_folder(tmp_path: Path) -> None:
