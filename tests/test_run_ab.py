@@ -257,7 +257,8 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_results(smoke, tmp_path
     process.wait(timeout=60)
     if sig == signal.SIGINT:
         assert process.returncode == 130 and "--resume" in process.stderr.read()
-    assert done < 180  # 60 shards per day x (1 pre-period + 2 days): the run was cut short
+    assert done < 180  # 60 shards per day x (1 pre-period + 2 days)
+    assert not (shards.parent / "results.json").exists()  # the run was cut short
     out = run_ab("--config", str(config), "--runs-dir", "runs", "--resume", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run = tmp_path / "runs" / "tiny"
