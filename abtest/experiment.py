@@ -51,7 +51,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -75,6 +74,7 @@ from policies.checkpoint import load_checkpoint
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from policies.train import ensure_trained
+from serving.ray_env import init_ray
 from simulator.config import ConfigError, WorldConfig, load_world_config
 from simulator.logs import out_of_scene_purchases, write_logs
 from simulator.oracle import best_in_pool, funnel_loss
@@ -717,37 +717,6 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def ray_environment() -> None:
-    """Environment for a local Ray started from here (RAY_NOTES.md); workers inherit it and
-    find the project on PYTHONPATH. Must run before ``ray.init``."""
-    for key, value in (
-        ("RAY_AUTH_MODE", "disabled"),
-        ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),
-        ("RAY_USAGE_STATS_ENABLED", "0"),
-    ):
-        os.environ.setdefault(key, value)
-    root = str(Path(__file__).resolve().parents[1])
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-
-
-def _ray_init() -> bool:
-    """Start a local Ray (settings of RAY_NOTES.md) unless one is running; True if started here."""
-    ray_environment()
-    import ray  # noqa: PLC0415
-
-    if ray.is_initialized():
-        return False
-    ray.init(
-        num_cpus=os.cpu_count() or 2,
-        include_dashboard=False,
-        log_to_driver=False,
-        object_store_memory=256 * 2**20,
-    )
-    return True
-
-
 class _RayPool:
     """``workers`` Ray actors (1 CPU each) holding the world and every arm's cascade; the
     constructor returns once they are built, so start-up and throughput are timed apart."""
@@ -908,7 +877,7 @@ def run_experiment(
                 for shard in todo:
                     finished(shard, traffic.run(shard))
         else:
-            started_ray = _ray_init()
+            started_ray = init_ray(object_store_memory=256 * 2**20)
             pool = _RayPool(config, world_config, arms, workers)
             try:
                 timings["setup"] = time.perf_counter() - t0

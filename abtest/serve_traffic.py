@@ -55,11 +55,9 @@ def app_args(config: ExperimentConfig, arms: Mapping) -> dict:
 def serve_rankers(config: ExperimentConfig, arms: Mapping) -> Iterator[dict[str, PageRanker]]:
     """Deploy the experiment's app, yield a forced-arm ranker per arm, delete the app after
     (and shut down Serve and Ray if this started them)."""
-    from abtest.experiment import ray_environment  # noqa: PLC0415 (abtest.experiment imports this module lazily)
     from serving.app import start  # noqa: PLC0415 (ray and serve only when serving)
     from serving.args import AppArgs  # noqa: PLC0415
 
-    ray_environment()
     app = start(AppArgs.model_validate(app_args(config, arms)), name=f"ab-{config.name}")
     try:
         yield {arm: app.ranker(arm=arm, chunk=CHUNK, max_in_flight=MAX_IN_FLIGHT) for arm in config.arm_names}

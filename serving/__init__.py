@@ -25,7 +25,7 @@ _EXPORTS = {
     "ServedCascade": "serving.app",
     "build_app": "serving.app",
     "connect": "serving.app",
-    "init_ray": "serving.app",
+    "init_ray": "serving.ray_env",
     "start": "serving.app",
 }
 __all__ = list(_EXPORTS)

@@ -15,9 +15,7 @@ does, so that a new ``user_config`` of one stage is applied in place by ``reconf
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -34,14 +32,9 @@ from serving.client import ServeRanker
 from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment
 from serving.model_servers import CoarseServer, FineServer
 from serving.pipeline import PageRequests, PageResults
+from serving.ray_env import init_ray
 
 IMPORT_PATH = "serving.app:build_app"
-RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",  # otherwise Ray 2.60 writes a token under ~/.ray/
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind and advertise 127.0.0.1
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-"""Environment for a local Ray instance; set before ``ray.init`` (workers inherit it)."""
 
 
 def coarse_name(arm: str) -> str:
@@ -81,28 +74,6 @@ def build_app(args: AppArgs | dict) -> serve.Application:
     )
     ingress = ingress_deployment(config, experiment)
     return ingress.options(name="ingress", **common).bind(recall, coarse, fine)
-
-
-def init_ray(**options: Any) -> None:
-    """Start a local Ray instance the way this project measured it (no dashboard, a bounded
-    object store that holds the default world; see RAY_NOTES.md), or join the cluster at
-    ``RAY_ADDRESS``. ``options`` override."""
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    root = str(Path(__file__).resolve().parents[1])  # workers import the project from here
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-    if os.environ.get("RAY_ADDRESS"):  # join a running cluster: it has its own resources
-        ray.init(**({"log_to_driver": False} | options))
-        return
-    settings = {
-        "num_cpus": os.cpu_count(),
-        "include_dashboard": False,
-        "log_to_driver": False,
-        "object_store_memory": 768 * 2**20,
-    }
-    ray.init(**(settings | options))
 
 
 class ServeError(RuntimeError):
@@ -220,9 +191,7 @@ def start(
     """Deploy the app and wait until it serves; starts Ray (``init_ray``) and Serve (HTTP on
     ``args.host:args.port``) if they are not running, and ``stop`` then shuts them down."""
     args = AppArgs.model_validate(args or {})
-    owns_ray = not ray.is_initialized()
-    if owns_ray:
-        init_ray()
+    owns_ray = init_ray()
     owns_serve = _get_global_client(raise_if_no_controller_running=False) is None
     if owns_serve:
         serve.start(http_options={"host": args.host, "port": args.port})

@@ -34,7 +34,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -49,6 +48,7 @@ from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config
+from serving.ray_env import init_ray
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
@@ -57,47 +57,9 @@ from tuning.config import Scheduler, SearchConfig, Searcher, native, template_ra
 from tuning.online import TableScorer, session_outcomes
 from tuning.trial import Shared, SharedHandle, run_trial
 
-RAY_ENV = {
-    "RAY_AUTH_MODE": "disabled",  # otherwise Ray 2.60 writes a token under ~/.ray/
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind and advertise 127.0.0.1
-    "RAY_USAGE_STATS_ENABLED": "0",
-}
-"""Environment of a local Ray instance (RAY_NOTES.md); set before ``ray.init``."""
-
 OBJECT_STORE_BYTES = 1024 * 2**20
 """Object store of a Ray started here: it holds one search's shared inputs (~0.5 GB for the
 default world)."""
-
-
-def ray_environment() -> None:
-    """Environment for a Ray started from this process (workers inherit it): RAY_NOTES.md's
-    variables, and the project on PYTHONPATH so that workers import it. Before ``ray.init``."""
-    for key, value in RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    root = str(Path(__file__).resolve().parents[1])
-    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in paths:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *paths])
-
-
-def init_ray() -> bool:
-    """Start a local Ray the way RAY_NOTES.md measured it, or join the cluster at
-    ``RAY_ADDRESS``, unless Ray is already initialised; True if started here."""
-    ray_environment()
-    import ray  # noqa: PLC0415
-
-    if ray.is_initialized():
-        return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=os.cpu_count() or 2,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=OBJECT_STORE_BYTES,
-        )
-    return True
 
 
 @contextlib.contextmanager
@@ -383,7 +345,7 @@ def run_search(
     start = time.perf_counter()
     run_dir = Path(run_dir).resolve()
     t0 = time.perf_counter()
-    started_ray = init_ray()
+    started_ray = init_ray(object_store_memory=OBJECT_STORE_BYTES)
     import ray  # noqa: PLC0415
 
     ray_start = time.perf_counter() - t0

@@ -16,10 +16,11 @@ import ray
 import torch
 
 from abtest.config import ExperimentConfig
-from abtest.experiment import ExperimentResult, ray_environment, run_experiment
+from abtest.experiment import ExperimentResult, run_experiment
 from policies.checkpoint import save_checkpoint
 from policies.features import vocab_of
 from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from serving.ray_env import ray_environment
 from simulator import SMALL, World
 
 

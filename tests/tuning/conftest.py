@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from serving.ray_env import ray_environment
 from tuning.config import SearchConfig, parse_config
 from tuning.report import write_outputs
-from tuning.search import SearchOutcome, ray_environment, run_search
+from tuning.search import SearchOutcome, run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = ROOT / "configs" / "tune_small.toml"
