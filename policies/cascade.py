@@ -18,7 +18,7 @@ import numpy as np
 
 from policies.rankers import Scorer
 from simulator.recall import SessionKeys
-from simulator.session import SessionBatch, SessionTotals, Simulator, page_order
+from simulator.session import PageOutcome, SessionBatch, SessionTotals, Simulator, page_order, run_pages
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,37 +122,25 @@ cascade served on Ray Serve (``serving``); both must return the same pages."""
 
 def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> CascadeSessions:
     """Run sessions ``keys`` to their end, each page ranked by ``rank_page``."""
-    c = sim.world.config
-    batch: SessionBatch = sim.start(keys)
+    batch = sim.start(keys)
     recall = batch.recall.items.copy()
-    names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
-    totals = {name: np.zeros(len(keys)) for name in names}
-    first_coarse: np.ndarray | None = None
-    bought_rows, bought_items = [], []
-    rows = np.arange(len(keys))  # original row of each row still in `batch`
-    for page in range(c.max_pages):
-        if not batch.active.any():
-            break
-        if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
-            live = np.flatnonzero(batch.active)
-            batch, rows = batch.take(live), rows[live]
+    first_coarse = np.empty((0, 0), dtype=np.int64)
+    bought_rows, bought_items = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+
+    def choose(batch: SessionBatch, page: int, rows: np.ndarray) -> np.ndarray:
+        nonlocal first_coarse
         ranked = rank_page(batch)
-        if page == 0:
+        if page == 0:  # every session is still running: rows are in key order
             first_coarse = ranked.coarse_items
-        out = sim.show(batch, ranked.slots)
-        totals["pages"][rows] += out.viewed
-        totals["impressions"][rows] += (out.items >= 0).sum(1)
-        totals["clicks"][rows] += out.clicks.sum(1)
-        totals["purchases"][rows] += out.purchases.sum(1)
-        totals["gmv"][rows] += out.gmv
-        totals["expected_clicks"][rows] += out.expected_clicks
+        return ranked.slots
+
+    def observe(rows: np.ndarray, out: PageOutcome) -> None:
         r, k = np.nonzero(out.purchases)
         bought_rows.append(rows[r])
         bought_items.append(out.items[r, k])
-    bought_rows = np.concatenate(bought_rows) if bought_rows else np.empty(0, np.int64)
-    bought_items = np.concatenate(bought_items) if bought_items else np.empty(0, np.int64)
+
+    totals = run_pages(sim, batch, choose, observe)
+    bought_rows, bought_items = np.concatenate(bought_rows), np.concatenate(bought_items)
     order = np.argsort(bought_rows, kind="stable")
     purchased = np.split(bought_items[order], np.searchsorted(bought_rows[order], np.arange(1, len(keys))))
-    if first_coarse is None:
-        first_coarse = np.empty((0, 0), dtype=np.int64)
-    return CascadeSessions(SessionTotals(**totals), first_coarse, recall, purchased)
+    return CascadeSessions(totals, first_coarse, recall, purchased)

@@ -168,26 +168,44 @@ def page_slots(order: np.ndarray, page: int, page_size: int) -> np.ndarray:
     return slots
 
 
-def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTotals:
-    """Run sessions to the end under a ranking fixed at session start (page p shows ranks
-    pK..pK+K-1 of the order), the way a feed without re-ranking behaves."""
-    c = sim.world.config
-    batch = sim.start(keys)
-    order = page_order(score(batch), c.max_pages * c.page_size)
+PageChooser = Callable[[SessionBatch, int, np.ndarray], np.ndarray]
+"""Given the running sessions, the page number and each row's index in the original batch,
+the slots (B, K) to show."""
+
+
+def run_pages(
+    sim: Simulator,
+    batch: SessionBatch,
+    choose: PageChooser,
+    observe: Callable[[np.ndarray, PageOutcome], None] | None = None,
+) -> SessionTotals:
+    """Run started sessions to their end, showing the pages ``choose`` picks; ``observe``
+    sees every page's outcome with the original row of each session."""
     names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
-    totals = {name: np.zeros(len(keys)) for name in names}
-    rows = np.arange(len(keys))  # original row of each row still in `batch`
-    for page in range(c.max_pages):
+    totals = {name: np.zeros(len(batch)) for name in names}
+    rows = np.arange(len(batch))  # original row of each row still in `batch`
+    for page in range(sim.world.config.max_pages):
         if not batch.active.any():
             break
         if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
             live = np.flatnonzero(batch.active)
-            batch, order, rows = batch.take(live), order[live], rows[live]
-        out = sim.show(batch, page_slots(order, page, c.page_size))
+            batch, rows = batch.take(live), rows[live]
+        out = sim.show(batch, choose(batch, page, rows))
         totals["pages"][rows] += out.viewed
         totals["impressions"][rows] += (out.items >= 0).sum(1)
         totals["clicks"][rows] += out.clicks.sum(1)
         totals["purchases"][rows] += out.purchases.sum(1)
         totals["gmv"][rows] += out.gmv
         totals["expected_clicks"][rows] += out.expected_clicks
+        if observe is not None:
+            observe(rows, out)
     return SessionTotals(**totals)
+
+
+def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTotals:
+    """Run sessions to the end under a ranking fixed at session start (page p shows ranks
+    pK..pK+K-1 of the order), the way a feed without re-ranking behaves."""
+    batch = sim.start(keys)
+    order = page_order(score(batch), sim.world.config.max_pages * sim.world.config.page_size)
+    page_size = sim.world.config.page_size
+    return run_pages(sim, batch, lambda _, page, rows: page_slots(order[rows], page, page_size))
