@@ -131,7 +131,16 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         if "dssm" in outcomes:
             row["Δclicks vs dssm"] = _paired(outcomes[row["model"]]["clicks"] - outcomes["dssm"]["clicks"])
             row["Δgmv vs dssm"] = _paired(outcomes[row["model"]]["gmv"] - outcomes["dssm"]["gmv"])
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
+    n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
+    table.attrs["caption"] = (
+        f"Offline: {len(held_out)} held-out users; hitrate and funnel over {len(eval_set.keys)} of "
+        f"their sessions ({n_in} in-scene and {n_out} out-of-scene purchases: a hitrate's standard "
+        f"error is up to {0.5 / np.sqrt(max(n_in, 1)):.3f} / {0.5 / np.sqrt(max(n_out, 1)):.3f}), "
+        f"coarse cut C = {sizes.coarse}. Online: {len(keys)} held-out users, one session each on "
+        f"day {days} with the fine ranker after the coarse one; Δ = paired mean difference ± 95 %."
+    )
+    return table
 
 
 def format_table(table: pd.DataFrame) -> str:
@@ -175,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ladder.csv", index=False)
-    text = format_table(table)
+    text = table.attrs["caption"] + "\n\n" + format_table(table)
     (out / "ladder.md").write_text(text + "\n")
     print(text)
     return 0

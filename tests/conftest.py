@@ -1,12 +1,25 @@
-"""Shared fixtures: worlds are built once per test session (a SMALL world takes ~0.1 s)."""
+"""Shared fixtures: worlds are built once per test session (a SMALL world takes ~0.1 s), as
+are the one local Ray (serving, the A/B engine and tuning share it) and the small seeded models.
+
+Ray is imported inside the fixture, after ``pytest_configure`` has filtered the Pydantic
+deprecation warnings Ray Serve raises when it is imported."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from policies.checkpoint import save_checkpoint
+from policies.features import vocab_of
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
 from simulator import SMALL, SessionKeys, Simulator, World
 from simulator.logs import write_logs
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("filterwarnings", "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray")
+    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:ray")
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +43,33 @@ def some_keys() -> SessionKeys:
 def small_log_dir(tmp_path_factory, small_world: World):
     """One day of logs of every user of the SMALL world."""
     return write_logs(small_world, tmp_path_factory.mktemp("small") / "logs", progress=False)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One 2-CPU local Ray for the whole test session (loopback only, ``serving.ray_env``)."""
+    import ray  # noqa: PLC0415 (see the module docstring)
+
+    from serving.ray_env import init_ray  # noqa: PLC0415
+
+    started = init_ray(num_cpus=2, object_store_memory=256 * 2**20)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def seeded_models(tmp_path_factory) -> dict[str, str]:
+    """Untrained but seeded SMALL-world checkpoints (arbitrary but deterministic rankings, so
+    the float32 scorers are exercised): two coarse models of different versions, one fine."""
+    out = tmp_path_factory.mktemp("seeded-models")
+    vocab = vocab_of(SMALL)
+    paths = {}
+    for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
+        torch.manual_seed(seed)
+        paths[name] = str(out / f"{name}.pt")
+        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
+    torch.manual_seed(3)
+    paths["fine"] = str(out / "fine.pt")
+    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
+    return paths

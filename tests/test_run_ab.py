@@ -223,6 +223,16 @@ funnel_users = 0
     assert out.returncode == 0 and "pctr" in out.stdout
 
 
+@pytest.fixture
+def sigint_handled():
+    """A job started in the background by a non-interactive shell inherits SIGINT ignored, and
+    so would the run it starts. With a handler here, the child starts with the default
+    disposition (exec resets handled signals), i.e. Python's KeyboardInterrupt."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _start(folder: Path, config: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "run_ab.py"), "--config", str(config), "--runs-dir", "runs", *extra],
@@ -245,7 +255,9 @@ def _wait_for_shards(process: subprocess.Popen, shards: Path, n: int, timeout: f
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
-def test_an_interrupted_run_resumes_to_the_uninterrupted_results(smoke, tmp_path: Path, sig) -> None:
+def test_an_interrupted_run_resumes_to_the_uninterrupted_results(
+    smoke, tmp_path: Path, sig, sigint_handled
+) -> None:
     # The smoke run (300 users, shards of 100) is the uninterrupted reference; here the same
     # experiment in shards of 5 users (shard sizes never change results) is interrupted.
     reference_dir = smoke[0] / "runs" / "tiny"

@@ -13,30 +13,16 @@ import warnings
 import pandas as pd
 import pytest
 import ray
-import torch
 
 from abtest.config import ExperimentConfig
 from abtest.experiment import ExperimentResult, run_experiment
-from policies.checkpoint import save_checkpoint
-from policies.features import vocab_of
-from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
-from serving.ray_env import ray_environment
-from simulator import SMALL, World
+from simulator import World
 
 
 @pytest.fixture(scope="module")
-def model_config(make_config, tmp_path_factory) -> ExperimentConfig:
+def model_config(make_config, seeded_models) -> ExperimentConfig:
     """120 users x 1 day, two seeded coarse models of different sizes, one fine model."""
-    out = tmp_path_factory.mktemp("ab-models")
-    vocab = vocab_of(SMALL)
-    paths = {}
-    for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
-        torch.manual_seed(seed)
-        paths[name] = str(out / f"{name}.pt")
-        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
-    torch.manual_seed(3)
-    paths["fine"] = str(out / "fine.pt")
-    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
+    paths = seeded_models
     return make_config(
         name="models",
         arms={
@@ -54,21 +40,9 @@ def in_process(model_config: ExperimentConfig, small_world: World) -> Experiment
     return run_experiment(model_config, world=small_world, workers=1)
 
 
-@pytest.fixture(scope="module")
-def ray_running():
-    """A local Ray for this module (or the one another fixture started)."""
-    started = not ray.is_initialized()
-    if started:
-        ray_environment()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
-    yield
-    if started:
-        ray.shutdown()
-
-
 @pytest.mark.slow
 def test_sharded_over_ray_tasks_equals_one_process(
-    in_process, model_config, ray_running, same_results
+    in_process, model_config, ray_session, same_results
 ) -> None:
     sharded = run_experiment(model_config, workers=2)
     assert sharded.workers == 2
@@ -84,13 +58,13 @@ def _trial(raw: dict) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_an_experiment_runs_inside_a_ray_task(in_process, model_config, ray_running) -> None:
+def test_an_experiment_runs_inside_a_ray_task(in_process, model_config, ray_session) -> None:
     records = pd.DataFrame(ray.get(_trial.remote(model_config.to_dict())))
     pd.testing.assert_frame_equal(records, in_process.to_pandas())
 
 
 @pytest.mark.slow
-def test_through_serve_equals_in_process(in_process, model_config, ray_running, same_results) -> None:
+def test_through_serve_equals_in_process(in_process, model_config, ray_session, same_results) -> None:
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)

@@ -1,31 +1,20 @@
-"""Serving fixtures: one Ray instance and one Serve instance (on a free 127.0.0.1 port) per
-test session, tiny seeded checkpoints of the SMALL world, and one served app shared by the
-tests that need Serve (starting an app costs ~10-15 s on 2 cores).
-
-Ray is imported inside the fixtures, after ``pytest_configure`` has filtered the Pydantic
-deprecation warnings Ray Serve raises when it is imported."""
+"""Serving fixtures: one Serve instance (on a free 127.0.0.1 port) on the session's Ray, and one
+app of the seeded SMALL-world models shared by the tests that need Serve (starting an app costs
+~10-15 s on 2 cores). Ray and Serve are imported inside the fixtures (see tests/conftest.py)."""
 
 from __future__ import annotations
 
 import socket
 
 import pytest
-import torch
 
 from policies.cascade import Cascade, CascadeSizes
-from policies.checkpoint import save_checkpoint
-from policies.features import FeatureStore, vocab_of
-from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from serving.args import AppArgs
 from simulator import SMALL, World
 
 APP = "test-cascade"
-SERVE_WARNINGS = "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray"
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("filterwarnings", SERVE_WARNINGS)
 
 
 @pytest.fixture(scope="session")
@@ -34,31 +23,14 @@ def small_features(small_world: World) -> FeatureStore:
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory) -> dict[str, str]:
-    """Untrained but seeded models (their rankings are arbitrary but deterministic): two
-    coarse models of different versions and a fine model."""
-    out = tmp_path_factory.mktemp("serving-models")
-    vocab = vocab_of(SMALL)
-    paths = {}
-    for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
-        torch.manual_seed(seed)
-        paths[name] = str(out / f"{name}.pt")
-        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
-    torch.manual_seed(3)
-    paths["fine"] = str(out / "fine.pt")
-    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
-    return paths
-
-
-@pytest.fixture(scope="session")
-def app_args(checkpoints) -> AppArgs:
+def app_args(seeded_models) -> AppArgs:
     return AppArgs(
         world="small",
         arms={
-            "control": {"coarse": checkpoints["coarse_a"]},  # the world's coarse size, 100
+            "control": {"coarse": seeded_models["coarse_a"]},  # the world's coarse size, 100
             "treatment": {"coarse": "popularity", "coarse_size": 40},
         },
-        fine=checkpoints["fine"],
+        fine=seeded_models["fine"],
         assignment={"salt": "serving-tests", "shares": {"control": 0.5, "treatment": 0.5}},
         cpus_per_replica=0.05,
     )
@@ -82,21 +54,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def ray_session():
-    """A local Ray for the session (or the one another fixture already started)."""
-    import ray  # noqa: PLC0415 (see the module docstring)
-
-    from serving.app import init_ray  # noqa: PLC0415
-
-    if ray.is_initialized():
-        yield
-        return
-    init_ray(num_cpus=2, object_store_memory=256 * 2**20)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -209,12 +209,14 @@ def test_bad_batched_requests_raise_value_error(served):
 
 
 @pytest.mark.slow
-def test_swap_in_place_while_serving(served, checkpoints, reference, small_world, small_features, recall_of):
+def test_swap_in_place_while_serving(
+    served, seeded_models, reference, small_world, small_features, recall_of
+):
     """Swapping an arm's coarse model under load: every request in flight succeeds, each
     reports one version and is exactly the page of that version's scorer, the replica is the
     same process (reconfigure, not a restart), and /version reports the new model."""
     control = reference["control"]
-    new = load_scorer(checkpoints["coarse_b"], small_world, small_features, "coarse")
+    new = load_scorer(seeded_models["coarse_b"], small_world, small_features, "coarse")
     old_version = control.coarse.version
     assert new.version != old_version
     expected = {old_version: control, new.version: Cascade(new, control.fine, control.sizes)}
@@ -246,7 +248,7 @@ def test_swap_in_place_while_serving(served, checkpoints, reference, small_world
         t.start()
     try:
         time.sleep(1.0)
-        served.swap("control", checkpoints["coarse_b"])
+        served.swap("control", seeded_models["coarse_b"])
         time.sleep(1.0)
     finally:
         stop.set()
@@ -267,11 +269,11 @@ def test_swap_in_place_while_serving(served, checkpoints, reference, small_world
         assert served.versions()["arms"]["control"]["coarse"] == new.version
         assert coarse.status.remote().result()["replica"] == replica
     finally:
-        served.swap("control", checkpoints["coarse_a"])
+        served.swap("control", seeded_models["coarse_a"])
     assert served.versions()["arms"]["control"]["coarse"] == old_version
 
 
-def test_swap_refuses_a_checkpoint_of_the_wrong_kind(served, checkpoints):
+def test_swap_refuses_a_checkpoint_of_the_wrong_kind(served, seeded_models):
     with pytest.raises(ValueError, match="fine model, expected a coarse"):
-        served.swap("control", checkpoints["fine"])
-    assert served.versions()["arms"]["control"]["spec"] == checkpoints["coarse_a"]
+        served.swap("control", seeded_models["fine"])
+    assert served.versions()["arms"]["control"]["spec"] == seeded_models["coarse_a"]

@@ -205,11 +205,11 @@ def test_app_args_are_validated(changes, message):
         AppArgs.model_validate(changes)
 
 
-def test_app_args_resolve(tmp_path, checkpoints):
+def test_app_args_resolve(tmp_path, seeded_models):
     (tmp_path / "w.toml").write_text(
         "[world]\nn_items = 3000\nn_users = 100\nrecall_size = 400\nlogging_coarse_size = 100\n"
     )
-    args = AppArgs(world=str(tmp_path / "w.toml"), arms={"a": {}, "b": {"coarse": checkpoints["coarse_a"]}})
+    args = AppArgs(world=str(tmp_path / "w.toml"), arms={"a": {}, "b": {"coarse": seeded_models["coarse_a"]}})
     assert args.world_config.n_users == 100
     assert args.coarse_size("a") == args.world_config.logging_coarse_size
     assert args.experiment().shares == (0.5, 0.5)

@@ -1,6 +1,5 @@
-"""Tuning fixtures: one Ray instance for the test session (reused if another fixture already
-started one), tiny searches on the SMALL world run once and shared by the tests that read
-their outputs.
+"""Tuning fixtures: tiny searches on the SMALL world run once and shared by the tests that read
+their outputs (on the session's Ray, tests/conftest.py).
 
 The searches are sized for seconds: 1-2 epoch trials of dim-8 models on the SMALL world's
 logs, a 60-user online A/B, 30 held-out sessions. ``tiny_raw`` starts from
@@ -14,32 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from serving.ray_env import ray_environment
 from tuning.config import SearchConfig, parse_config
 from tuning.report import write_outputs
 from tuning.search import SearchOutcome, run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_CONFIG = ROOT / "configs" / "tune_small.toml"
-
-
-def pytest_configure(config) -> None:
-    config.addinivalue_line("filterwarnings", "ignore::pydantic.warnings.PydanticDeprecatedSince20:ray")
-    config.addinivalue_line("filterwarnings", "ignore::DeprecationWarning:ray")
-
-
-@pytest.fixture(scope="session")
-def ray_for_tuning():
-    """A 2-CPU local Ray for the session, or the one another fixture already started."""
-    import ray  # noqa: PLC0415
-
-    if ray.is_initialized():
-        yield
-        return
-    ray_environment()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=256 * 2**20)
-    yield
-    ray.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -93,20 +72,20 @@ def random_config(tiny_raw) -> SearchConfig:
 
 
 @pytest.fixture(scope="session")
-def random_search(ray_for_tuning, random_config, tmp_path_factory) -> tuple[SearchOutcome, Path]:
+def random_search(ray_session, random_config, tmp_path_factory) -> tuple[SearchOutcome, Path]:
     run_dir = tmp_path_factory.mktemp("tune") / "tiny-random"
     return search(random_config, run_dir), run_dir
 
 
 @pytest.fixture(scope="session")
-def random_search_again(ray_for_tuning, random_config, tmp_path_factory) -> tuple[SearchOutcome, Path]:
+def random_search_again(ray_session, random_config, tmp_path_factory) -> tuple[SearchOutcome, Path]:
     """The same search (same seed) in another folder."""
     run_dir = tmp_path_factory.mktemp("tune-again") / "tiny-random"
     return search(random_config, run_dir), run_dir
 
 
 @pytest.fixture(scope="session")
-def optuna_search(ray_for_tuning, tiny_raw, tmp_path_factory) -> tuple[SearchOutcome, Path, SearchConfig]:
+def optuna_search(ray_session, tiny_raw, tmp_path_factory) -> tuple[SearchOutcome, Path, SearchConfig]:
     """The shipped small search's searcher and scheduler: Optuna, ASHA on 2 epochs."""
     raw = tiny_raw(name="tiny-optuna")
     raw["trial"]["epochs"] = 2

@@ -144,7 +144,7 @@ class InterruptOnce(tune.Callback):
 
 
 def test_an_interrupted_search_resumes_to_the_same_results(
-    ray_for_tuning, random_config, random_search, tmp_path
+    ray_session, random_config, random_search, tmp_path
 ):
     run_dir = tmp_path / "tiny-random"
     quiet = {"log": lambda *_: None}
