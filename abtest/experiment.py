@@ -73,7 +73,7 @@ from policies.cascade import Cascade, CascadeSizes, PageRanker, Ranked, run_sess
 from policies.checkpoint import load_checkpoint
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
-from policies.train import ensure_trained
+from policies.train import ensure_checkpoint
 from serving.ray_env import init_ray
 from simulator.config import ConfigError, WorldConfig, load_world_config
 from simulator.logs import out_of_scene_purchases, write_logs
@@ -110,18 +110,10 @@ are added."""
 # Arms: specs -> checkpoints -> cascades
 
 
-def resolve_ranker(spec: str, progress: bool = False, log: Callable[[str], None] = print) -> str:
-    """A baseline name unchanged, a checkpoint as an absolute path, or a training config
-    trained first if needed (``policies.train.ensure_trained``) and replaced by its checkpoint."""
-    if spec in BASELINES:
-        return spec
-    if spec.endswith(".toml"):
-        if not Path(spec).is_file():
-            raise ConfigError(f"training config {spec} does not exist")
-        return str(Path(ensure_trained(spec, progress=progress, log=log)).resolve())
-    if not Path(spec).is_file():
-        raise ConfigError(f"checkpoint {spec} does not exist")
-    return str(Path(spec).resolve())
+def resolve_ranker(spec: str, kind: str, progress: bool = False, log: Callable[[str], None] = print) -> str:
+    """A baseline name unchanged, else the spec's checkpoint (``policies.train.ensure_checkpoint``:
+    a checkpoint as an absolute path, a training config trained first if needed)."""
+    return spec if spec in BASELINES else ensure_checkpoint(spec, kind, progress, log)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +134,9 @@ def resolve_arms(
     out = {}
     for name in config.arm_names:
         arm = config.arms[config.control if config.assignment.aa else name]
-        for spec in (arm.coarse, arm.fine):
+        for spec, kind in ((arm.coarse, "coarse"), (arm.fine, "fine")):
             if spec not in resolved:
-                resolved[spec] = resolve_ranker(spec, progress, log)
+                resolved[spec] = resolve_ranker(spec, kind, progress, log)
         out[name] = ArmSpec(resolved[arm.coarse], resolved[arm.fine], arm.coarse_size)
     return out
 

@@ -485,6 +485,21 @@ def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=pr
     return out
 
 
+def ensure_checkpoint(spec: str | dict, kind: str, progress: bool = False, log=print) -> str:
+    """The absolute checkpoint path of a model spec: a checkpoint file, a training config file
+    (.toml) or an inline training-config table of ``kind``; configs are trained first if needed
+    (``ensure_trained``)."""
+    if isinstance(spec, dict):
+        run = parse_config({"kind": kind, **spec}, f"inline {kind} config")
+        return str(ensure_trained(run, progress=progress, log=log).resolve())
+    if not Path(spec).is_file():
+        what = "training config" if spec.endswith(".toml") else "checkpoint"
+        raise ConfigError(f"{what} {spec} does not exist")
+    if spec.endswith(".toml"):
+        return str(ensure_trained(spec, progress=progress, log=log).resolve())
+    return str(Path(spec).resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m policies.train",

@@ -47,7 +47,7 @@ from policies.data import LogData, load_logs, split_by_user
 from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
-from policies.train import ensure_logs, ensure_trained, parse_config
+from policies.train import ensure_checkpoint, ensure_logs, parse_config
 from serving.ray_env import init_ray
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys
@@ -72,21 +72,6 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
-
-
-def _ensure_ranker(spec: Any, kind: str, progress: bool, log: Callable[[str], None]) -> str:
-    """A checkpoint path (absolute) for a ranker spec: a checkpoint, a training config file
-    or an inline training-config table (trained first if needed)."""
-    if isinstance(spec, dict):
-        run = parse_config({"kind": kind, **spec}, f"inline {kind} config")
-        return str(Path(ensure_trained(run, progress=progress, log=log)).resolve())
-    if spec.endswith(".toml"):
-        if not Path(spec).is_file():
-            raise ConfigError(f"training config {spec} does not exist")
-        return str(Path(ensure_trained(spec, progress=progress, log=log)).resolve())
-    if not Path(spec).is_file():
-        raise ConfigError(f"checkpoint {spec} does not exist")
-    return str(Path(spec).resolve())
 
 
 def base_control_path(template: dict[str, Any], run_dir: Path) -> Path:
@@ -117,7 +102,7 @@ def prepare(
     threads = max(1, int(config.trial.cpus))
 
     t0 = time.perf_counter()
-    fine = _ensure_ranker(config.control.fine, "fine", progress, log)
+    fine = ensure_checkpoint(config.control.fine, "fine", progress, log)
     template = template_raw_config(config, teacher=fine)
     base = parse_config({**template, "out": str(trials_dir / "base.pt")}, "[trial] base")
     logs = ensure_logs(base.data, progress=progress).resolve()
@@ -125,9 +110,9 @@ def prepare(
     if config.control.coarse == "base":
         control_raw = {**template, "out": str(base_control_path(template, run_dir))}
         with torch_threads(threads):
-            control = _ensure_ranker(control_raw, "coarse", progress, log)
+            control = ensure_checkpoint(control_raw, "coarse", progress, log)
     else:
-        control = _ensure_ranker(config.control.coarse, "coarse", progress, log)
+        control = ensure_checkpoint(config.control.coarse, "coarse", progress, log)
     timings["models"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

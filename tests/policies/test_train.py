@@ -13,7 +13,7 @@ from policies.checkpoint import load_checkpoint
 from policies.data import EXPOSED, SampleSpace, iterate_lists
 from policies.features import vocab_of
 from policies.models import CoarseRanker
-from policies.train import RunConfig, _coarse_loss, ensure_trained, main, parse_config
+from policies.train import RunConfig, _coarse_loss, ensure_checkpoint, ensure_trained, main, parse_config
 from simulator.config import SMALL, ConfigError
 
 
@@ -117,6 +117,27 @@ def test_ensure_trained_simulates_logs_then_reuses_a_checkpoint_of_the_same_conf
     config.write_text(config.read_text().replace("dim = 8", "dim = 4"))
     ensure_trained(config, progress=False, log=lambda *_: None)
     assert load_checkpoint(first).model.config.dim == 4
+
+
+def test_ensure_checkpoint_resolves_every_kind_of_model_spec(tmp_path, small_log_dir):
+    quiet = {"progress": False, "log": lambda *_: None}
+    inline = {"out": str(tmp_path / "c.pt"), "data": {"logs": str(small_log_dir), "world": "small"}}
+    inline |= {"model": {"dim": 4}, "train": {"epochs": 1, "eval_lists": 0}}
+    trained = ensure_checkpoint(inline, "coarse", **quiet)  # an inline config: trained
+    assert trained == str((tmp_path / "c.pt").resolve()) and load_checkpoint(trained, kind="coarse")
+    assert ensure_checkpoint(str(tmp_path / "c.pt"), "coarse", **quiet) == trained  # a checkpoint
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'kind = "coarse"\nout = "{tmp_path / "c.pt"}"\n[data]\nlogs = "{small_log_dir}"\nworld = "small"\n'
+        "[model]\ndim = 4\n[train]\nepochs = 1\neval_lists = 0\n"
+    )
+    stamp = (tmp_path / "c.pt").stat().st_mtime_ns
+    assert ensure_checkpoint(str(config), "coarse", **quiet) == trained  # the same config: reused
+    assert (tmp_path / "c.pt").stat().st_mtime_ns == stamp
+    with pytest.raises(ConfigError, match=r"training config .*missing\.toml does not exist"):
+        ensure_checkpoint(str(tmp_path / "missing.toml"), "coarse", **quiet)
+    with pytest.raises(ConfigError, match=r"checkpoint .*missing\.pt does not exist"):
+        ensure_checkpoint(str(tmp_path / "missing.pt"), "coarse", **quiet)
 
 
 def test_ensure_trained_refuses_logs_of_another_world(tmp_path, small_log_dir):
