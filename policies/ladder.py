@@ -13,7 +13,8 @@ The table has every offline metric of ``policies.evaluate`` (held-out users), th
 cost (ms per 1,000 candidates, one request, the recall set of the default world) and the
 simulated online outcome of a cascade with that coarse ranker and the fine ranker: clicks
 and GMV per session on fresh days for the same users and random numbers in every row, with
-the paired difference to the DSSM row and its 95 % interval.
+the paired difference to the DSSM row and its 95 % interval. Written to
+``<out>/ladder.{md,csv,png}``.
 """
 
 from __future__ import annotations
@@ -70,9 +71,9 @@ def online_outcome(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[
     return {"clicks": totals.clicks, "gmv": totals.gmv, "pages": totals.pages}
 
 
-def _paired(diff: np.ndarray) -> str:
-    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff))
-    return f"{diff.mean():+.3f} ± {half:.3f}"
+def _paired(diff: np.ndarray) -> tuple[float, float]:
+    """Mean of paired differences and the half-width of its 95 % interval."""
+    return float(diff.mean()), float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
@@ -128,9 +129,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         log(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
         rows.append(row)
     for row in rows:
-        if "dssm" in outcomes:
-            row["Δclicks vs dssm"] = _paired(outcomes[row["model"]]["clicks"] - outcomes["dssm"]["clicks"])
-            row["Δgmv vs dssm"] = _paired(outcomes[row["model"]]["gmv"] - outcomes["dssm"]["gmv"])
+        for metric in ("clicks", "gmv") if "dssm" in outcomes else ():
+            diff = outcomes[row["model"]][metric] - outcomes["dssm"][metric]
+            row[f"Δ{metric} vs dssm"], row[f"Δ{metric} ±95%"] = _paired(diff)
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     table.attrs["caption"] = (
@@ -155,6 +156,47 @@ def format_table(table: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
     return "\n".join(lines)
+
+
+def plot_ladder(table: pd.DataFrame, path: Path) -> None:
+    """Two panels: held-out AUC / GAUC of the trained rungs, and online Δclicks per session vs
+    the DSSM with 95 % intervals (the oracle's as the ceiling; random / popularity left out)."""
+    import matplotlib  # noqa: PLC0415 (only when plotting)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    trained = table.dropna(subset=["gauc"])
+    fig, (offline, online) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    x = np.arange(len(trained))
+    for metric, marker in (("auc", "o"), ("gauc", "s")):
+        offline.plot(x, trained[metric], marker=marker, label=f"held-out {metric.upper()}")
+    offline.set(xticks=x, title="offline (held-out clicks)")
+    offline.set_xticklabels(trained["model"], rotation=30, ha="right")
+    offline.legend()
+    offline.grid(alpha=0.3)
+    online_rows = trained.iloc[1:]  # the DSSM is the reference
+    y = np.arange(len(online_rows))
+    online.errorbar(
+        online_rows["Δclicks vs dssm"], y, xerr=online_rows["Δclicks ±95%"], fmt="o", capsize=3, label="rung"
+    )
+    if "oracle" in set(table["model"]):
+        oracle = table.set_index("model").loc["oracle"]
+        online.axvspan(
+            oracle["Δclicks vs dssm"] - oracle["Δclicks ±95%"],
+            oracle["Δclicks vs dssm"] + oracle["Δclicks ±95%"],
+            color="tab:green",
+            alpha=0.2,
+            label="oracle coarse ranker",
+        )
+    online.axvline(0, color="grey", lw=1)
+    online.set(yticks=y, xlabel="Δ clicks per session vs DSSM (95 % CI)", title="online (paired)")
+    online.set_yticklabels(online_rows["model"])
+    online.invert_yaxis()
+    online.legend(loc="lower right")
+    online.grid(alpha=0.3, axis="x")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     table.to_csv(out / "ladder.csv", index=False)
     text = table.attrs["caption"] + "\n\n" + format_table(table)
     (out / "ladder.md").write_text(text + "\n")
+    plot_ladder(table, out / "ladder.png")
     print(text)
+    print(f"wrote {out / 'ladder.md'}, ladder.csv and ladder.png")
     return 0
 
 

@@ -13,7 +13,7 @@ import pytest
 from policies.cascade import CascadeSizes
 from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
-from policies.ladder import STEPS, format_table, ladder_configs
+from policies.ladder import STEPS, _paired, format_table, ladder_configs, plot_ladder
 from policies.rankers import OracleScorer, RandomScorer, load_scorer
 from policies.train import parse_config
 
@@ -75,3 +75,23 @@ def test_table_formats_every_row():
     rows = [{"model": "a", "x": 0.123456, "version": "v"}, {"model": "b", "x": np.nan}]
     text = format_table(pd.DataFrame(rows))
     assert text.splitlines() == ["| model | x |", "|---|---|", "| a | 0.1235 |", "| b |  |"]
+
+
+def test_paired_interval_is_the_normal_95_percent_half_width():
+    diff = np.random.default_rng(0).normal(0.3, 2.0, 400)
+    mean, half = _paired(diff)
+    assert mean == pytest.approx(diff.mean())
+    assert half == pytest.approx(1.96 * diff.std(ddof=1) / 20)
+
+
+def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path):
+    import matplotlib.image  # noqa: PLC0415
+
+    rows = [{"model": "oracle", "auc": np.nan, "gauc": np.nan, "Δclicks vs dssm": 1.0, "Δclicks ±95%": 0.2}]
+    for i, name in enumerate(["dssm", "+fm", "full"]):
+        rows.append({"model": name, "auc": 0.6 + i / 100, "gauc": 0.55 + i / 100})
+        rows[-1] |= {"Δclicks vs dssm": i / 10, "Δclicks ±95%": 0.1}
+    plot_ladder(pd.DataFrame(rows), tmp_path / "ladder.png")
+    image = matplotlib.image.imread(tmp_path / "ladder.png")
+    assert image.shape[:2] == (440, 1210)  # 11 x 4 inches at 110 dpi
+    assert image[..., :3].std() > 0.05  # something was drawn
