@@ -64,7 +64,7 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 
 from abtest.assignment import Assignment
-from abtest.config import BASELINES, ExperimentConfig, PreSource, Through, parse_config
+from abtest.config import BASELINES, USER_COLUMNS, ExperimentConfig, PreSource, Through, parse_config
 from abtest.stats import EffectRecord, Mean, Ratio, Results, SRMResult, always_valid_ci, analyse, srm_test
 from abtest.stats import mixture_tau as _mixture_tau
 from abtest.stats import users_needed as _users_needed
@@ -82,19 +82,7 @@ from simulator.recall import SessionKeys
 from simulator.session import SessionBatch, Simulator
 from simulator.world import World
 
-SUM_COLUMNS = (
-    "pages",
-    "impressions",
-    "clicks",
-    "purchases",
-    "gmv",
-    "expected_clicks",
-    "inscene_hits",
-    "inscene_purchases",
-    "oos_purchases",
-    "global_hits",
-    "global_purchases",
-)
+SUM_COLUMNS = tuple(c for c in USER_COLUMNS if c not in ("days", "clicked"))
 """Per-session counts of the user-day table, summed per user over the experiment days."""
 
 FUNNEL_COLUMNS = ("funnel_recall", "funnel_coarse", "funnel_fine", "funnel_kept")
