@@ -175,7 +175,7 @@ def plot_ladder(table: pd.DataFrame, path: Path) -> None:
     offline.set_xticklabels(trained["model"], rotation=30, ha="right")
     offline.legend()
     offline.grid(alpha=0.3)
-    online_rows = trained.iloc[1:]  # the DSSM is the reference
+    online_rows = trained[trained["model"] != "dssm"]  # the reference
     y = np.arange(len(online_rows))
     online.errorbar(
         online_rows["Δclicks vs dssm"], y, xerr=online_rows["Δclicks ±95%"], fmt="o", capsize=3, label="rung"
