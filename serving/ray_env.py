@@ -1,4 +1,4 @@
-"""Starting Ray the way this project measured it (RAY_NOTES.md): loopback only, no dashboard,
+"""Starting Ray the way this project measured it (docs/ray_notes.md): loopback only, no dashboard,
 no token, no usage stats, the project on the workers' PYTHONPATH. Shared by serving, the A/B
 engine and tuning; imports Ray only when it starts it."""
 

@@ -1,6 +1,6 @@
 """The world's configuration: one frozen dataclass, validated on construction.
 
-Every phenomenon of DESIGN.md's world table has a knob here with a documented default.
+Every phenomenon of docs/design.md's world table has a knob here with a documented default.
 Defaults are calibrated (`python -m simulator describe`, seed 0, 2,000 sessions) so that
 ranking the recall set by popularity gives 2.4 % CTR per exposure, 1.1 % of clicks
 purchase and 2.95 pages per session; random ranking 2.3 % CTR; the oracle 21 % CTR, 4 % of
