@@ -2,23 +2,50 @@
 
 Plain numpy/torch, no Ray: tests, tuning trials and the in-process A/B path call it directly
 and ``serving/`` hosts the same code on Ray Serve. A request is one page of a session; items
-already shown (or explicitly excluded) are removed before the coarse stage, so every page is
-recomputed from the remaining candidates.
+already shown (or explicitly excluded) are not candidates.
 
-Ties are broken deterministically (``simulator.session.page_order``), and scorers are
-per-(user, item), so a page never depends on which other requests share its batch.
+Scoring once per session. Scores depend only on (user, item) and a session's recall set is
+fixed, so a session needs each stage's scores once:
+
+- coarse: the recall set is scored in one call; its *order* is canonical: score descending,
+  ties by recall slot (``order_prefix``). A page's coarse output (the fine stage's input, the
+  "window") is the first C candidates of that order that are neither excluded nor -inf.
+- fine: float32 kernels round an item's score differently depending on the other items in
+  its call and its position there (measured: ~0.1 % of scores move by an ulp), so a score is
+  defined by a canonical call: the fine scorer sees the session's coarse order in fixed
+  chunks, positions [0, C) then [C + jE, C + (j + 1)E) with E = ``FINE_CHUNK``. Each page's
+  window lies in the first C + (excluded) positions, so later pages need at most a chunk more.
+
+``Cascade.rank`` is the per-page reference: it computes everything afresh for each call.
+``Cascade.__call__`` (the ``PageRanker``) keeps each session's coarse scores, order and fine
+chunk scores in a ``SessionCache`` keyed by the session keys (user, day, session) while
+``run_sessions`` runs (a context variable it sets: wrappers of the ranker keep it working), and
+drops them when ``run_sessions`` returns; outside ``run_sessions`` it rescores every page. Both
+give identical pages, since they evaluate the same calls. The served stages keep bounded caches
+of the same kind on their replicas (``serving.stages``).
+
+Batch independence: a page never depends on which other requests share its batch. Rows of one
+call are stacked only into ``Scorer.score`` calls whose per-row inputs are the canonical
+chunks, and scorers score each request on its own (``policies.rankers``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
 from policies.rankers import Scorer
 from simulator.recall import SessionKeys
 from simulator.session import PageOutcome, SessionBatch, SessionTotals, Simulator, page_order, run_pages
+
+FINE_CHUNK = 64
+"""Width E of the fine scorer's calls after the first (which covers the C best of the coarse
+order): the positions a session's later pages add, E at a time."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +62,54 @@ class CascadeSizes:
             raise ValueError(f"page size ({self.page}) cannot exceed the coarse cut ({self.coarse})")
 
 
+class SessionCache:
+    """Per-session arrays by key, least recently used dropped beyond ``capacity`` (None:
+    unbounded). A dropped entry is recomputed when needed: the cache never changes a page."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be >= 1 or None, got {capacity}")
+        self.capacity = capacity
+        self._entries: OrderedDict[Hashable, object] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable):
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    def put(self, key: Hashable, entry: object) -> None:
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        if self.capacity is not None and len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+@dataclasses.dataclass
+class _CoarseEntry:
+    scores: np.ndarray  # (R,) coarse scores of the recall set
+    order: np.ndarray  # (P,) recall slots: the first P of the canonical coarse order
+
+
+@dataclasses.dataclass
+class _FineEntry:
+    order: np.ndarray  # (F,) item ids of the coarse order that have been fine-scored
+    scores: np.ndarray  # (F,) their fine scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The coarse stage's output for B requests: the fine stage's input."""
+
+    slots: np.ndarray  # (B, C) recall-set slots kept, best first, -1 pads
+    items: np.ndarray  # (B, C) their item ids, -1 pads
+    positions: np.ndarray  # (B, C) their positions in ``order``, -1 pads
+    order: np.ndarray  # (B, P) item ids of the canonical coarse order's first P, -1 pads
+
+
 @dataclasses.dataclass(frozen=True)
 class Ranked:
     """One page for each of B requests, with the trace of every stage (-1 pads)."""
@@ -42,8 +117,159 @@ class Ranked:
     slots: np.ndarray  # (B, K) index into the recall set of each shown item
     page: np.ndarray  # (B, K) item ids, best first
     page_scores: np.ndarray  # (B, K) fine scores of the page
-    coarse_slots: np.ndarray  # (B, C) recall-set indices the coarse stage kept, best first
+    coarse_slots: np.ndarray  # (B, C) recall-set slots the coarse stage kept, best first
     coarse_items: np.ndarray  # (B, C) their item ids
+
+
+Keys = Sequence[Hashable] | None
+"""One cache key per request row (None: no cache)."""
+
+
+def session_keys(keys: SessionKeys) -> list[tuple[int, int, int]]:
+    """The cache key (user, day, session) of each session."""
+    return list(zip(keys.user.tolist(), keys.day.tolist(), keys.session.tolist(), strict=True))
+
+
+def order_prefix(scores: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` recall slots of the canonical coarse order of ``scores`` (R,): score
+    descending, ties by slot. Selects by threshold, so only the prefix is sorted."""
+    n = min(n, len(scores))
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    neg = -scores
+    if n < len(scores):
+        candidates = np.flatnonzero(neg <= np.partition(neg, n - 1)[n - 1])  # ties at the cut included
+    else:
+        candidates = np.arange(len(scores))
+    return candidates[np.argsort(neg[candidates], kind="stable")][:n]
+
+
+def fine_chunk_end(position: np.ndarray, size: int) -> np.ndarray:
+    """End (exclusive) of the fine chunk holding each order position, for coarse size ``size``."""
+    return np.where(position < size, size, size + ((position - size) // FINE_CHUNK + 1) * FINE_CHUNK)
+
+
+def coarse_window(
+    scorer: Scorer,
+    users: np.ndarray,
+    recall: np.ndarray,
+    size: int,
+    excluded: np.ndarray | None = None,
+    keys: Keys = None,
+    cache: SessionCache | None = None,
+) -> Window:
+    """The coarse stage: the first ``size`` non-excluded candidates of each row's coarse order.
+    Coarse scores of the rows missing from ``cache`` are computed in one call."""
+    b, r = recall.shape
+    excluded = np.zeros((b, r), dtype=bool) if excluded is None else excluded
+    entries: list[_CoarseEntry | None] = [None] * b
+    if cache is not None:
+        entries = [cache.get(k) for k in keys]
+        entries = [e if e is not None and e.scores.shape == (r,) else None for e in entries]
+    missing = [i for i, e in enumerate(entries) if e is None]
+    if missing:
+        fresh = scorer.score(users[missing], recall[missing])  # (M, R)
+        for j, i in enumerate(missing):
+            entries[i] = _CoarseEntry(fresh[j], np.empty(0, dtype=np.int64))
+            if cache is not None:
+                cache.put(keys[i], entries[i])
+    # the window lies in the first size + (excluded) positions; the order covers whole fine chunks
+    n_excluded = excluded.sum(axis=1)
+    wanted = np.minimum(fine_chunk_end(size + n_excluded - 1, size), r)
+    for e, n in zip(entries, wanted.tolist(), strict=True):
+        if len(e.order) < n:
+            e.order = order_prefix(e.scores, n)
+    order = np.full((b, int(wanted.max(initial=0))), -1, dtype=np.int64)  # recall slots
+    for i, e in enumerate(entries):
+        order[i, : wanted[i]] = e.order[: wanted[i]]
+    rows = np.arange(b)[:, None]
+    safe = np.maximum(order, 0)
+    scores = np.stack([e.scores for e in entries]) if b else np.empty((0, r))
+    ok = (order >= 0) & ~excluded[rows, safe] & np.isfinite(scores[rows, safe])
+    chosen = ok & (np.cumsum(ok, axis=1) <= size)
+    width = min(size, order.shape[1])
+    positions = np.argsort(~chosen, axis=1, kind="stable")[:, :width]  # chosen positions, in order
+    positions = np.where(np.arange(width) < chosen.sum(axis=1, keepdims=True), positions, -1)
+    slots = np.where(positions >= 0, np.take_along_axis(order, np.maximum(positions, 0), axis=1), -1)
+    items = np.where(slots >= 0, np.take_along_axis(recall, np.maximum(slots, 0), axis=1), -1)
+    order_items = np.where(order >= 0, recall[rows, safe], -1)
+    return Window(slots, items, positions, order_items)
+
+
+def fine_page(
+    scorer: Scorer,
+    users: np.ndarray,
+    window: Window,
+    size: int,
+    keys: Keys = None,
+    cache: SessionCache | None = None,
+) -> Ranked:
+    """The fine stage: the page of ``size`` among the window, from fine scores of the canonical
+    chunks of each row's coarse order (the chunks missing from ``cache`` are scored, rows
+    needing the same chunk stacked in one call)."""
+    b, c = window.positions.shape
+    order = window.order
+    entries: list[_FineEntry | None] = [None] * b
+    if cache is not None:
+        for i, k in enumerate(keys):
+            e = cache.get(k)
+            n = len(e.order) if e is not None else 0
+            if e is not None and n <= order.shape[1] and np.array_equal(e.order, order[i, :n]):
+                entries[i] = e
+    entries = [e or _FineEntry(np.empty(0, np.int64), np.empty(0)) for e in entries]
+    last = window.positions.max(axis=1, initial=-1)
+    length = (order >= 0).sum(axis=1)
+    need = np.where(last >= 0, np.minimum(fine_chunk_end(last, c), length), 0)
+    chunks: dict[tuple[int, int], list[int]] = {}  # (lo, hi) -> rows needing that chunk
+    for i, e in enumerate(entries):
+        lo = len(e.order)
+        while lo < need[i]:
+            hi = int(min(fine_chunk_end(np.int64(lo), c), length[i]))
+            chunks.setdefault((lo, hi), []).append(i)
+            lo = hi
+    for (lo, hi), rows in sorted(chunks.items()):
+        scored = scorer.score(users[rows], order[rows, lo:hi])  # (M, hi - lo)
+        for j, i in enumerate(rows):
+            e = entries[i]
+            e.order = np.concatenate([e.order, order[i, lo:hi]])
+            e.scores = np.concatenate([e.scores, scored[j]])
+    if cache is not None:
+        for k, e in zip(keys, entries, strict=True):
+            cache.put(k, e)
+    fine_scores = np.full((b, c), -np.inf)
+    for i, e in enumerate(entries):
+        kept = window.positions[i] >= 0
+        fine_scores[i, kept] = e.scores[window.positions[i, kept]]
+    top = page_order(fine_scores, size)  # (B, K) index into the window
+    shown = np.isfinite(np.take_along_axis(fine_scores, top, axis=1))
+    return Ranked(
+        slots=np.where(shown, np.take_along_axis(window.slots, top, axis=1), -1),
+        page=np.where(shown, np.take_along_axis(window.items, top, axis=1), -1),
+        page_scores=np.where(shown, np.take_along_axis(fine_scores, top, axis=1), np.nan),
+        coarse_slots=window.slots,
+        coarse_items=window.items,
+    )
+
+
+@dataclasses.dataclass
+class _Caches:
+    coarse: SessionCache = dataclasses.field(default_factory=SessionCache)
+    fine: SessionCache = dataclasses.field(default_factory=SessionCache)
+
+
+_SESSIONS: contextvars.ContextVar[dict[int, _Caches] | None] = contextvars.ContextVar(
+    "cascade_sessions", default=None
+)
+"""Per cascade (by id), the session caches of the ``run_sessions`` call in progress."""
+
+
+@contextlib.contextmanager
+def _session_scope() -> Iterator[None]:
+    token = _SESSIONS.set({})
+    try:
+        yield
+    finally:
+        _SESSIONS.reset(token)
 
 
 class Cascade:
@@ -57,52 +283,26 @@ class Cascade:
         return {"coarse": self.coarse.version, "fine": self.fine.version}
 
     def __call__(self, batch: SessionBatch) -> Ranked:
-        """The next page of running sessions (a ``PageRanker``)."""
-        return self.rank(batch.keys.user, batch.recall.items, batch.shown)
+        """The next page of running sessions (a ``PageRanker``); inside ``run_sessions`` each
+        session is scored once per stage, else every page is rescored."""
+        scope = _SESSIONS.get()
+        if scope is None:
+            return self.rank(batch.keys.user, batch.recall.items, batch.shown)
+        caches = scope.setdefault(id(self), _Caches())
+        keys = session_keys(batch.keys)
+        users, recall = batch.keys.user, batch.recall.items
+        size = self.sizes.coarse
+        window = coarse_window(self.coarse, users, recall, size, batch.shown, keys, caches.coarse)
+        return fine_page(self.fine, users, window, self.sizes.page, keys, caches.fine)
 
     def rank(self, users: np.ndarray, recall: np.ndarray, excluded: np.ndarray | None = None) -> Ranked:
         """Rank one page for users (B,) from recall sets (B, R) without ``excluded`` (B, R)
-        candidates."""
+        candidates, every score computed afresh (the per-page reference)."""
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         if recall.ndim != 2 or users.shape != recall.shape[:1]:
             raise ValueError(f"need users (B,) and recall (B, R), got {users.shape} and {recall.shape}")
-        coarse_slots, coarse_items = coarse_stage(self.coarse, users, recall, self.sizes.coarse, excluded)
-        return fine_stage(self.fine, users, coarse_slots, coarse_items, self.sizes.page)
-
-
-def coarse_stage(
-    scorer: Scorer, users: np.ndarray, recall: np.ndarray, size: int, excluded: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The coarse stage of ``Cascade.rank``: the best ``size`` recall-set slots (B, C) and their
-    item ids (B, C), best first, -1 padding rows with fewer candidates than ``size``.
-    ``serving`` runs the stages in separate deployments."""
-    coarse_scores = scorer.score(users, recall)  # (B, R)
-    if excluded is not None:
-        coarse_scores[excluded] = -np.inf
-    coarse_slots = page_order(coarse_scores, size)  # (B, C)
-    kept = np.isfinite(np.take_along_axis(coarse_scores, coarse_slots, axis=1))
-    coarse_slots = np.where(kept, coarse_slots, -1)
-    coarse_items = np.where(kept, np.take_along_axis(recall, np.maximum(coarse_slots, 0), axis=1), -1)
-    return coarse_slots, coarse_items
-
-
-def fine_stage(
-    scorer: Scorer, users: np.ndarray, coarse_slots: np.ndarray, coarse_items: np.ndarray, size: int
-) -> Ranked:
-    """The fine stage of ``Cascade.rank``: the page of ``size`` among the coarse survivors."""
-    kept = coarse_slots >= 0
-    fine_scores = scorer.score(users, np.maximum(coarse_items, 0))  # (B, C)
-    fine_scores = np.where(kept, fine_scores, -np.inf)
-    top = page_order(fine_scores, size)  # (B, K) index into the coarse list
-    shown = np.isfinite(np.take_along_axis(fine_scores, top, axis=1))
-    slots = np.where(shown, np.take_along_axis(coarse_slots, top, axis=1), -1)
-    return Ranked(
-        slots=slots,
-        page=np.where(shown, np.take_along_axis(coarse_items, top, axis=1), -1),
-        page_scores=np.where(shown, np.take_along_axis(fine_scores, top, axis=1), np.nan),
-        coarse_slots=coarse_slots,
-        coarse_items=coarse_items,
-    )
+        window = coarse_window(self.coarse, users, recall, self.sizes.coarse, excluded)
+        return fine_page(self.fine, users, window, self.sizes.page)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,7 +321,8 @@ cascade served on Ray Serve (``serving``); both must return the same pages."""
 
 
 def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> CascadeSessions:
-    """Run sessions ``keys`` to their end, each page ranked by ``rank_page``."""
+    """Run sessions ``keys`` to their end, each page ranked by ``rank_page``; a ``Cascade``
+    (also wrapped) scores each session once per stage meanwhile."""
     batch = sim.start(keys)
     recall = batch.recall.items.copy()
     first_coarse = np.empty((0, 0), dtype=np.int64)
@@ -139,7 +340,8 @@ def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> Ca
         bought_rows.append(rows[r])
         bought_items.append(out.items[r, k])
 
-    totals = run_pages(sim, batch, choose, observe)
+    with _session_scope():
+        totals = run_pages(sim, batch, choose, observe)
     bought_rows, bought_items = np.concatenate(bought_rows), np.concatenate(bought_items)
     order = np.argsort(bought_rows, kind="stable")
     purchased = np.split(bought_items[order], np.searchsorted(bought_rows[order], np.arange(1, len(keys))))
