@@ -36,12 +36,15 @@ import contextvars
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policies.rankers import Scorer
 from simulator.recall import SessionKeys
 from simulator.session import PageOutcome, SessionBatch, SessionTotals, Simulator, page_order, run_pages
+
+if TYPE_CHECKING:  # the scorers load torch: not needed to rank with given scorers (serving's ingress)
+    from policies.rankers import Scorer
 
 FINE_CHUNK = 64
 """Width E of the fine scorer's calls after the first (which covers the C best of the coarse

@@ -9,7 +9,10 @@ are in ``serving.deployments``).
 - ``FineServer``: shared by every arm; ``user_config={"fine": spec}``, swapped the same way.
 
 Both batch with ``@serve.batch`` and compute in a worker thread, so requests keep queueing
-(forming the next batch) while a batch runs; the logic is ``serving.stages``.
+(forming the next batch) while a batch runs; the logic is ``serving.stages``, including each
+replica's bounded per-session score cache (a request for a session the replica has not seen
+recomputes its scores, so routing never changes a page). ``@serve.batch`` runs one batch at a
+time per replica, so the caches see no concurrent calls.
 """
 
 import asyncio
@@ -79,8 +82,8 @@ class CoarseServer:
         }
 
     @serve.batch
-    async def coarse(self, users: list, recall: list, exclude: list) -> list:
-        return await asyncio.to_thread(self.stage.run_many, users, recall, exclude)
+    async def coarse(self, users: list, days: list, sessions: list, recall: list, exclude: list) -> list:
+        return await asyncio.to_thread(self.stage.run_many, users, days, sessions, recall, exclude)
 
 
 @serve.deployment
@@ -111,5 +114,5 @@ class FineServer:
         }
 
     @serve.batch
-    async def fine(self, users: list, coarse: list) -> list:
-        return await asyncio.to_thread(self.stage.run_many, users, coarse)
+    async def fine(self, users: list, days: list, sessions: list, coarse: list) -> list:
+        return await asyncio.to_thread(self.stage.run_many, users, days, sessions, coarse)

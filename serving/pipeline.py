@@ -9,8 +9,8 @@ coarse top-C. ``page`` is validated and echoed: the client says what was shown v
 Every stage has ``run`` (one call of B requests) and ``run_many`` (the calls one
 ``@serve.batch`` invocation received, concatenated into one batch and split back); rows never
 interact, so a page does not depend on what it was batched with. The model stages are in
-``serving.stages``; this module stays free of torch so the recall and ingress replicas start
-fast and small.
+``serving.stages`` (they keep per-session score caches); this module stays free of torch so the
+recall and ingress replicas start fast and small.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from policies.cascade import Window
 from simulator.config import WorldConfig
 from simulator.recall import Recall, SessionKeys
 from simulator.world import World
@@ -148,11 +149,18 @@ class PageResults:
 
 @dataclasses.dataclass(frozen=True)
 class CoarseOut:
-    """The coarse stage's output for B requests (the fine stage's input)."""
+    """The coarse stage's output for B requests (the fine stage's input): the window and the
+    canonical coarse order whose chunks the fine stage scores (``policies.cascade.Window``)."""
 
     slots: np.ndarray  # (B, C) recall-set slots kept, best first, -1 pads
     items: np.ndarray  # (B, C) their item ids
+    positions: np.ndarray  # (B, C) their positions in ``order``, -1 pads
+    order: np.ndarray  # (B, P) item ids of the coarse order's first P, -1 pads
     version: str  # the version of the one scorer that ranked every row
+
+    @property
+    def window(self) -> Window:
+        return Window(self.slots, self.items, self.positions, self.order)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -86,13 +86,22 @@ def test_batched_calls_equal_single_calls(reference, recall_stage, users, cuts, 
     exclude = recall[:, :n_excluded]
     coarse_by_arm = {
         arm: CoarseStage(c.coarse, c.sizes.coarse).run_many(
-            [users[p] for p in parts], [recall[p] for p in parts], [exclude[p] for p in parts]
+            [users[p] for p in parts],
+            [zeros[p] for p in parts],
+            [zeros[p] for p in parts],
+            [recall[p] for p in parts],
+            [exclude[p] for p in parts],
         )
         for arm, c in reference.items()
     }
     fine = FineStage(reference["control"].fine, SMALL.page_size)
     calls = [(arm, i) for i in range(len(parts)) for arm in reference]  # widths 100 and 40 interleaved
-    outs = fine.run_many([users[parts[i]] for _, i in calls], [coarse_by_arm[a][i] for a, i in calls])
+    outs = fine.run_many(
+        [users[parts[i]] for _, i in calls],
+        [zeros[parts[i]] for _, i in calls],
+        [zeros[parts[i]] for _, i in calls],
+        [coarse_by_arm[a][i] for a, i in calls],
+    )
     for (arm, i), out in zip(calls, outs, strict=True):
         alone = fine.run(
             users[parts[i]],
@@ -103,6 +112,39 @@ def test_batched_calls_equal_single_calls(reference, recall_stage, users, cuts, 
         np.testing.assert_array_equal(out.items, alone.items)
         np.testing.assert_array_equal(out.scores, alone.scores)
         assert out.coarse_version == reference[arm].coarse.version
+
+
+@settings(deadline=None, max_examples=8)
+@given(
+    users=st.lists(st.integers(0, SMALL.n_users - 1), min_size=1, max_size=5, unique=True),
+    arm=st.sampled_from(["control", "treatment"]),
+    pages=st.integers(1, 12),
+    lost=st.integers(0, 12),
+)
+def test_cached_stages_over_a_session_equal_rescoring(reference, recall_stage, users, arm, pages, lost):
+    """Page after page of the same sessions, the stages' session caches give the pages of
+    ``Cascade.rank``; at page ``lost`` the requests land on fresh replicas (empty caches)."""
+    cascade = reference[arm]
+    users = np.array(users)
+    days, sessions = np.full_like(users, 2), np.zeros_like(users)
+    recall = recall_stage.run(users, days, sessions)
+    coarse, fine = CoarseStage(cascade.coarse, cascade.sizes.coarse), FineStage(cascade.fine, SMALL.page_size)
+    shown = np.zeros(recall.shape, dtype=bool)
+    for page in range(pages):
+        if page == lost:
+            coarse, fine = (
+                CoarseStage(cascade.coarse, cascade.sizes.coarse),
+                FineStage(cascade.fine, SMALL.page_size),
+            )
+        exclude = pad_rows([row[m] for row, m in zip(recall, shown, strict=True)])
+        window = coarse.run(users, recall, exclude, days, sessions)
+        out = fine.run(users, window, days, sessions)
+        expected = cascade.rank(users, recall, shown)
+        np.testing.assert_array_equal(out.items, expected.page)
+        np.testing.assert_array_equal(out.scores, expected.page_scores)
+        np.testing.assert_array_equal(window.items, expected.coarse_items)
+        rows, cols = np.nonzero(out.slots >= 0)
+        shown[rows, out.slots[rows, cols]] = True
 
 
 def test_swap_is_one_reference(small_world):
