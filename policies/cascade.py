@@ -19,8 +19,9 @@ fixed, so a session needs each stage's scores once:
 ``Cascade.rank`` is the per-page reference: it computes everything afresh for each call.
 ``Cascade.__call__`` (the ``PageRanker``) keeps each session's coarse scores, order and fine
 chunk scores in a ``SessionCache`` keyed by the session keys (user, day, session) while
-``run_sessions`` runs (a context variable it sets: wrappers of the ranker keep it working), and
-drops them when ``run_sessions`` returns; outside ``run_sessions`` it rescores every page. Both
+``run_sessions`` runs (``session_scores``, a context variable: wrappers of the ranker keep it
+working, signatures stay), and drops them when ``run_sessions`` returns; outside it every page
+is rescored. Both
 give identical pages, since they evaluate the same calls. The served stages keep bounded caches
 of the same kind on their replicas (``serving.stages``).
 
@@ -267,7 +268,9 @@ _SESSIONS: contextvars.ContextVar[dict[int, _Caches] | None] = contextvars.Conte
 
 
 @contextlib.contextmanager
-def _session_scope() -> Iterator[None]:
+def session_scores() -> Iterator[None]:
+    """While open (``run_sessions`` opens it), every ``Cascade`` called as a ``PageRanker`` in
+    this thread keeps its sessions' scores; they are dropped on exit."""
     token = _SESSIONS.set({})
     try:
         yield
@@ -343,7 +346,7 @@ def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> Ca
         bought_rows.append(rows[r])
         bought_items.append(out.items[r, k])
 
-    with _session_scope():
+    with session_scores():
         totals = run_pages(sim, batch, choose, observe)
     bought_rows, bought_items = np.concatenate(bought_rows), np.concatenate(bought_items)
     order = np.argsort(bought_rows, kind="stable")

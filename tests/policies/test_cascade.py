@@ -1,17 +1,31 @@
-"""The in-process cascade: stage invariants, batch independence, agreement with run_static."""
+"""The in-process cascade: stage invariants, batch independence, agreement with run_static,
+session-scored pages equal to per-page rescoring."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.cascade import Cascade, CascadeSizes, run_sessions
+from policies.cascade import Cascade, CascadeSizes, SessionCache, run_sessions, session_scores
 from policies.checkpoint import CheckpointError
-from policies.features import FeatureStore
-from policies.rankers import OracleScorer, PopularityScorer, RandomScorer, load_scorer
-from simulator import SessionKeys
+from policies.features import FeatureStore, vocab_of
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from policies.rankers import (
+    CoarseModelScorer,
+    FineModelScorer,
+    OracleScorer,
+    PopularityScorer,
+    RandomScorer,
+    Scorer,
+    load_scorer,
+)
+from simulator import SessionKeys, Simulator, World
+from simulator.config import WorldConfig
 from simulator.oracle import oracle_scores
 from simulator.session import run_static
 
@@ -115,3 +129,121 @@ def test_sizes_are_validated():
 def test_load_scorer_rejects_a_checkpoint_of_another_stage(small_world, features, small_fine):
     with pytest.raises(CheckpointError, match="expected a coarse model"):
         load_scorer(str(small_fine.path), small_world, features, "coarse")
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring once per session
+
+
+@functools.cache
+def _tiny(seed: int, n_items: int, recall: int, page: int) -> tuple[World, Simulator, Scorer, Scorer]:
+    config = WorldConfig(
+        seed=seed,
+        n_items=n_items,
+        n_users=60,
+        n_categories=8,
+        brands_per_category=4,
+        recall_size=recall,
+        logging_coarse_size=max(page, recall // 5),
+        page_size=page,
+        i2i_neighbors=10,
+    )
+    world = World(config)
+    features = FeatureStore.from_world(world)
+    torch.manual_seed(seed)
+    coarse = CoarseModelScorer(CoarseRanker(CoarseConfig(dim=4, mlp_scorer=True), vocab_of(config)), features)
+    fine = FineModelScorer(
+        FineRanker(FineConfig(dim=4, attention_hidden=4, hidden=(8,)), vocab_of(config)), features
+    )
+    return world, Simulator(world), coarse, fine
+
+
+worlds = st.tuples(
+    st.integers(0, 3), st.sampled_from([800, 1500]), st.sampled_from([60, 150, 300]), st.sampled_from([3, 10])
+)
+
+
+@settings(max_examples=12, deadline=None)
+@given(world=worlds, coarse_share=st.floats(0.05, 1.2), day=st.integers(0, 3))
+def test_session_scored_pages_equal_per_page_rescoring(world, coarse_share, day):
+    """``run_sessions`` (scores kept per session) shows, page for page, what ``Cascade.rank``
+    computes afresh from the same batch."""
+    world, sim, coarse, fine = _tiny(*world)
+    c = world.config
+    cascade = Cascade(
+        coarse, fine, CascadeSizes(max(c.page_size, round(coarse_share * c.recall_size)), c.page_size)
+    )
+    checked = []
+
+    def checking(batch):
+        got = cascade(batch)
+        expected = cascade.rank(batch.keys.user, batch.recall.items, batch.shown)
+        for name in ("slots", "page", "page_scores", "coarse_items", "coarse_slots"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        checked.append(len(batch))
+        return got
+
+    run_sessions(sim, checking, SessionKeys.of(np.arange(c.n_users), day=day))
+    assert len(checked) > 1  # later pages were compared too
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    world=worlds, coarse_share=st.floats(0.05, 1.2), shares=st.lists(st.floats(0, 1), min_size=1, max_size=5)
+)
+def test_session_scores_with_arbitrary_exclusions(world, coarse_share, shares):
+    """Growing random excluded sets (not only what was shown) give the reference pages."""
+    world, sim, coarse, fine = _tiny(*world)
+    c = world.config
+    cascade = Cascade(
+        coarse, fine, CascadeSizes(max(c.page_size, round(coarse_share * c.recall_size)), c.page_size)
+    )
+    batch = sim.start(SessionKeys.of(np.arange(20), day=1))
+    rng = np.random.default_rng(len(shares))
+    with session_scores():
+        for share in shares:
+            batch.shown |= rng.random(batch.shown.shape) < share * 0.5
+            got = cascade(batch)
+            expected = cascade.rank(batch.keys.user, batch.recall.items, batch.shown)
+            np.testing.assert_array_equal(got.page, expected.page)
+            np.testing.assert_array_equal(got.page_scores, expected.page_scores)
+            np.testing.assert_array_equal(got.coarse_items, expected.coarse_items)
+
+
+def test_session_scored_pages_do_not_depend_on_the_batch():
+    """Sessions run together (their scoring stacked into shared calls) or alone: same pages."""
+    _, sim, coarse, fine = _tiny(1, 1500, 150, 10)
+    cascade = Cascade(coarse, fine, CascadeSizes(30, 10))
+    keys = SessionKeys.of(np.arange(30), day=2)
+    together = run_sessions(sim, cascade, keys)
+    for b in (0, 11, 29):
+        alone = run_sessions(sim, cascade, keys.take(np.array([b])))
+        np.testing.assert_array_equal(alone.first_coarse_items[0], together.first_coarse_items[b])
+        for name in ("pages", "clicks", "purchases", "gmv", "expected_clicks"):
+            assert getattr(alone.totals, name)[0] == getattr(together.totals, name)[b], name
+
+
+def test_a_score_can_depend_on_the_call_it_is_computed_in(small_world, features):
+    """Why the fine stage scores canonical chunks: a float32 model's score of an item changes
+    (by an ulp) with the other items of its call and its position there."""
+    torch.manual_seed(0)
+    fine = FineModelScorer(FineRanker(FineConfig(), vocab_of(small_world.config)), features)
+    items = np.random.default_rng(0).permutation(small_world.config.n_items)[None, :2000]
+    user = np.array([3])
+    whole = fine.score(user, items)[0]
+    parts = np.concatenate([fine.score(user, items[:, lo : lo + n])[0] for lo, n in PARTS])
+    alone = np.concatenate([whole[lo : lo + n] for lo, n in PARTS])
+    np.testing.assert_allclose(parts, alone, rtol=1e-6)  # the same scores up to rounding...
+    assert (parts != alone).any()  # ...but not bit for bit
+    np.testing.assert_array_equal(fine.score(user, items)[0], whole)  # the same call is
+
+
+PARTS = [(lo, n) for n in (1, 7, 10, 33, 600, 610) for lo in (0, 5, 900)]
+"""(offset, length) of the calls compared with one call over all items."""
+
+
+def test_session_cache_is_bounded():
+    cache = SessionCache(2)
+    for key in "abc":
+        cache.put(key, key)
+    assert cache.get("a") is None and cache.get("c") == "c" and len(cache) == 2
