@@ -1,0 +1,127 @@
+"""Pages per second of the cascade: per-page rescoring against scoring each session once per
+stage, in process and through Ray Serve, measured in one run (default world sizes, freshly
+initialised seeded full-size models as in ``bench_serving.py``: a DSSM coarse ranker, or every
+switch on with ``--coarse full``, and the DIN fine ranker; their cost does not depend on their
+weights). Every path runs the same sessions (``run_sessions``) and must show the same pages.
+
+    .venv/bin/python benchmarks/bench_cascade.py [--sessions 300] [--serve-sessions 300]
+
+Targets (issue 12): session-scored >= 10 x per-page in process; Serve >= 0.5 x in process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from policies.cascade import Cascade, CascadeSizes, run_sessions
+from policies.checkpoint import save_checkpoint
+from policies.features import FeatureStore, vocab_of
+from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
+from policies.rankers import load_scorer
+from serving.app import init_ray, start
+from serving.args import AppArgs
+from simulator.config import WorldConfig
+from simulator.recall import SessionKeys
+from simulator.session import Simulator
+from simulator.world import World
+
+COARSE = {
+    "dssm": CoarseConfig(),
+    "full": CoarseConfig(mlp_scorer=True, fm_cross=True, nova=True, senet_bilinear=True),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def timed(sim: Simulator, ranker, keys: SessionKeys) -> tuple[float, list[np.ndarray], float]:
+    """(pages/s, the pages shown, total pages) of ``keys`` run through ``ranker``."""
+    pages = []
+
+    def recording(batch):
+        ranked = ranker(batch)
+        pages.append(ranked.page)
+        return ranked
+
+    t = time.perf_counter()
+    out = run_sessions(sim, recording, keys)
+    n = float(out.totals.pages.sum())
+    return n / (time.perf_counter() - t), pages, n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sessions", type=int, default=300, help="sessions of each in-process figure")
+    parser.add_argument("--serve-sessions", type=int, default=300, help="sessions through Serve")
+    parser.add_argument("--chunk", type=int, default=64, help="requests per batched Serve call")
+    parser.add_argument("--in-flight", type=int, default=4, help="batched calls in flight")
+    parser.add_argument("--coarse", choices=sorted(COARSE), default="dssm")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads in process (replicas: 1 each)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = WorldConfig()
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; torch threads {args.threads}")
+    world = World(config)
+    features = FeatureStore.from_world(world)
+    sim = Simulator(world)
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
+        coarse_path, fine_path = Path(tmp, "coarse.pt"), Path(tmp, "fine.pt")
+        save_checkpoint(coarse_path, CoarseRanker(COARSE[args.coarse], vocab_of(config)))
+        save_checkpoint(fine_path, FineRanker(FineConfig(), vocab_of(config)))
+        cascade = Cascade(
+            load_scorer(str(coarse_path), world, features, "coarse"),
+            load_scorer(str(fine_path), world, features, "fine"),
+            CascadeSizes(config.logging_coarse_size, config.page_size),
+        )
+        keys = SessionKeys.of(np.arange(args.sessions), day=0)
+        per_page, ref_pages, n = timed(
+            sim, lambda b: cascade.rank(b.keys.user, b.recall.items, b.shown), keys
+        )
+        print(f"in process, per-page rescoring: {per_page:8.1f} pages/s ({n:.0f} pages)")
+        scored, pages, _ = timed(sim, cascade, keys)
+        assert all(np.array_equal(a, b) for a, b in zip(pages, ref_pages, strict=True)), "pages differ"
+        print(
+            f"in process, session-scored:     {scored:8.1f} pages/s = {scored / per_page:.1f} x per-page"
+            " (pages identical)"
+        )
+
+        init_ray(object_store_memory=1024 * 2**20)
+        app_args = AppArgs(
+            world="default",
+            arms={"control": {"coarse": str(coarse_path)}},
+            fine=str(fine_path),
+            port=_free_port(),
+        )
+        served = start(app_args, name="bench-cascade")
+        try:
+            ranker = served.ranker(arm="control", chunk=args.chunk, max_in_flight=args.in_flight)
+            serve_keys = SessionKeys.of(np.arange(args.sessions, args.sessions + args.serve_sessions), day=0)
+            timed(
+                sim, ranker, SessionKeys.of(np.arange(config.n_users - args.chunk, config.n_users), day=9)
+            )  # warm-up
+            remote, remote_pages, n = timed(sim, ranker, serve_keys)
+            _, local_pages, _ = timed(sim, cascade, serve_keys)
+            assert all(np.array_equal(a, b) for a, b in zip(remote_pages, local_pages, strict=True))
+            print(
+                f"Serve, session-scored ({args.chunk} per call, {args.in_flight} in flight):"
+                f" {remote:8.1f} pages/s = {remote / scored:.2f} x in process ({n:.0f} pages, identical)"
+            )
+        finally:
+            served.stop()
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
