@@ -261,10 +261,11 @@ class _Caches:
     fine: SessionCache = dataclasses.field(default_factory=SessionCache)
 
 
-_SESSIONS: contextvars.ContextVar[dict[int, _Caches] | None] = contextvars.ContextVar(
+_SESSIONS: contextvars.ContextVar[dict[Cascade, _Caches] | None] = contextvars.ContextVar(
     "cascade_sessions", default=None
 )
-"""Per cascade (by id), the session caches of the ``run_sessions`` call in progress."""
+"""Per cascade, the session caches of the ``run_sessions`` call in progress (a cascade's
+scorers are fixed while it runs)."""
 
 
 @contextlib.contextmanager
@@ -294,7 +295,7 @@ class Cascade:
         scope = _SESSIONS.get()
         if scope is None:
             return self.rank(batch.keys.user, batch.recall.items, batch.shown)
-        caches = scope.setdefault(id(self), _Caches())
+        caches = scope.setdefault(self, _Caches())
         keys = session_keys(batch.keys)
         users, recall = batch.keys.user, batch.recall.items
         size = self.sizes.coarse
