@@ -96,6 +96,7 @@ class SessionCache:
 class _CoarseEntry:
     scores: np.ndarray  # (R,) coarse scores of the recall set
     order: np.ndarray  # (P,) recall slots: the first P of the canonical coarse order
+    asked: int = 0  # the P asked for (the order is shorter when fewer scores are finite)
 
 
 @dataclasses.dataclass
@@ -136,16 +137,18 @@ def session_keys(keys: SessionKeys) -> list[tuple[int, int, int]]:
 
 def order_prefix(scores: np.ndarray, n: int) -> np.ndarray:
     """The first ``n`` recall slots of the canonical coarse order of ``scores`` (R,): score
-    descending, ties by slot. Selects by threshold, so only the prefix is sorted."""
-    n = min(n, len(scores))
+    descending, ties by slot, candidates without a finite score left out (they are never
+    shown). Selects by threshold, so only the prefix is sorted."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    n = min(n, len(finite))
     if n <= 0:
         return np.empty(0, dtype=np.int64)
-    neg = -scores
-    if n < len(scores):
-        candidates = np.flatnonzero(neg <= np.partition(neg, n - 1)[n - 1])  # ties at the cut included
+    neg = -scores[finite]
+    if n < len(finite):
+        chosen = np.flatnonzero(neg <= np.partition(neg, n - 1)[n - 1])  # ties at the cut included
     else:
-        candidates = np.arange(len(scores))
-    return candidates[np.argsort(neg[candidates], kind="stable")][:n]
+        chosen = np.arange(len(finite))
+    return finite[chosen[np.argsort(neg[chosen], kind="stable")][:n]]
 
 
 def fine_chunk_end(position: np.ndarray, size: int) -> np.ndarray:
@@ -181,15 +184,15 @@ def coarse_window(
     n_excluded = excluded.sum(axis=1)
     wanted = np.minimum(fine_chunk_end(size + n_excluded - 1, size), r)
     for e, n in zip(entries, wanted.tolist(), strict=True):
-        if len(e.order) < n:
-            e.order = order_prefix(e.scores, n)
-    order = np.full((b, int(wanted.max(initial=0))), -1, dtype=np.int64)  # recall slots
-    for i, e in enumerate(entries):
-        order[i, : wanted[i]] = e.order[: wanted[i]]
+        if e.asked < n:
+            e.order, e.asked = order_prefix(e.scores, n), n
+    prefixes = [e.order[:n] for e, n in zip(entries, wanted.tolist(), strict=True)]
+    order = np.full((b, max((len(p) for p in prefixes), default=0)), -1, dtype=np.int64)  # recall slots
+    for i, prefix in enumerate(prefixes):
+        order[i, : len(prefix)] = prefix
     rows = np.arange(b)[:, None]
     safe = np.maximum(order, 0)
-    scores = np.stack([e.scores for e in entries]) if b else np.empty((0, r))
-    ok = (order >= 0) & ~excluded[rows, safe] & np.isfinite(scores[rows, safe])
+    ok = (order >= 0) & ~excluded[rows, safe]
     chosen = ok & (np.cumsum(ok, axis=1) <= size)
     width = min(size, order.shape[1])
     positions = np.argsort(~chosen, axis=1, kind="stable")[:, :width]  # chosen positions, in order
