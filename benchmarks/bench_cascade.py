@@ -91,7 +91,7 @@ def main() -> None:
         )
         print(
             f"in process, per-page rescoring: {per_page:8.1f} pages/s ({n:.0f} pages,"
-            f" {n / len(keys):.2f} per session: the most scoring once per session can save)"
+            f" {n / len(keys):.2f} per session: about the most scoring once per session can gain)"
         )
         scored, pages, _ = timed(sim, cascade, keys)
         assert all(np.array_equal(a, b) for a, b in zip(pages, ref_pages, strict=True)), "pages differ"
