@@ -146,18 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _config(args)
         run_dir = _run_dir(args, config)
+        from abtest.arms import resolve_arms  # noqa: PLC0415
         from abtest.experiment import run_experiment  # noqa: PLC0415
         from abtest.report import terminal_report, write_run  # noqa: PLC0415
+        from simulator.config import load_world_config  # noqa: PLC0415
 
+        progress = not args.no_progress and sys.stderr.isatty()
+        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        t_models = time.perf_counter()
+        resolved = resolve_arms(config, load_world_config(config.world), progress=progress, log=log)
+        t_models = time.perf_counter() - t_models
         result = run_experiment(
-            config,
+            resolved,
             through=None,  # the config's, after --through
             workers=None,  # the config's, after --workers
             run_dir=run_dir,
             resume=args.resume,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            log=lambda m: print(m, file=sys.stderr),
+            progress=progress,
+            log=log,
         )
+        result.timings = {"models": t_models, **result.timings}
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

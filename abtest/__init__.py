@@ -1,6 +1,5 @@
 """Trustworthy A/B statistics: assignment, per-user metrics, tests, SRM, power, sequential CIs."""
 
-from abtest.assignment import Assignment, user_buckets
 from abtest.stats import (
     EffectRecord,
     Mean,
@@ -17,6 +16,7 @@ from abtest.stats import (
     srm_test,
     users_needed,
 )
+from common.assignment import Assignment, user_buckets
 
 __all__ = [
     "Assignment",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abtest.outcomes import USER_COLUMNS
 from abtest.stats import Mean, Metric, Ratio
 from simulator.config import ConfigError, from_mapping, load_world_config, to_plain
 
@@ -203,23 +204,6 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "inscene_hitrate": ("inscene_hits", "inscene_purchases"),
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means."""
-
-USER_COLUMNS = (
-    "days",
-    "pages",
-    "impressions",
-    "clicks",
-    "clicked",
-    "purchases",
-    "gmv",
-    "expected_clicks",
-    "inscene_hits",
-    "inscene_purchases",
-    "oos_purchases",
-    "global_hits",
-    "global_purchases",
-)
-"""Per-user metric columns (summed over the experiment days; ``clicked`` = clicks > 0)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``serve_rankers`` deploys one app with every arm of the experiment (the same specs the
 in-process path loads) and yields one ``serving.ServeRanker`` per arm, each forcing its arm:
-the engine keeps the assignment (``abtest.assignment``) and the simulator, and the served
+the engine keeps the assignment (``common.assignment``) and the simulator, and the served
 cascade only ranks pages, in batched calls. Scorers are per (user, item) and batch-independent,
 so the pages, hence every metric, are the ones of the in-process cascade.
 """

@@ -24,6 +24,7 @@ from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
+from common.ray_env import init_ray
 from policies.checkpoint import CheckpointError, load_checkpoint
 from policies.features import vocab_of
 from policies.rankers import BASELINES
@@ -32,7 +33,6 @@ from serving.client import ServeRanker
 from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment
 from serving.model_servers import CoarseServer, FineServer
 from serving.pipeline import PageRequests, PageResults
-from serving.ray_env import init_ray
 
 IMPORT_PATH = "serving.app:build_app"
 

@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from abtest.assignment import Assignment
+from common.assignment import Assignment
 from policies.cascade import CascadeSizes
 from policies.rankers import BASELINES
 from simulator.config import SMALL, ConfigError, WorldConfig

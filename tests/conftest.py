@@ -47,10 +47,10 @@ def small_log_dir(tmp_path_factory, small_world: World):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One 2-CPU local Ray for the whole test session (loopback only, ``serving.ray_env``)."""
+    """One 2-CPU local Ray for the whole test session (loopback only, ``common.ray_env``)."""
     import ray  # noqa: PLC0415 (see the module docstring)
 
-    from serving.ray_env import init_ray  # noqa: PLC0415
+    from common.ray_env import init_ray  # noqa: PLC0415
 
     started = init_ray(num_cpus=2, object_store_memory=256 * 2**20)
     yield

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from abtest.assignment import Assignment
 from abtest.config import ExperimentConfig, load_config
 from abtest.experiment import (
     SUM_COLUMNS,
@@ -27,6 +26,7 @@ from abtest.experiment import (
 )
 from abtest.stats import Ratio
 from abtest.store import ShardStore
+from common.assignment import Assignment
 from simulator import SMALL, World
 from simulator.config import ConfigError, WorldConfig
 from simulator.logs import out_of_scene_purchases

@@ -13,9 +13,9 @@ import pytest
 from policies.cascade import CascadeSizes
 from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
-from policies.ladder import STEPS, _paired, format_table, ladder_configs, plot_ladder
 from policies.rankers import OracleScorer, RandomScorer, load_scorer
 from policies.train import parse_config
+from tuning.ladder import STEPS, _paired, format_table, ladder_configs, plot_ladder
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "models"
 
