@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 import ray
 
+from abtest.analysis import ExperimentResult
 from abtest.config import ExperimentConfig
-from abtest.experiment import ExperimentResult, run_experiment
+from abtest.experiment import run_experiment
 from simulator import World
 
 
