@@ -9,10 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from abtest.stats import paired_lift
 from policies.cascade import Cascade, CascadeSizes, run_sessions
 from policies.rankers import OracleScorer, PopularityScorer, RandomScorer
 from simulator import SessionKeys
-from tuning.online import TableScorer, paired_lift, session_outcomes
+from tuning.online import TableScorer, session_outcomes
 
 
 @pytest.fixture(scope="module")
