@@ -3,6 +3,7 @@
     from abtest.arms import resolve_arms
     from abtest.config import load_config
     from abtest.experiment import run_experiment
+    from simulator.config import load_world_config
 
     config = load_config("configs/default.toml")
     config = resolve_arms(config, load_world_config(config.world))  # trains missing models
