@@ -103,9 +103,10 @@ class TableScorer:
 def session_outcomes(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[str, np.ndarray]:
     """Per-user outcomes (``OUTCOMES``) of sessions ``keys`` (one per user, users sorted) run
     through ``cascade`` (``abtest.outcomes.session_outcomes``; uctr = clicked at all)."""
-    users = np.asarray(keys.user)
-    day = int(np.asarray(keys.day)[0])
-    columns = abtest_outcomes(sim.world, run_sessions(sim, cascade, keys), users, day)
+    days = np.unique(keys.day)
+    if len(days) != 1:
+        raise ValueError(f"sessions of one day only, got days {days.tolist()}")
+    columns = abtest_outcomes(sim.world, run_sessions(sim, cascade, keys), keys.user, int(days[0]))
     columns["uctr"] = (columns["clicks"] > 0).astype(np.float64)
     return {name: columns[name] for name in OUTCOMES}
 
