@@ -1,4 +1,4 @@
-"""abtest.experiment: whole runs - shard-size independence, resume, A/A, power; unresolved arms refused."""
+"""abtest.experiment: whole runs - shard-size independence, resume, A/A calibration, power."""
 
 from __future__ import annotations
 
