@@ -26,8 +26,7 @@ FULL = CoarseConfig(
 
 
 def _coarse(seed: int = 0, config: CoarseConfig = FULL) -> CoarseRanker:
-    torch.manual_seed(seed)
-    return CoarseRanker(config, VOCAB)
+    return CoarseRanker(config, VOCAB, seed=seed)
 
 
 def _catalogue() -> ItemFeatures:

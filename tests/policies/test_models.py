@@ -55,8 +55,7 @@ def _items(seed: int, shape: tuple[int, ...]) -> ItemFeatures:
 
 
 def _coarse(config: CoarseConfig, seed: int = 0) -> CoarseRanker:
-    torch.manual_seed(seed)
-    return CoarseRanker(config, VOCAB).eval()
+    return CoarseRanker(config, VOCAB, seed=seed).eval()
 
 
 def _with_history(user: UserFeatures, history: ItemFeatures) -> UserFeatures:
@@ -145,8 +144,8 @@ def test_coarse_user_tower_ignores_history_order():
 
 
 def _nova_inputs(seed: int, same_ids: bool) -> tuple[ItemEmbedding, NovaAttention, ItemFeatures]:
-    torch.manual_seed(seed)
-    embed, nova = ItemEmbedding(VOCAB, 16), NovaAttention(16)
+    g = torch.Generator().manual_seed(seed)
+    embed, nova = ItemEmbedding(VOCAB, 16, g), NovaAttention(16, g)
     history = _users(seed).history
     if same_ids:
         history = dataclasses.replace(history, item_id=torch.full_like(history.item_id, 3))
@@ -206,9 +205,9 @@ def test_fm_cross_adds_weighted_mean_history_dot_product():
 
 
 def test_interaction_scorer_equals_mlp_on_concatenation():
-    torch.manual_seed(17)
-    scorer = InteractionScorer(dim=8, hidden=16, n_out=3)
-    u, v = torch.randn(2, 8), torch.randn(2, 5, 8)
+    g = torch.Generator().manual_seed(17)
+    scorer = InteractionScorer(dim=8, hidden=16, n_out=3, generator=g)
+    u, v = torch.randn(2, 8, generator=g), torch.randn(2, 5, 8, generator=g)
     uu = u[:, None, :].expand(2, 5, 8)
     expected = scorer.rest(scorer.first(torch.cat([uu, v, uu * v], dim=-1)))
     torch.testing.assert_close(scorer(u, v), expected, rtol=1e-5, atol=1e-6)
@@ -216,9 +215,9 @@ def test_interaction_scorer_equals_mlp_on_concatenation():
 
 
 def test_senet_weights_lie_in_unit_interval():
-    torch.manual_seed(15)
-    senet = SENet(ItemEmbedding.N_FIELDS, reduction=2)
-    fields = 10 * torch.randn(50, ItemEmbedding.N_FIELDS, 16)
+    g = torch.Generator().manual_seed(15)
+    senet = SENet(ItemEmbedding.N_FIELDS, reduction=2, generator=g)
+    fields = 10 * torch.randn(50, ItemEmbedding.N_FIELDS, 16, generator=g)
     weights = senet.weights(fields)
     assert weights.shape == (50, ItemEmbedding.N_FIELDS)
     assert ((weights > 0) & (weights < 1)).all()
@@ -226,9 +225,9 @@ def test_senet_weights_lie_in_unit_interval():
 
 
 def test_bilinear_interaction_pairs_every_field_once():
-    torch.manual_seed(16)
-    bilinear = BilinearInteraction(n_fields=4, dim=3)
-    fields = torch.randn(2, 4, 3)
+    g = torch.Generator().manual_seed(16)
+    bilinear = BilinearInteraction(n_fields=4, dim=3, generator=g)
+    fields = torch.randn(2, 4, 3, generator=g)
     out = bilinear(fields)
     assert out.shape == (2, 6, 3)
     expected = (fields[:, 1] @ bilinear.weight) * fields[:, 3]  # pair (1, 3) is the 5th
@@ -240,8 +239,7 @@ def test_bilinear_interaction_pairs_every_field_once():
 
 
 def _fine(seed: int = 0, config: FineConfig | None = None, vocab: Vocab = VOCAB) -> FineRanker:
-    torch.manual_seed(seed)
-    return FineRanker(config or FineConfig(dim=16, attention_hidden=16, hidden=(32, 16)), vocab)
+    return FineRanker(config or FineConfig(dim=16, attention_hidden=16, hidden=(32, 16)), vocab, seed=seed)
 
 
 def test_fine_probabilities_are_ordered_in_unit_interval():
