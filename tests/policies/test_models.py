@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from policies.batch import ItemFeatures, UserFeatures
 from policies.models import (
@@ -18,6 +19,8 @@ from policies.models import (
     SENet,
     Similarity,
     Vocab,
+    _embedding,
+    _linear,
 )
 
 VOCAB = Vocab(n_items=60, n_users=20, n_categories=6, n_brands=12)
@@ -347,3 +350,37 @@ def test_coarse_gradients_reach_every_parameter(similarity):
     model(user, items).square().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_layers_drawn_from_a_generator_equal_torch_default_initialisation():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        expected = [nn.Linear(12, 5), nn.Embedding(9, 3), nn.Linear(5, 2, bias=False)]
+    g = torch.Generator().manual_seed(7)
+    built = [_linear(12, 5, g), _embedding(9, 3, g), _linear(5, 2, g, bias=False)]
+    assert all(_same_state(a, b) for a, b in zip(built, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda seed: CoarseRanker(ALL_ON, VOCAB, seed=seed), _fine],
+    ids=["coarse", "fine"],
+)
+def test_the_seed_alone_decides_a_models_initial_weights(build):
+    state = torch.get_rng_state()
+    first = build(4)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not drawn from
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(99)
+        again = build(4)
+    assert _same_state(first, again)
+    assert not _same_state(first, build(5))
