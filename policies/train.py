@@ -7,7 +7,15 @@ checkpoint path) and the tables ``[data]`` (``DataConfig``), ``[model]`` (``Fine
 ``CoarseConfig``), ``[train]`` (``TrainConfig``) and, for coarse models, ``[distill]``
 (``DistillConfig``). Every field is documented where it is declared; unknown keys are errors.
 
-Fine ranker: BCE on exposed samples for clicks, and for purchases given a click.
+Both kinds share one loop (``train``: epochs, batches, Adam, held-out metrics per epoch, the
+``on_epoch`` callback, the checkpoint). What differs (the model, the sample space, the loss of a
+batch, the score evaluated) is a task object, ``FineTask`` or ``CoarseTask``, chosen once from
+``kind`` (``TASKS``). The initial weights come from the model's ``seed`` argument and the
+shuffling from a generator of the same seed ``[train] seed``; torch's global generator is
+neither read nor changed.
+
+Fine ranker: BCE on exposed samples for clicks, and for purchases given a click; it serves
+pCTR (``score_task = "click"``) or pCTCVR (``"purchase"``).
 
 Coarse ranker: the multi-task (exposure, click, purchase) list loss over the sample space of
 ``[data]``; with a teacher, distillation from the fine ranker in two stages (seed 002):
@@ -245,6 +253,7 @@ class FineTask:
         return FineRanker(self.config, vocab, seed=seed)
 
     def stage(self, epoch: int) -> int:
+        """Always 2 (hard labels), as for a coarse ranker without a teacher."""
         return 2
 
     def loss(self, model: FineRanker, batch: ListBatch, ids: np.ndarray, stage: int) -> torch.Tensor:
