@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from policies.checkpoint import save_checkpoint
 from policies.features import vocab_of
@@ -66,10 +65,9 @@ def seeded_models(tmp_path_factory) -> dict[str, str]:
     vocab = vocab_of(SMALL)
     paths = {}
     for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
-        torch.manual_seed(seed)
         paths[name] = str(out / f"{name}.pt")
-        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
-    torch.manual_seed(3)
+        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab, seed=seed))
     paths["fine"] = str(out / "fine.pt")
-    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
+    fine = FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab, seed=3)
+    save_checkpoint(paths["fine"], fine)
     return paths

@@ -15,9 +15,7 @@ from policies.checkpoint import (
     save_checkpoint,
     save_item_embeddings,
 )
-from policies.features import FeatureStore
 from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker, Similarity, Vocab
-from policies.rankers import CoarseModelScorer
 
 VOCAB = Vocab(n_items=50, n_users=10, n_categories=5, n_brands=10)
 FULL = CoarseConfig(
@@ -26,8 +24,7 @@ FULL = CoarseConfig(
 
 
 def _coarse(seed: int = 0, config: CoarseConfig = FULL) -> CoarseRanker:
-    torch.manual_seed(seed)
-    return CoarseRanker(config, VOCAB)
+    return CoarseRanker(config, VOCAB, seed=seed)
 
 
 def _catalogue() -> ItemFeatures:
@@ -144,10 +141,3 @@ def test_item_embeddings_carry_the_model_version(tmp_path):
     assert torch.equal(again.vectors, emb.vectors)
     with pytest.raises(CheckpointError, match="expected 000000000000"):
         load_item_embeddings(tmp_path / "e.pt", version="000000000000")
-
-
-def test_scorer_refuses_embeddings_of_another_version():
-    features = FeatureStore(_catalogue(), torch.zeros(VOCAB.n_users, 4, dtype=torch.long))
-    other = export_item_embeddings(_coarse(seed=1), _catalogue())
-    with pytest.raises(CheckpointError, match="cannot be used with user tower version"):
-        CoarseModelScorer(_coarse(seed=0), features, embeddings=other)

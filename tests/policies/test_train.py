@@ -13,7 +13,15 @@ from policies.checkpoint import load_checkpoint
 from policies.data import EXPOSED, SampleSpace, iterate_lists
 from policies.features import vocab_of
 from policies.models import CoarseRanker
-from policies.train import RunConfig, _coarse_loss, ensure_checkpoint, ensure_trained, main, parse_config
+from policies.train import (
+    CoarseTask,
+    RunConfig,
+    ensure_checkpoint,
+    ensure_trained,
+    main,
+    parse_config,
+    train,
+)
 from simulator.config import SMALL, ConfigError
 
 
@@ -59,14 +67,13 @@ def _run(tmp_path, **tables) -> RunConfig:
 def test_stage_one_ignores_hard_labels(small_data, tmp_path):
     run = _run(tmp_path, distill={"teacher": "x.pt"})
     batch = next(iterate_lists(small_data, run.data.space, 16, False, None))
-    torch.manual_seed(0)
     model = CoarseRanker(run.model, _vocab())
-    soft = (torch.rand(batch.mask.shape), torch.rand(batch.mask.shape) * 0.1)
+    g = torch.Generator().manual_seed(0)
+    soft = (torch.rand(batch.mask.shape, generator=g), torch.rand(batch.mask.shape, generator=g) * 0.1)
     flipped = dataclasses.replace(batch, click=1 - batch.click, exposure=1 - batch.exposure)
-    assert torch.equal(_coarse_loss(model, batch, run, soft, 1), _coarse_loss(model, flipped, run, soft, 1))
-    assert not torch.equal(
-        _coarse_loss(model, batch, run, soft, 2), _coarse_loss(model, flipped, run, soft, 2)
-    )
+    task = CoarseTask(run, small_data.lists(run.data.space))
+    assert torch.equal(task.batch_loss(model, batch, soft, 1), task.batch_loss(model, flipped, soft, 1))
+    assert not torch.equal(task.batch_loss(model, batch, soft, 2), task.batch_loss(model, flipped, soft, 2))
 
 
 def _vocab():
@@ -159,3 +166,43 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     bad.write_text('kind = "coarse"\nout = "x.pt"\n[train]\nepochs = -1\n')
     assert main(["--config", str(bad)]) == 2
     assert "epochs must be an integer >= 1" in capsys.readouterr().err
+
+
+_TINY_MODEL = {"fine": {"dim": 4, "attention_hidden": 4, "hidden": [8]}, "coarse": {"dim": 4}}
+
+
+def _tiny(small_log_dir, small_data, path, kind: str, seed: int, records: list | None = None):
+    raw = {
+        "kind": kind,
+        "out": str(path),
+        "data": {"logs": str(small_log_dir), "world": "small", "held_out_share": 0.9},
+        "model": _TINY_MODEL[kind],
+        "train": {"epochs": 1, "batch_size": 1024, "eval_lists": 300, "seed": seed},
+    }
+    on_epoch = records.append if records is not None else None
+    return train(parse_config(raw), small_data, progress=False, log=lambda *_: None, on_epoch=on_epoch)
+
+
+@pytest.mark.parametrize("kind", ["fine", "coarse"])
+def test_one_loop_trains_each_kind_reproducibly_without_the_global_generator(
+    kind, small_log_dir, small_data, tmp_path
+):
+    state = torch.get_rng_state()
+    records: list[dict] = []
+    first = _tiny(small_log_dir, small_data, tmp_path / "a.pt", kind, seed=0, records=records)
+    assert torch.equal(torch.get_rng_state(), state)  # training neither draws from nor seeds it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)  # whatever the global state, the weights are those of the seed
+        again = _tiny(small_log_dir, small_data, tmp_path / "b.pt", kind, seed=0)
+    other = _tiny(small_log_dir, small_data, tmp_path / "c.pt", kind, seed=1)
+    assert load_checkpoint(first.path, kind=kind).version == first.version
+    assert again.version == first.version and again.history == first.history
+    assert other.version != first.version
+    assert records == first.history and {"auc", "gauc", "loss"} <= set(records[0])
+    assert load_checkpoint(first.path).metadata["score_task"] == "click"
+
+
+def test_a_fine_ranker_cannot_serve_the_exposure_task(small_log_dir, small_data, tmp_path):
+    raw = {"kind": "fine", "out": str(tmp_path / "f.pt"), "train": {"score_task": "exposure"}}
+    with pytest.raises(ConfigError, match="score_task of a fine ranker must be one of"):
+        train(parse_config(raw), small_data, progress=False, log=lambda *_: None)
