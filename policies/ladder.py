@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes, run_sessions
 from policies.checkpoint import load_checkpoint
 from policies.data import load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
-from policies.rankers import BASELINES, load_scorer
+from policies.rankers import load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys

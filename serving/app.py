@@ -24,9 +24,9 @@ from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
+from policies.baselines import BASELINES
 from policies.checkpoint import CheckpointError, load_checkpoint
 from policies.features import vocab_of
-from policies.rankers import BASELINES
 from serving.args import AppArgs, scorer_spec
 from serving.client import ServeRanker
 from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment

@@ -14,8 +14,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from abtest.assignment import Assignment
+from policies.baselines import BASELINES
 from policies.cascade import CascadeSizes
-from policies.rankers import BASELINES
 from simulator.config import SMALL, ConfigError, WorldConfig
 
 WORLDS = {"small": SMALL, "default": WorldConfig()}

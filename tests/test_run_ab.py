@@ -155,7 +155,7 @@ def test_an_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "\n[report]\nstyle = 'fancy'\n")
     out = run_ab("--config", str(path), "--runs-dir", "runs", cwd=tmp_path)
     assert out.returncode == 2
-    assert "unknown top-level key(s) ['report']" in out.stderr
+    assert "tiny.toml report: unknown key" in out.stderr
     assert not (tmp_path / "runs").exists()
 
 
