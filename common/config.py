@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import enum
 import os
+import re
 import tomllib
 import types
 import typing
@@ -47,7 +48,8 @@ class ConfigError(ValueError):
             where.append(f"[{self.table}]")
         if self.key:
             where.append(self.key)
-        return f"{' '.join(where)}: {self.message}" if where else self.message
+        text = f"{' '.join(where)}: {self.message}" if where else self.message
+        return re.sub(r"\s*\n\s*", " ", text)  # one line, whatever the message quotes (e.g. a parser's)
 
     def inside(self, name: str) -> ConfigError:
         """The same error one table further out (``name`` is the field or key it sits in)."""
@@ -105,7 +107,9 @@ def config(cls: type[T]) -> type[T]:
             if field.metadata.get("path") and isinstance(value, str):
                 object.__setattr__(self, field.name, _resolve(value, os.getcwd(), field.metadata["keep"]))
             elif isinstance(value, Mapping) and field.metadata.get("table") is not None:
-                object.__setattr__(self, field.name, resolve_paths(field.metadata["table"], value, os.getcwd()))
+                object.__setattr__(
+                    self, field.name, resolve_paths(field.metadata["table"], value, os.getcwd())
+                )
 
     cls.__post_init__ = __post_init__
     return dataclasses.dataclass(frozen=True)(cls)
