@@ -57,7 +57,17 @@ def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, text: st
 
 
 def test_set_overrides_a_world_setting(capsys) -> None:
-    args = ["describe", "--small", "--set", "n_items=3000", "--sessions", "5", "--oracle-users", "2", "--json"]
+    args = [
+        "describe",
+        "--small",
+        "--set",
+        "n_items=3000",
+        "--sessions",
+        "5",
+        "--oracle-users",
+        "2",
+        "--json",
+    ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["world"]["items"] == 3_000
 
