@@ -92,7 +92,18 @@ def _config(args: argparse.Namespace):
 
     flags = {f"traffic.{key}": getattr(args, key) for key in ("users", "days", "through", "workers")}
     flags |= {"name": args.name or None, "assignment.aa": True if args.aa else None}
-    return load_config(args.config, overrides(args.set, flags))
+    config = load_config(args.config, overrides(args.set, flags))
+    specs = {(arm.coarse, "coarse") for arm in config.arms.values()} | {
+        (a.fine, "fine") for a in config.arms.values()
+    }
+    if any(
+        spec.endswith(".toml") for spec, _ in specs
+    ):  # the arms' training configs, before any file is written
+        from policies.config import check_model_spec  # noqa: PLC0415 (torch only when needed)
+
+        for spec, kind in sorted(specs):
+            check_model_spec(spec, kind)
+    return config
 
 
 def _results_config(config) -> dict:

@@ -150,3 +150,17 @@ def parse_config(raw: Mapping[str, Any], source: str | Path | None = None) -> Ru
 def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> RunConfig:
     """Read and validate a training config file, with ``overrides`` ("table.key" -> value)."""
     return load_toml(path, RunConfig, overrides=overrides, build=build_run)
+
+
+def check_model_spec(spec: str | Mapping[str, Any], kind: str) -> None:
+    """Validate the training configs a model spec names (a .toml file, or an inline table of
+    ``kind``), and the teacher's they name in turn, without training anything: a bad config
+    then fails before a run writes any file."""
+    if isinstance(spec, Mapping):
+        run = parse_config({"kind": kind, **spec})
+    elif spec.endswith(".toml"):
+        run = load_config(spec)
+    else:
+        return
+    if run.distill.enabled:
+        check_model_spec(run.distill.teacher, "fine")

@@ -38,7 +38,7 @@ from common.config import ConfigError, add_set_argument, overrides
 from policies import metrics
 from policies.batch import ListBatch
 from policies.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from policies.config import DataConfig, RunConfig, load_config, parse_config
+from policies.config import DataConfig, RunConfig, check_model_spec, load_config, parse_config
 from policies.data import (
     EXPOSED,
     LogData,
@@ -364,6 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         flags = {"data.logs": args.logs, "out": args.out, "train.epochs": args.epochs}
         run = load_config(args.config, overrides(args.set, flags))
+        check_model_spec(run.distill.teacher, "fine")  # before the logs are simulated
         progress = sys.stderr.isatty()
         result = train(run, data=load_logs(ensure_logs(run.data, progress)), progress=progress)
     except (ConfigError, FileNotFoundError, ValueError) as err:

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_set_argument(parser)
     parser.add_argument("--num-samples", type=int, help="override [search] num_samples")
-    parser.add_argument("--searcher", choices=["optuna", "random"], help="override [search] searcher")
+    parser.add_argument("--searcher", help='override [search] searcher: "optuna" or "random"')
     parser.add_argument("--time-budget", type=float, help="override [search] time_budget_s (0 = none)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -60,7 +60,8 @@ class _Exit(Exception):
 def _config(args: argparse.Namespace):
     """The search config with the command-line overrides (the flags are shorthands for
     ``--set``), validated."""
-    from tuning.config import load_config  # noqa: PLC0415 (imports after --help stay fast)
+    from policies.config import check_model_spec  # noqa: PLC0415 (imports after --help stay fast)
+    from tuning.config import load_config, template_raw_config  # noqa: PLC0415
 
     flags = {
         "search.num_samples": args.num_samples,
@@ -69,7 +70,11 @@ def _config(args: argparse.Namespace):
         "name": args.name or None,
     }
     try:
-        return load_config(args.config, overrides(args.set, flags))
+        config = load_config(args.config, overrides(args.set, flags))
+        template_raw_config(config, teacher="")  # the base training config, before any folder
+        for spec, kind in ((config.control.coarse, "coarse"), (config.control.fine, "fine")):
+            check_model_spec(spec, kind)
+        return config
     except ConfigError as err:
         raise _Exit(EXIT_CONFIG, f"error: {err}") from None
 

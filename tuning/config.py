@@ -418,4 +418,7 @@ def template_raw_config(config: SearchConfig, teacher: str, logs: str | None = N
     try:
         return to_plain(parse_run_config(apply_overrides(raw, changes)))
     except ConfigError as err:
-        raise (err.inside("trial.base") if err.file is None else err) from None
+        base = config.trial.base
+        if err.file is None:  # name the base's file, or its table in the search config
+            err = err.in_file(base) if isinstance(base, str) else err.inside("trial.base")
+        raise err from None

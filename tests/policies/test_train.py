@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -162,3 +163,16 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     bad.write_text('kind = "coarse"\nout = "x.pt"\n[train]\nepochs = -1\n')
     assert main(["--config", str(bad)]) == 2
     assert "bad.toml [train] epochs: must be >= 1, got -1" in capsys.readouterr().err
+
+
+def test_cli_checks_every_named_config_before_writing_anything(tmp_path, capsys):
+    (tmp_path / "fine.toml").write_text('kind = "fine"\nout = "f.pt"\n[model]\nhidden = [\n')
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'kind = "coarse"\nout = "c.pt"\n[data]\nlogs = "logs"\n[distill]\nteacher = "fine.toml"\n'
+    )
+    assert main(["--config", str(config)]) == 2
+    assert re.search(r"fine\.toml: is not valid TOML: .*line 4", capsys.readouterr().err)
+    assert main(["--config", str(config), "--set", "train.lr=fast"]) == 2
+    assert "c.toml [train] lr: must be a number, got 'fast'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "fine.toml"]  # no logs, no checkpoint
