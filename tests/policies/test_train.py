@@ -166,7 +166,7 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
 
 
 def test_cli_checks_every_named_config_before_writing_anything(tmp_path, capsys):
-    (tmp_path / "fine.toml").write_text('kind = "fine"\nout = "f.pt"\n[model]\nhidden = [\n')
+    (tmp_path / "fine.toml").write_text('kind = "fine"\nout = "f.pt"\n[model]\nhidden = = 1\ndim = 2\n')
     config = tmp_path / "c.toml"
     config.write_text(
         'kind = "coarse"\nout = "c.pt"\n[data]\nlogs = "logs"\n[distill]\nteacher = "fine.toml"\n'
