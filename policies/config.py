@@ -14,7 +14,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from common.config import ConfigError, config, from_mapping, load_toml, setting, to_plain
+from common.config import (
+    ConfigError,
+    config,
+    from_mapping,
+    load_toml,
+    read_toml,
+    resolve_paths,
+    setting,
+    to_plain,
+)
 from policies.data import SampleSpace
 from policies.losses import ListLoss, TaskWeights
 from policies.models import CoarseConfig, FineConfig
@@ -164,3 +173,9 @@ def check_model_spec(spec: str | Mapping[str, Any], kind: str) -> None:
         return
     if run.distill.enabled:
         check_model_spec(run.distill.teacher, "fine")
+
+
+def read_raw(path: str | Path) -> dict[str, Any]:
+    """A training config file as a plain dict, its relative paths resolved against the file
+    (for callers that change it before parsing, e.g. the ladder's rungs)."""
+    return resolve_paths(RunConfig, read_toml(path), Path(path).parent)

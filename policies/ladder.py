@@ -23,7 +23,6 @@ import argparse
 import copy
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import pandas as pd
 from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes, run_sessions
 from policies.checkpoint import load_checkpoint
+from policies.config import read_raw
 from policies.data import load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
@@ -79,7 +79,7 @@ def _paired(diff: np.ndarray) -> tuple[float, float]:
 
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
-    base = tomllib.loads(Path(args.base).read_text())
+    base = read_raw(args.base)
     configs = ladder_configs(base, args.fine, out_dir)
     if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():

@@ -34,13 +34,11 @@ from common.config import (
     config,
     from_mapping,
     load_toml,
-    read_toml,
-    resolve_paths,
     setting,
     to_plain,
     unknown_key,
 )
-from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig
+from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig, read_raw
 from policies.config import parse_config as parse_run_config
 from policies.models import CoarseConfig
 
@@ -355,7 +353,7 @@ class SearchConfig:
         if isinstance(base, Mapping):
             return apply_overrides(base, {})
         try:
-            return resolve_paths(RunConfig, read_toml(base), Path(base).parent)
+            return read_raw(base)
         except ConfigError as err:
             raise ConfigError(str(err), table="trial", key="base") from None
 
