@@ -248,10 +248,6 @@ _OPS = {
 }
 
 
-def field_names(cls: type) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
 def unknown_key(key: str, known: Iterable[str]) -> ConfigError:
     """The error for a key that is not a setting, naming the nearest valid key."""
     known = sorted(known)
@@ -411,20 +407,12 @@ def load_toml(
                 raise ConfigError("must be a table", key=table)
         values = resolve_paths(cls, raw, path.parent)
         if overrides:
-            values = _merge(values, apply_overrides({}, overrides))
+            values = apply_overrides(values, overrides)
         return (build or from_mapping)(cls, values)
     except ConfigError as err:
         if table is not None and err.file is None:
             err = err.inside(table) if (err.key or err.table) else err
         raise (err if err.file is not None else err.in_file(path)) from None
-
-
-def _merge(values: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(values)
-    for key, value in changes.items():
-        both = isinstance(value, Mapping) and isinstance(out.get(key), Mapping)
-        out[key] = _merge(dict(out[key]), value) if both else value
-    return out
 
 
 def dumps_toml(value: Any) -> str:
