@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
+import functools
 import os
 import re
 import tomllib
@@ -90,7 +91,7 @@ def config(cls: type[T]) -> type[T]:
     own = cls.__dict__.get("__post_init__")
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
+        hints = _hints(type(self))
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             try:
@@ -113,6 +114,11 @@ def config(cls: type[T]) -> type[T]:
 
     cls.__post_init__ = __post_init__
     return dataclasses.dataclass(frozen=True)(cls)
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
 def _at(err: ConfigError, name: str) -> ConfigError:
@@ -300,7 +306,7 @@ def resolve_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> dic
     """A copy of the (partial) mapping of ``cls`` with the relative paths of its path fields,
     and of its nested configs', made absolute against ``base``."""
     out = dict(values)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for f in dataclasses.fields(cls):
         if f.name not in out:
             continue
