@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import skip_init
 
+from common.config import ConfigError, config, setting
 from policies.batch import ItemFeatures, UserFeatures
 
 
@@ -138,19 +139,20 @@ class ItemEmbedding(nn.Module):
 # Fine ranker
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FineConfig:
-    dim: int = 32  # width of every embedding
-    attention_hidden: int = 16  # hidden width of the DIN attention MLP (cost ~ linear in it)
-    hidden: tuple[int, ...] = (128, 64)  # widths of the shared MLP under the two heads
+    """[model] of a fine training config."""
+
+    dim: int = setting(32, ge=1)
+    """Width of every embedding."""
+    attention_hidden: int = setting(16, ge=1)
+    """Hidden width of the DIN attention MLP (cost ~ linear in it)."""
+    hidden: tuple[int, ...] = setting((128, 64), ge=1)
+    """Widths of the shared MLP under the two heads (at least one layer)."""
 
     def __post_init__(self) -> None:
-        _check_positive_int("FineConfig", "dim", self.dim)
-        _check_positive_int("FineConfig", "attention_hidden", self.attention_hidden)
         if not self.hidden:
-            raise ValueError("FineConfig.hidden must name at least one layer width")
-        for width in self.hidden:
-            _check_positive_int("FineConfig", "hidden", width)
+            raise ConfigError("must name at least one layer width", key="hidden")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,37 +279,36 @@ class Similarity(enum.Enum):
     COSINE = "cosine"
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class CoarseConfig:
-    dim: int = 32  # width of embeddings and of both towers' outputs
-    similarity: Similarity = Similarity.DOT  # COSINE L2-normalises both towers' outputs
-    # logits = cosine / temperature; used only with COSINE and without mlp_scorer (the MLP
-    # learns its own scale)
-    temperature: float = 0.1
-    mlp_scorer: bool = False  # an MLP on [u, v, u*v] instead of the final dot/cosine
-    mlp_hidden: int = 64  # hidden width of that MLP (used only with mlp_scorer)
-    # + w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
-    # pooled history embedding, the item side the target's embedding
+    """[model] of a coarse training config."""
+
+    dim: int = setting(32, ge=1)
+    """Width of embeddings and of both towers' outputs."""
+    similarity: Similarity = Similarity.DOT
+    """"dot" or "cosine" (L2-normalises both towers' outputs)."""
+    temperature: float = setting(0.1, gt=0)
+    """logits = cosine / temperature; used only with cosine and without mlp_scorer (the MLP
+    learns its own scale)."""
+    mlp_scorer: bool = False
+    """An MLP on [u, v, u*v] instead of the final dot/cosine."""
+    mlp_hidden: int = setting(64, ge=1)
+    """Hidden width of that MLP (used only with mlp_scorer)."""
     fm_cross: bool = False
-    nova: bool = False  # NOVA self-attention over the history in the user tower
-    senet_bilinear: bool = False  # FiBiNET SENET + bilinear interaction in the item tower
-    senet_reduction: int = 2  # SENET squeeze ratio (used only with senet_bilinear)
-    n_tasks: int = 3  # one logit per task: exposure, click, purchase
+    """+ w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
+    pooled history embedding, the item side the target's embedding."""
+    nova: bool = False
+    """NOVA self-attention over the history in the user tower."""
+    senet_bilinear: bool = False
+    """FiBiNET SENET + bilinear interaction in the item tower."""
+    senet_reduction: int = setting(2, ge=1)
+    """SENET squeeze ratio (used only with senet_bilinear)."""
+    n_tasks: int = setting(3, ge=1)
+    """One logit per task: exposure, click, purchase."""
 
     def __post_init__(self) -> None:
-        _check_positive_int("CoarseConfig", "dim", self.dim)
-        if not isinstance(self.similarity, Similarity):
-            raise ValueError(f"CoarseConfig.similarity must be a Similarity, got {self.similarity!r}")
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or (
-            self.temperature <= 0
-        ):
-            raise ValueError(f"CoarseConfig.temperature must be finite and > 0, got {self.temperature!r}")
-        for name in ("mlp_scorer", "fm_cross", "nova", "senet_bilinear"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"CoarseConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        _check_positive_int("CoarseConfig", "mlp_hidden", self.mlp_hidden)
-        _check_positive_int("CoarseConfig", "senet_reduction", self.senet_reduction)
-        _check_positive_int("CoarseConfig", "n_tasks", self.n_tasks)
+        if not math.isfinite(self.temperature):
+            raise ConfigError(f"must be finite, got {self.temperature!r}", key="temperature")
 
 
 class NovaAttention(nn.Module):

@@ -159,9 +159,6 @@ class OracleScorer:
         return expected_value(self.world, np.asarray(users), items, self.objective)
 
 
-BASELINES = ("random", "popularity", "oracle")
-
-
 def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
     """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name
     ("random", "popularity", "oracle") or the path of a checkpoint of that stage. A checkpoint

@@ -33,20 +33,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.config import ConfigError, add_set_argument, overrides
 from policies.batch import ListBatch
 from policies.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from policies.config import DataConfig, RunConfig, check_model_spec, load_config, parse_config
 from policies.data import (
     EXPOSED,
     Lists,
@@ -60,167 +60,17 @@ from policies.data import (
 from policies.evaluate import held_out_list_ids, list_metrics, teacher_outputs
 from policies.features import vocab_of
 from policies.losses import (
-    ListLoss,
     TaskLogits,
-    TaskWeights,
     bce_loss,
     distillation_loss,
     label_smoothed_soft_labels,
     multi_task_loss,
 )
-from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker, Vocab
+from policies.models import CoarseRanker, FineConfig, FineRanker, Vocab
 from policies.rankers import FINE_TASKS, Task
-from simulator.config import ConfigError, WorldConfig, from_mapping, load_world_config, to_plain
+from simulator.config import WorldConfig, load_world_config
 from simulator.logs import write_logs
 from simulator.world import World
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    logs: str = "data/logs/default"
-    """Log folder written by ``python -m simulator logs``; created if missing (see below)."""
-    world: str = "default"
-    """World of the logs: "default", "small" or a TOML file with a [world] table."""
-    users: int = 20_000
-    """Users (ids 0..users-1) logged when the folder has to be created."""
-    days: int = 1
-    """Days logged when the folder has to be created."""
-    held_out_share: float = 0.2
-    """Share of users held out of training for offline evaluation."""
-    split_seed: int = 0
-    """Seed of the user split (a hash of (seed, user id))."""
-    unexposed: bool = True
-    """Coarse ranker lists include the M unexposed coarse survivors per request."""
-    dropped: bool = True
-    """... the L recall items the coarse stage dropped."""
-    random: bool = True
-    """... random negatives from the pool (if the logs have any)."""
-    out_of_scene: bool = True
-    """... out-of-scene purchases as extra positives (seed 002)."""
-
-    @property
-    def space(self) -> SampleSpace:
-        return SampleSpace(self.unexposed, self.dropped, self.random, self.out_of_scene)
-
-    def __post_init__(self) -> None:
-        for name in ("users", "days"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"[data] {name} must be an integer >= 1, got {value!r}")
-        if not 0.0 <= self.held_out_share < 1.0:
-            raise ConfigError(f"[data] held_out_share must be in [0, 1), got {self.held_out_share!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    epochs: int = 2
-    """Passes over the training lists."""
-    batch_size: int = 256
-    """Request lists per step."""
-    lr: float = 3e-3
-    """Adam learning rate."""
-    weight_decay: float = 0.0
-    """Adam weight decay."""
-    seed: int = 0
-    """Seeds the model's initial weights and the shuffling."""
-    loss: ListLoss = ListLoss.MULTI_POSITIVE_SOFTMAX
-    """Coarse ranker: the per-task list loss (bce, softmax, multi_positive_softmax)."""
-    task_weights: TaskWeights = dataclasses.field(default_factory=TaskWeights)
-    """Coarse ranker: weights of the exposure, click and purchase tasks."""
-    score_task: Task = Task.CLICK
-    """Coarse ranker: the task whose logit ranks candidates when serving."""
-    eval_lists: int = 20_000
-    """Held-out request lists scored after every epoch (0 = skip)."""
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"[train] {name} must be an integer >= 1, got {value!r}")
-        if not (isinstance(self.lr, int | float) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"[train] lr must be > 0, got {self.lr!r}")
-        if not (isinstance(self.weight_decay, int | float) and self.weight_decay >= 0):
-            raise ConfigError(f"[train] weight_decay must be >= 0, got {self.weight_decay!r}")
-        if isinstance(self.eval_lists, bool) or not isinstance(self.eval_lists, int) or self.eval_lists < 0:
-            raise ConfigError(f"[train] eval_lists must be an integer >= 0, got {self.eval_lists!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    teacher: str = ""
-    """Fine ranker to distil from: a checkpoint, or its training config (.toml, trained if
-    needed); empty = no distillation."""
-    soft_only_epochs: int = 1
-    """Stage 1: epochs trained on soft labels only; later epochs add the hard labels."""
-    soft_weight: float = 1.0
-    """Weight of the soft-label loss in stage 2."""
-    label_smoothing_scale: float = 0.1
-    """Soft label of a non-exposed sample = teacher pCTR x this (seed 002; << 1)."""
-
-    def __post_init__(self) -> None:
-        if isinstance(self.soft_only_epochs, bool) or not isinstance(self.soft_only_epochs, int):
-            raise ConfigError(f"[distill] soft_only_epochs must be an integer, got {self.soft_only_epochs!r}")
-        if self.soft_only_epochs < 0:
-            raise ConfigError(f"[distill] soft_only_epochs must be >= 0, got {self.soft_only_epochs}")
-        if not (isinstance(self.soft_weight, int | float) and self.soft_weight >= 0):
-            raise ConfigError(f"[distill] soft_weight must be >= 0, got {self.soft_weight!r}")
-        scale = self.label_smoothing_scale
-        if not (isinstance(scale, int | float) and 0.0 <= scale <= 1.0):
-            raise ConfigError(f"[distill] label_smoothing_scale must be in [0, 1], got {scale!r}")
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.teacher)
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """A whole training config file."""
-
-    kind: str
-    out: str
-    data: DataConfig
-    model: FineConfig | CoarseConfig
-    train: TrainConfig
-    distill: DistillConfig
-
-    def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
-
-
-def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
-    """Validate a parsed TOML training config."""
-    known = {"kind", "out", "data", "model", "train", "distill"}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known: {sorted(known)}")
-    kind = raw.get("kind")
-    if kind not in ("fine", "coarse"):
-        raise ConfigError(f'{source}: kind must be "fine" or "coarse", got {kind!r}')
-    if not isinstance(raw.get("out"), str) or not raw["out"]:
-        raise ConfigError(f"{source}: out (the checkpoint path) must be a non-empty string")
-    if kind == "fine" and raw.get("distill"):
-        raise ConfigError(f"{source}: [distill] applies to coarse models only")
-    return RunConfig(
-        kind=kind,
-        out=raw["out"],
-        data=from_mapping(DataConfig, raw.get("data", {}), "[data]"),
-        model=from_mapping(FineConfig if kind == "fine" else CoarseConfig, raw.get("model", {}), "[model]"),
-        train=from_mapping(TrainConfig, raw.get("train", {}), "[train]"),
-        distill=from_mapping(DistillConfig, raw.get("distill", {}), "[distill]"),
-    )
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    return parse_config(raw, str(path))
-
 
 # ---------------------------------------------------------------------------------------------
 # What each kind of model trains: its model, sample space, loss of a batch and evaluation
@@ -490,19 +340,16 @@ def main(argv: list[str] | None = None) -> int:
         description="Train a fine ranker (teacher) or a coarse ranker from simulator logs and write "
         "its checkpoint (config + version id + per-epoch held-out metrics).",
     )
-    parser.add_argument("--config", required=True, help="training config TOML (see configs/*.toml)")
-    parser.add_argument("--logs", help="override [data] logs: the log folder")
-    parser.add_argument("--out", help="override out: the checkpoint path")
-    parser.add_argument("--epochs", type=int, help="override [train] epochs")
+    parser.add_argument("--config", required=True, help="training config TOML (see configs/models/*.toml)")
+    add_set_argument(parser)
+    parser.add_argument("--logs", help="override [data] logs: the log folder (same as --set data.logs=...)")
+    parser.add_argument("--out", help="override out: the checkpoint path (same as --set out=...)")
+    parser.add_argument("--epochs", type=int, help="override [train] epochs (same as --set train.epochs=N)")
     args = parser.parse_args(argv)
     try:
-        run = load_config(args.config)
-        if args.logs:
-            run = dataclasses.replace(run, data=dataclasses.replace(run.data, logs=args.logs))
-        if args.out:
-            run = dataclasses.replace(run, out=args.out)
-        if args.epochs is not None:
-            run = dataclasses.replace(run, train=dataclasses.replace(run.train, epochs=args.epochs))
+        flags = {"data.logs": args.logs, "out": args.out, "train.epochs": args.epochs}
+        run = load_config(args.config, overrides(args.set, flags))
+        check_model_spec(run.distill.teacher, "fine")  # before the logs are simulated
         progress = sys.stderr.isatty()
         result = train(run, data=load_logs(ensure_logs(run.data, progress)), progress=progress)
     except (ConfigError, FileNotFoundError, ValueError) as err:

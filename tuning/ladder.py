@@ -23,7 +23,6 @@ import argparse
 import copy
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,14 @@ import numpy as np
 import pandas as pd
 
 from abtest.stats import paired_lift
+from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
+from policies.config import read_raw
 from policies.data import load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
-from policies.rankers import BASELINES, load_scorer
+from policies.rankers import load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys
@@ -86,7 +87,7 @@ def paired_vs_reference(
 
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
-    base = tomllib.loads(Path(args.base).read_text())
+    base = read_raw(args.base)
     configs = ladder_configs(base, args.fine, out_dir)
     if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():

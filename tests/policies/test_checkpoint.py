@@ -106,7 +106,7 @@ def test_a_bare_state_dict_is_not_a_checkpoint(tmp_path):
     [
         (lambda p: p.update(format=99), "format 99"),
         (lambda p: p.update(kind="teacher"), "unknown kind"),
-        (lambda p: p["config"].update(depth=3), r"unknown setting\(s\) \['depth'\]"),
+        (lambda p: p["config"].update(depth=3), r"model config: depth: unknown key"),
         (lambda p: p["config"].update(dim=0), "dim"),
         (lambda p: p["vocab"].update(n_items=-1), "invalid vocab"),
         (lambda p: p["state_dict"].pop("task_bias"), "do not fit"),

@@ -330,7 +330,7 @@ def test_fine_learns_category_match():
         (lambda: CoarseConfig(temperature=float("nan")), "temperature"),
         (lambda: CoarseConfig(dim=0), "dim"),
         (lambda: CoarseConfig(n_tasks=0), "n_tasks"),
-        (lambda: CoarseConfig(similarity="cosine"), "similarity"),
+        (lambda: CoarseConfig(similarity="cos"), "similarity"),  # enums are given by value
         (lambda: CoarseConfig(nova=1), "nova"),
         (lambda: FineConfig(dim=0), "dim"),
         (lambda: FineConfig(hidden=()), "hidden"),

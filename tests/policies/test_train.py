@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -84,19 +85,22 @@ def _vocab():
     ("raw", "message"),
     [
         ({"kind": "coarse"}, "out"),
-        ({"kind": "medium", "out": "x"}, "kind must be"),
-        ({"kind": "coarse", "out": "x", "extra": 1}, r"unknown top-level key\(s\) \['extra'\]"),
-        ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, "lr must be > 0"),
-        ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, "'hinge' is not one of"),
-        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, "'gmv' is not one of"),
+        ({"kind": "medium", "out": "x"}, r"^kind: must be \"fine\" or \"coarse\""),
+        ({"kind": "coarse", "out": "x", "extra": 1}, r"^extra: unknown key"),
+        ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, r"^\[train\] lr: must be > 0"),
+        ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, r"\[train\] loss: must be one of"),
+        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, r"score_task: must be one of"),
         (
             {"kind": "coarse", "out": "x", "train": {"epoch": 2}},
-            r"unknown setting\(s\) \['epoch'\] in \[train\]",
+            r"^\[train\] epoch: unknown key; did you mean 'epochs'",
         ),
-        ({"kind": "coarse", "out": "x", "model": {"nova": "yes"}}, "nova must be a bool"),
-        ({"kind": "coarse", "out": "x", "distill": {"label_smoothing_scale": 2}}, r"in \[0, 1\]"),
-        ({"kind": "fine", "out": "x", "distill": {"teacher": "t.pt"}}, "coarse models only"),
-        ({"kind": "coarse", "out": "x", "data": {"users": 0}}, "users must be"),
+        ({"kind": "coarse", "out": "x", "model": {"nova": "yes"}}, r"^\[model\] nova: must be true or false"),
+        ({"kind": "coarse", "out": "x", "distill": {"label_smoothing_scale": 2}}, r"must be >= 0 and <= 1"),
+        (
+            {"kind": "fine", "out": "x", "distill": {"teacher": "t.pt"}},
+            r"^\[distill\]: applies to coarse models only",
+        ),
+        ({"kind": "coarse", "out": "x", "data": {"users": 0}}, r"^\[data\] users: must be >= 1"),
     ],
 )
 def test_bad_configs_fail_with_a_clear_message(raw, message):
@@ -165,7 +169,20 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('kind = "coarse"\nout = "x.pt"\n[train]\nepochs = -1\n')
     assert main(["--config", str(bad)]) == 2
-    assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    assert "bad.toml [train] epochs: must be >= 1, got -1" in capsys.readouterr().err
+
+
+def test_cli_checks_every_named_config_before_writing_anything(tmp_path, capsys):
+    (tmp_path / "fine.toml").write_text('kind = "fine"\nout = "f.pt"\n[model]\nhidden = = 1\ndim = 2\n')
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'kind = "coarse"\nout = "c.pt"\n[data]\nlogs = "logs"\n[distill]\nteacher = "fine.toml"\n'
+    )
+    assert main(["--config", str(config)]) == 2
+    assert re.search(r"fine\.toml: is not valid TOML: .*line 4", capsys.readouterr().err)
+    assert main(["--config", str(config), "--set", "train.lr=fast"]) == 2
+    assert "c.toml [train] lr: must be a number, got 'fast'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "fine.toml"]  # no logs, no checkpoint
 
 
 _TINY_MODEL = {"fine": {"dim": 4, "attention_hidden": 4, "hidden": [8]}, "coarse": {"dim": 4}}
