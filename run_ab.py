@@ -19,8 +19,9 @@ import argparse
 import shutil
 import sys
 import time
-import tomllib
 from pathlib import Path
+
+from common.config import ConfigError, add_set_argument, overrides
 
 EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--name", help="run name, i.e. the folder runs/ab/<name> (default: the config's name)"
     )
+    add_set_argument(parser)
     parser.add_argument(
         "--runs-dir", default="runs/ab", help="parent folder of run folders (default: %(default)s)"
     )
@@ -84,19 +86,24 @@ class _Exit(Exception):
 
 
 def _config(args: argparse.Namespace):
-    """The experiment config with the command-line overrides applied."""
-    from abtest.config import load_config, parse_config  # noqa: PLC0415
+    """The experiment config with the command-line overrides applied (the convenience flags
+    are shorthands for ``--set``)."""
+    from abtest.config import load_config  # noqa: PLC0415
 
-    config = load_config(args.config)
-    raw = config.to_dict()
-    for key in ("users", "days", "through", "workers"):
-        if getattr(args, key) is not None:
-            raw["traffic"][key] = getattr(args, key)
-    if args.name:
-        raw["name"] = args.name
-    if args.aa:
-        raw["assignment"]["aa"] = True
-    return parse_config(raw, args.config)
+    flags = {f"traffic.{key}": getattr(args, key) for key in ("users", "days", "through", "workers")}
+    flags |= {"name": args.name or None, "assignment.aa": True if args.aa else None}
+    config = load_config(args.config, overrides(args.set, flags))
+    specs = {(arm.coarse, "coarse") for arm in config.arms.values()} | {
+        (a.fine, "fine") for a in config.arms.values()
+    }
+    if any(
+        spec.endswith(".toml") for spec, _ in specs
+    ):  # the arms' training configs, before any file is written
+        from policies.config import check_model_spec  # noqa: PLC0415 (torch only when needed)
+
+        for spec, kind in sorted(specs):
+            check_model_spec(spec, kind)
+    return config
 
 
 def _results_config(config) -> dict:
@@ -111,18 +118,16 @@ def _results_config(config) -> dict:
 def _run_dir(args: argparse.Namespace, config) -> Path:
     """The run folder, created (``--force``: emptied first). An existing folder is only
     reused by ``--resume`` and only for the very config stored in it."""
-    from abtest.config import parse_config  # noqa: PLC0415
+    from abtest.config import load_config  # noqa: PLC0415
     from abtest.store import write_text_atomic  # noqa: PLC0415
-    from simulator.config import ConfigError  # noqa: PLC0415
 
     run_dir = Path(args.runs_dir) / config.name
     if run_dir.exists() and args.force:
         shutil.rmtree(run_dir)
     elif run_dir.exists() and args.resume:
-        stored_path = run_dir / "config.toml"
         try:
-            stored = parse_config(tomllib.loads(stored_path.read_text()), str(stored_path))
-        except (OSError, tomllib.TOMLDecodeError, ConfigError) as err:
+            stored = load_config(run_dir / "config.toml")
+        except ConfigError as err:
             raise _Exit(f"cannot resume {run_dir}: {err}") from None
         if _results_config(stored) != _results_config(config):
             raise _Exit(f"cannot resume {run_dir}: its config.toml differs from this config (use --force)")
@@ -139,25 +144,31 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # imports after argument parsing, and the heavy ones (torch, Ray) after the config is
     # validated: --help and a bad config answer at once
-    from simulator.config import ConfigError  # noqa: PLC0415
-
     t0 = time.perf_counter()
     run_dir = None
     try:
         config = _config(args)
         run_dir = _run_dir(args, config)
+        from abtest.arms import resolve_arms  # noqa: PLC0415
         from abtest.experiment import run_experiment  # noqa: PLC0415
         from abtest.report import terminal_report, write_run  # noqa: PLC0415
+        from simulator.config import load_world_config  # noqa: PLC0415
 
+        progress = not args.no_progress and sys.stderr.isatty()
+        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        t_models = time.perf_counter()
+        resolved = resolve_arms(config, load_world_config(config.world), progress=progress, log=log)
+        t_models = time.perf_counter() - t_models
         result = run_experiment(
-            config,
+            resolved,
             through=None,  # the config's, after --through
             workers=None,  # the config's, after --workers
             run_dir=run_dir,
             resume=args.resume,
-            progress=not args.no_progress and sys.stderr.isatty(),
-            log=lambda m: print(m, file=sys.stderr),
+            progress=progress,
+            log=log,
         )
+        result.timings = {"models": t_models, **result.timings}
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG

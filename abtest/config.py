@@ -12,56 +12,50 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from abtest.outcomes import USER_COLUMNS
 from abtest.stats import Mean, Metric, Ratio
-from simulator.config import ConfigError, from_mapping, load_world_config, to_plain
-
-BASELINES = ("random", "popularity", "oracle")
-"""Ranker specs that need no model: uniform random, item popularity, the simulator's truth."""
+from common.config import ConfigError, config, dumps_toml, from_mapping, load_toml, setting, to_plain
+from policies.baselines import BASELINES
+from simulator.config import WORLD_NAMES, load_world_config
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def _check_name(value: str, what: str) -> None:
-    if not isinstance(value, str) or not _NAME.match(value):
-        raise ConfigError(f"{what} must be a name of letters, digits, '_', '-' or '.', got {value!r}")
+def _check_name(value: str, key: str, table: str | None = None) -> None:
+    if not _NAME.match(value):
+        raise ConfigError(f"must be letters, digits, '_', '-' or '.', got {value!r}", key=key, table=table)
 
 
-def _check_int(section: str, name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{section} {name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_ranker(section: str, name: str, spec: Any) -> None:
-    if not isinstance(spec, str) or not spec:
-        raise ConfigError(f"{section} {name} must be a non-empty string, got {spec!r}")
+def _check_ranker(name: str, spec: str) -> None:
+    if not spec:
+        raise ConfigError("must be a non-empty string", key=name)
     if spec not in BASELINES and not spec.endswith((".pt", ".toml")):
         raise ConfigError(
-            f"{section} {name} = {spec!r} is neither a baseline {list(BASELINES)}, "
-            "a checkpoint (.pt) nor a training config (.toml)"
+            f"{spec!r} is neither a baseline {list(BASELINES)}, a checkpoint (.pt) nor a training "
+            "config (.toml)",
+            key=name,
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class ArmConfig:
     """One arm: a cascade whose stages are named by spec."""
 
-    coarse: str
+    coarse: str = setting(path=True, keep=BASELINES)
     """Coarse ranker: "random" | "popularity" | "oracle", a checkpoint (.pt), or a training
     config (.toml) whose checkpoint is trained first if missing (``policies.train``)."""
-    fine: str = "configs/models/fine.toml"
+    fine: str = setting("configs/models/fine.toml", path=True, keep=BASELINES)
     """Fine ranker, the same kinds of spec; usually shared by every arm."""
-    coarse_size: int = 600
+    coarse_size: int = setting(600, ge=1)
     """Candidates the coarse stage passes to the fine stage (the page size is the world's)."""
 
     def __post_init__(self) -> None:
-        _check_ranker("[arms]", "coarse", self.coarse)
-        _check_ranker("[arms]", "fine", self.fine)
-        _check_int("[arms]", "coarse_size", self.coarse_size, 1)
+        _check_ranker("coarse", self.coarse)
+        _check_ranker("fine", self.fine)
 
 
 class Through(enum.StrEnum):
@@ -73,29 +67,23 @@ class Through(enum.StrEnum):
     """Batched calls to the cascade hosted on Ray Serve (``serving``)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class TrafficConfig:
-    users: int = 20_000
-    """Experiment users, ids 0..users-1 (the logged users, whose ids the models know)."""
-    days: int = 1
+    users: int = setting(20_000, ge=4)
+    """Experiment users, ids 0..users-1 (the logged users, whose ids the models know); at
+    least 4 (2 per arm)."""
+    days: int = setting(1, ge=1)
     """Experiment days; each user has one session per day."""
-    first_day: int = 1
+    first_day: int = setting(1, ge=0)
     """Index of the first experiment day; days before it are the logs / the pre-period, so
     experiment sessions are fresh draws."""
     through: Through = Through.SERVE
     """"serve" (the default of run_ab.py) or "inprocess"; ``--through`` overrides it."""
-    workers: int = 2
+    workers: int = setting(2, ge=1)
     """In-process only: Ray tasks sharing the traffic (1 = run in this process). Results do
     not depend on it."""
-    shard_users: int = 2_000
+    shard_users: int = setting(2_000, ge=1)
     """Users per shard: the unit of work, of checkpointing (``--resume``) and of progress."""
-
-    def __post_init__(self) -> None:
-        for name in ("users", "days", "workers", "shard_users"):
-            _check_int("[traffic]", name, getattr(self, name), 1)
-        _check_int("[traffic]", "first_day", self.first_day, 0)
-        if self.users < 4:
-            raise ConfigError(f"[traffic] users must be >= 4 (2 per arm at least), got {self.users}")
 
 
 class PreSource(enum.StrEnum):
@@ -107,44 +95,41 @@ class PreSource(enum.StrEnum):
     """No pre-period: CUPED is off."""
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class PrePeriodConfig:
     source: PreSource = PreSource.LOGS
     """Where the CUPED covariates come from: "logs", "simulate" or "none"."""
-    logs: str = "data/logs/default"
+    logs: str = setting("data/logs/default", path=True)
     """source = "logs": the log folder (``python -m simulator logs``) of the same world; it must
     cover users 0..users-1. Simulated on first use if missing."""
-    days: int = 1
+    days: int = setting(1, ge=1)
     """source = "simulate": days simulated before first_day (first_day - days .. first_day - 1).
     source = "logs": days logged when the folder has to be created."""
 
-    def __post_init__(self) -> None:
-        _check_int("[pre_period]", "days", self.days, 1)
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class AssignmentConfig:
     salt: str = "cascade-ab"
     """Names the experiment: the hash of (layer, salt, user id) picks the arm."""
     layer: str = "default"
     """Experiments in different layers are orthogonal."""
-    shares: tuple[float, ...] = ()
+    shares: tuple[float, ...] = setting((), gt=0)
     """Designed share of users per arm, in [arms] order; empty = equal shares."""
     control: str = ""
     """Name of the control arm; empty = the first arm."""
     aa: bool = False
     """A/A mode: every arm runs the control's cascade (a check of the whole pipeline)."""
-    traffic_shares: tuple[float, ...] = ()
+    traffic_shares: tuple[float, ...] = setting((), gt=0)
     """Shares actually used to route users; empty = ``shares``. Set it differently only to
     inject a sample-ratio mismatch, which the SRM gate must then catch."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.salt, str) or not self.salt:
-            raise ConfigError("[assignment] salt must be a non-empty string")
+        if not self.salt:
+            raise ConfigError("must be a non-empty string", key="salt")
         for name in ("shares", "traffic_shares"):
             shares = getattr(self, name)
-            if shares and (min(shares) <= 0 or abs(sum(shares) - 1) > 1e-9):
-                raise ConfigError(f"[assignment] {name} must be > 0 and sum to 1, got {list(shares)}")
+            if shares and abs(sum(shares) - 1) > 1e-9:
+                raise ConfigError(f"must sum to 1, got {list(shares)}", key=name)
 
 
 class Correction(enum.StrEnum):
@@ -158,11 +143,11 @@ class LiftCI(enum.StrEnum):
     FIELLER = "fieller"
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class StatsConfig:
-    alpha: float = 0.05
+    alpha: float = setting(0.05, gt=0, lt=1)
     """Significance level of every test and confidence interval."""
-    power: float = 0.8
+    power: float = setting(0.8, gt=0, lt=1)
     """Power for the minimum detectable effects and users-needed figures."""
     correction: Correction = Correction.HOLM
     """Multiple-testing correction over metrics x treatments: "holm", "bh" or "none"."""
@@ -170,26 +155,17 @@ class StatsConfig:
     """Relative-lift interval: "delta" (includes the control's variance) or "fieller"."""
     cuped: bool = True
     """CUPED with the pre-period column pre_<column> of each metric column, where present."""
-    srm_threshold: float = 0.001
+    srm_threshold: float = setting(0.001, gt=0, lt=1)
     """The SRM chi-squared gate fails below this p-value."""
     sequential: bool = True
     """Always-valid intervals for the daily looks (days > 1)."""
-    min_effective_users: int = 5
+    min_effective_users: int = setting(5, ge=1)
     """A metric is analysed only if its variance rests on at least this many users (Kish's
     effective number of its influence values); else it is skipped with the reason."""
-    funnel_users: int = 500
+    funnel_users: int = setting(500, ge=0)
     """Funnel loss: users 0..funnel_users-1 on the first day (about funnel_users / arms per arm)."""
-    funnel_k: int = 10
+    funnel_k: int = setting(10, ge=1)
     """Funnel loss: the k truly best items of the pool per user (expected clicks)."""
-
-    def __post_init__(self) -> None:
-        for name in ("alpha", "power", "srm_threshold"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-                raise ConfigError(f"[stats] {name} must be a number in (0, 1), got {value!r}")
-        _check_int("[stats]", "funnel_users", self.funnel_users, 0)
-        _check_int("[stats]", "min_effective_users", self.min_effective_users, 1)
-        _check_int("[stats]", "funnel_k", self.funnel_k, 1)
 
 
 STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
@@ -204,25 +180,8 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means."""
 
-USER_COLUMNS = (
-    "days",
-    "pages",
-    "impressions",
-    "clicks",
-    "clicked",
-    "purchases",
-    "gmv",
-    "expected_clicks",
-    "inscene_hits",
-    "inscene_purchases",
-    "oos_purchases",
-    "global_hits",
-    "global_purchases",
-)
-"""Per-user metric columns (summed over the experiment days; ``clicked`` = clicks > 0)."""
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class ExperimentConfig:
     """A whole experiment file (see ``configs/default.toml``)."""
 
@@ -230,9 +189,10 @@ class ExperimentConfig:
     """Run folder name: runs/ab/<name>."""
     arms: dict[str, ArmConfig]
     """Arms by name, in file order."""
-    world: str = "default"
+    world: str = setting("default", path=True, keep=WORLD_NAMES)
     """The world: "default", "small" or a TOML file with a [world] table."""
     description: str = ""
+    """Free text for the report (any characters, several lines allowed)."""
     traffic: TrafficConfig = TrafficConfig()
     pre_period: PrePeriodConfig = PrePeriodConfig()
     assignment: AssignmentConfig = AssignmentConfig()
@@ -245,37 +205,49 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         _check_name(self.name, "name")
         if len(self.arms) < 2:
-            raise ConfigError(f"[arms] needs at least 2 arms, got {list(self.arms)}")
+            raise ConfigError(
+                f"needs at least 2 arms ([arms.<name>] tables), got {list(self.arms)}", table="arms"
+            )
         for arm in self.arms:
-            _check_name(arm, "an arm name")
+            _check_name(arm, arm, table="arms")
+        try:
+            load_world_config(self.world)  # a missing or invalid world file fails here
+        except ConfigError as err:
+            raise ConfigError(str(err), key="world") from None
         a = self.assignment
         for name in ("shares", "traffic_shares"):
             if getattr(a, name) and len(getattr(a, name)) != len(self.arms):
                 raise ConfigError(
-                    f"[assignment] {name} has {len(getattr(a, name))} entries for {len(self.arms)} arms"
+                    f"has {len(getattr(a, name))} entries for {len(self.arms)} arms",
+                    table="assignment",
+                    key=name,
                 )
         if a.control and a.control not in self.arms:
-            raise ConfigError(f"[assignment] control {a.control!r} is not an arm; arms: {list(self.arms)}")
+            raise ConfigError(
+                f"{a.control!r} is not an arm; arms: {list(self.arms)}", table="assignment", key="control"
+            )
         if self.pre_period.source is PreSource.SIMULATE and self.pre_period.days > self.traffic.first_day:
             raise ConfigError(
-                f"[pre_period] days = {self.pre_period.days} simulated days must fit before "
-                f"[traffic] first_day = {self.traffic.first_day}"
+                f"{self.pre_period.days} simulated days must fit before [traffic] first_day = "
+                f"{self.traffic.first_day}",
+                table="pre_period",
+                key="days",
             )
         if self.pre_period.source is PreSource.LOGS and self.traffic.first_day < 1:
-            raise ConfigError('[pre_period] source = "logs" needs [traffic] first_day >= 1 (after the logs)')
+            raise ConfigError(
+                'source = "logs" needs [traffic] first_day >= 1 (after the logs)',
+                table="pre_period",
+                key="source",
+            )
         if not self.metrics:
-            raise ConfigError("[metrics] is empty")
+            raise ConfigError("is empty", table="metrics")
         for metric, spec in self.metrics.items():
-            columns = (spec,) if isinstance(spec, str) else spec
-            if not isinstance(columns, tuple) or len(columns) not in (1, 2):
-                raise ConfigError(
-                    f"[metrics] {metric} must be a column name or a [numerator, denominator] pair, "
-                    f"got {spec!r}"
-                )
-            for column in columns:
+            for column in (spec,) if isinstance(spec, str) else spec:
                 if column not in USER_COLUMNS:
                     raise ConfigError(
-                        f"[metrics] {metric}: unknown per-user column {column!r}; known: {list(USER_COLUMNS)}"
+                        f"unknown per-user column {column!r}; known: {list(USER_COLUMNS)}",
+                        table="metrics",
+                        key=metric,
                     )
 
     @property
@@ -322,13 +294,10 @@ class ExperimentConfig:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        plain = to_plain(self)
-        plain["arms"] = {name: to_plain(arm) for name, arm in self.arms.items()}
-        plain["metrics"] = {k: v if isinstance(v, str) else list(v) for k, v in self.metrics.items()}
-        return plain
+        return to_plain(self)
 
     def to_toml(self) -> str:
-        return dumps_toml(self.to_dict())
+        return dumps_toml(self)
 
     def replace(self, **sections: Any) -> ExperimentConfig:
         """A copy with some tables replaced by dataclasses or by dicts of changed keys, e.g.
@@ -341,86 +310,15 @@ class ExperimentConfig:
         return dataclasses.replace(self, **changes)
 
 
-_TOP = {f.name for f in dataclasses.fields(ExperimentConfig)}
-
-
-def parse_config(raw: Mapping[str, Any], source: str = "config") -> ExperimentConfig:
+def parse_config(raw: Mapping[str, Any], source: str | Path | None = None) -> ExperimentConfig:
     """Validate a parsed experiment TOML (a dict); errors name ``source`` and the table."""
-    unknown = sorted(set(raw) - _TOP)
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known: {sorted(_TOP)}")
-    if "name" not in raw:
-        raise ConfigError(f"{source}: missing top-level key name (the run folder runs/ab/<name>)")
-    arms_raw = raw.get("arms")
-    if not isinstance(arms_raw, Mapping) or not arms_raw:
-        raise ConfigError(f"{source}: needs an [arms.<name>] table per arm (at least 2)")
-    if not isinstance(raw.get("world", "default"), str):
-        raise ConfigError(f"{source}: world must be a string")
-    metrics = raw.get("metrics", STANDARD_METRICS)
-    if not isinstance(metrics, Mapping):
-        raise ConfigError(f"{source}: [metrics] must be a table of name = column or [num, den]")
     try:
-        if any(not isinstance(v, Mapping) for v in arms_raw.values()):
-            raise ConfigError("[arms] must hold one table per arm, e.g. [arms.control]")
-        load_world_config(raw.get("world", "default"))  # a missing world file fails here
-        return ExperimentConfig(
-            name=raw["name"],
-            description=raw.get("description", ""),
-            world=raw.get("world", "default"),
-            arms={name: from_mapping(ArmConfig, table, f"[arms.{name}]") for name, table in arms_raw.items()},
-            traffic=from_mapping(TrafficConfig, raw.get("traffic", {}), "[traffic]"),
-            pre_period=from_mapping(PrePeriodConfig, raw.get("pre_period", {}), "[pre_period]"),
-            assignment=from_mapping(AssignmentConfig, raw.get("assignment", {}), "[assignment]"),
-            stats=from_mapping(StatsConfig, raw.get("stats", {}), "[stats]"),
-            metrics={k: v if isinstance(v, str) else tuple(v) for k, v in metrics.items()},
-        )
+        return from_mapping(ExperimentConfig, raw)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
-    except TypeError as err:  # e.g. a metric given as a number
-        raise ConfigError(f"{source}: {err}") from None
+        raise (err.in_file(source) if source is not None else err) from None
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Read and validate an experiment TOML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"experiment config {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return parse_config(raw, str(path))
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} to TOML")
-
-
-def dumps_toml(data: Mapping[str, Any]) -> str:
-    """A small TOML writer for nested dicts of scalars and lists (what ``to_dict`` returns)."""
-    lines: list[str] = []
-
-    def table(prefix: str, values: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in values.items() if not isinstance(v, Mapping)}
-        tables = {k: v for k, v in values.items() if isinstance(v, Mapping)}
-        if prefix and (scalars or not tables):
-            lines.append(f"\n[{prefix}]")
-        for key, value in scalars.items():
-            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
-        for key, value in tables.items():
-            table(f"{prefix}.{_toml_key(key)}" if prefix else _toml_key(key), value)
-
-    table("", data)
-    return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_value(key)
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment TOML file (relative paths in it are relative to it),
+    with ``overrides`` ("table.key" -> value) applied."""
+    return load_toml(path, ExperimentConfig, overrides=overrides)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from abtest.experiment import ExperimentResult
+from abtest.analysis import ExperimentResult
 from abtest.store import write_atomic, write_parquet_atomic, write_text_atomic
 
 

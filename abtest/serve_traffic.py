@@ -2,7 +2,7 @@
 
 ``serve_rankers`` deploys one app with every arm of the experiment (the same specs the
 in-process path loads) and yields one ``serving.ServeRanker`` per arm, each forcing its arm:
-the engine keeps the assignment (``abtest.assignment``) and the simulator, and the served
+the engine keeps the assignment (``common.assignment``) and the simulator, and the served
 cascade only ranks pages, in batched calls. Scorers are per (user, item) and batch-independent,
 so the pages, hence every metric, are the ones of the in-process cascade.
 """
@@ -56,9 +56,8 @@ def serve_rankers(config: ExperimentConfig, arms: Mapping) -> Iterator[dict[str,
     """Deploy the experiment's app, yield a forced-arm ranker per arm, delete the app after
     (and shut down Serve and Ray if this started them)."""
     from serving.app import start  # noqa: PLC0415 (ray and serve only when serving)
-    from serving.args import AppArgs  # noqa: PLC0415
 
-    app = start(AppArgs.model_validate(app_args(config, arms)), name=f"ab-{config.name}")
+    app = start(app_args(config, arms), name=f"ab-{config.name}")
     try:
         yield {arm: app.ranker(arm=arm, chunk=CHUNK, max_in_flight=MAX_IN_FLIGHT) for arm in config.arm_names}
     finally:

@@ -163,6 +163,25 @@ def _estimate(num: np.ndarray, den: np.ndarray | None, what: str) -> _Estimate:
     return _Estimate(float(value), (num - value * den) / den_mean)
 
 
+def effective_users(
+    values: np.ndarray, arm_index: np.ndarray, denominator: np.ndarray | None = None
+) -> float:
+    """How many users the variance of a metric rests on: Kish's ``(Σ l²)² / Σ l⁴`` of the
+    users' influence values ``l`` (per arm, as ``analyse`` uses them: centred for a mean,
+    linearised for a ratio), inf if constant.
+
+    n users contributing equally give n; one user carrying all the variance gives 1.
+    """
+    influence = np.empty(len(values))
+    for k in np.unique(arm_index):
+        rows = arm_index == k
+        den = None if denominator is None else denominator[rows]
+        influence[rows] = _estimate(values[rows], den, "effective_users").influence
+    squares = influence**2
+    total = squares.sum()
+    return math.inf if total == 0 else float(total**2 / (squares**2).sum())
+
+
 def _cuped(
     y: tuple[_Estimate, _Estimate], x: tuple[_Estimate, _Estimate], x_pooled: float
 ) -> tuple[_Estimate, _Estimate] | None:
@@ -378,18 +397,13 @@ def holm(pvalues: ArrayLike) -> np.ndarray:
 
 
 def benjamini_hochberg(pvalues: ArrayLike) -> np.ndarray:
-    """Benjamini–Hochberg step-up adjusted p-values (false discovery rate), in input order.
+    """Benjamini–Hochberg step-up adjusted p-values (false discovery rate), in input order
+    (``scipy.stats.false_discovery_control``).
 
     With sorted p₍₁₎ ≤ … ≤ p₍ₘ₎: p̃₍ᵢ₎ = min_{j ≥ i} min(1, m p₍ⱼ₎ / j).
     """
     p = _check_pvalues(pvalues)
-    m = len(p)
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * (m / np.arange(1, m + 1))  # m/k >= 1, so never below p in floating point
-    adjusted = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
-    out = np.empty(m)
-    out[order] = adjusted
-    return out
+    return stats.false_discovery_control(p, method="bh") if len(p) else p.copy()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -498,3 +512,58 @@ def always_valid_ci(
     r = tau**2 * n_  # τ² / V
     half = se * np.sqrt((1 + 1 / r) * (2 * math.log(1 / alpha) + np.log1p(r)))
     return e - half, e + half
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedLift:
+    """Treatment vs control on one metric over the same users (``paired_lift``)."""
+
+    control: float
+    """Control mean."""
+    trial: float
+    """Treatment mean."""
+    effect: float
+    """trial − control: the mean of the paired differences."""
+    effect_lo: float
+    effect_hi: float
+    lift: float
+    """trial / control − 1 (nan when the control mean is 0)."""
+    lift_lo: float
+    lift_hi: float
+    pvalue: float
+    """Two-sided paired t on n − 1 degrees of freedom (nan if every pair is equal)."""
+    n: int
+
+
+def paired_lift(control: ArrayLike, trial: ArrayLike, alpha: float = 0.05) -> PairedLift:
+    """Paired comparison of per-user values of the same users (in the same order).
+
+    The absolute effect d̄ = mean(t_i − c_i) with the paired t-test (``scipy.stats.ttest_rel``)
+    and its Student t interval on n − 1 degrees of freedom; the relative lift r = t̄ / c̄ − 1,
+    a ratio of means of paired data, by the delta method: influence values
+    l_i = (t_i − (1 + r) c_i) / c̄, SE(r) = s(l) / √n, the same t quantile.
+    """
+    c, t = np.asarray(control, dtype=np.float64), np.asarray(trial, dtype=np.float64)
+    if c.shape != t.shape or c.ndim != 1 or len(c) < 2:
+        raise ValueError(f"need two arrays of the same n >= 2 users, got {c.shape} and {t.shape}")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    n, c_mean, t_mean = len(c), float(c.mean()), float(t.mean())
+    q = float(stats.t.ppf(1 - alpha / 2, n - 1))
+    diff = t - c
+    effect, se_effect = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n))
+    lift = t_mean / c_mean - 1 if c_mean != 0 else math.nan
+    se_lift = float(((t - (1 + lift) * c) / c_mean).std(ddof=1) / math.sqrt(n)) if c_mean != 0 else math.nan
+    pvalue = float(2 * stats.t.sf(abs(effect) / se_effect, n - 1)) if se_effect > 0 else math.nan
+    return PairedLift(
+        control=c_mean,
+        trial=t_mean,
+        effect=effect,
+        effect_lo=effect - q * se_effect,
+        effect_hi=effect + q * se_effect,
+        lift=lift,
+        lift_lo=lift - q * se_lift,
+        lift_hi=lift + q * se_lift,
+        pvalue=pvalue,
+        n=n,
+    )

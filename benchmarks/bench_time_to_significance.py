@@ -24,6 +24,7 @@ import math
 import os
 import sys
 
+from abtest.arms import resolve_arms
 from abtest.config import load_config
 from abtest.experiment import run_experiment
 from abtest.stats import users_needed
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown mode(s) {sorted(set(modes) - set(MODES))}; choose from {list(MODES)}")
 
     config = load_config(args.config)
+    config = resolve_arms(config, load_world_config(config.world), log=lambda m: print(m, file=sys.stderr))
     n = min(args.sample_users, config.traffic.users)
     sample = config.replace(traffic={"users": n, "shard_users": max(1, n // 8)}, stats={"funnel_users": 0})
     alpha, power = config.stats.alpha, config.stats.power

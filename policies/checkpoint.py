@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
+from common.config import ConfigError, from_mapping, to_plain
 from policies.batch import ItemFeatures
 from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker, Vocab
-from simulator.config import ConfigError, from_mapping, to_plain
 
 FORMAT = 1
 KINDS = ("fine", "coarse")
@@ -41,9 +41,9 @@ def config_from_dict(kind: str, raw: dict[str, Any]) -> FineConfig | CoarseConfi
     """Rebuild a model config; unknown or ill-typed fields raise CheckpointError."""
     cls = FineConfig if kind == "fine" else CoarseConfig
     try:
-        return from_mapping(cls, raw, f"{kind} model config")
+        return from_mapping(cls, raw)
     except ConfigError as err:
-        raise CheckpointError(str(err)) from err
+        raise CheckpointError(f"{kind} model config: {err}") from err
 
 
 def _version(kind: str, config: dict, vocab: dict, state_dict: dict[str, torch.Tensor]) -> str:

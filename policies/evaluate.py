@@ -1,5 +1,7 @@
-"""Offline evaluation of coarse rankers: the metrics of the logs plus what only the simulator
-knows (recall sets, out-of-scene purchases, the oracle's best items).
+"""Offline evaluation: metrics of a model over held-out logged lists (``list_metrics``, which
+training prints after every epoch, with the teacher's outputs from ``teacher_outputs``), and of
+coarse rankers against what only the simulator knows (recall sets, out-of-scene purchases, the
+oracle's best items).
 
 ``EvalSet.build`` fixes everything that does not depend on the coarse model, once: held-out
 users' logged sessions, their recall sets regenerated from the world (recall is a pure
@@ -26,16 +28,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm
 
 from policies import metrics
+from policies.batch import ListBatch
 from policies.cascade import Cascade, CascadeSizes
-from policies.data import EXPOSED, LogData, SampleSpace
+from policies.data import EXPOSED, Lists, LogData, SampleSpace, make_batch
+from policies.models import FineRanker
 from policies.rankers import CoarseModelScorer, FineModelScorer, Scorer
-from policies.train import list_metrics, teacher_outputs
 from simulator.logs import out_of_scene_purchases
 from simulator.oracle import best_in_pool, funnel_loss
 from simulator.recall import Recall, SessionKeys
@@ -43,6 +48,81 @@ from simulator.world import World
 
 EVAL_SPACE = SampleSpace(unexposed=True, dropped=True, random=True, out_of_scene=False)
 """The logged lists every model is evaluated on, whatever it was trained on."""
+
+
+def held_out_list_ids(lists: Lists, users: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` lists of ``users`` (a fixed subset; every user's lists stay together)."""
+    return np.flatnonzero(np.isin(lists.user_id, users))[:n]
+
+
+def _pad(x: torch.Tensor, width: int, fill: float | bool) -> torch.Tensor:
+    return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
+
+
+@torch.no_grad()
+def list_metrics(
+    data: LogData,
+    space: SampleSpace,
+    list_ids: np.ndarray,
+    score: Callable[[ListBatch], torch.Tensor],
+    teacher_pctr: torch.Tensor | None = None,
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Offline metrics of ``score(batch) -> (B, L)`` over lists ``list_ids``: click AUC and
+    GAUC on exposed samples and, given the teacher's pCTR per list entry (E,), NDCG@10, Kendall
+    tau and recall@10@30 against the teacher within each list (all its samples)."""
+    lists = data.lists(space)
+    width = int((lists.offsets[1:] - lists.offsets[:-1])[list_ids].max()) if len(list_ids) else 1
+    users, labels, scores, ref, student, masks = [], [], [], [], [], []
+    for lo in range(0, len(list_ids), batch_size):
+        ids = list_ids[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        s = score(batch).float()  # (B, L)
+        exposed = (batch.sample_type == EXPOSED) & batch.mask
+        users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
+        labels.append(batch.click[exposed])
+        scores.append(s[exposed])
+        if teacher_pctr is not None:
+            entry, mask = lists.entries(ids)
+            ref.append(_pad(torch.where(mask, teacher_pctr[entry], 0.0), width, 0.0))
+            student.append(_pad(torch.where(mask, s, 0.0), width, 0.0))
+            masks.append(_pad(mask, width, False))
+    u, y, s = (torch.cat(x).numpy() for x in (users, labels, scores))
+    out = {"auc": metrics.auc(y, s), "gauc": metrics.gauc(u, y, s)}
+    if teacher_pctr is not None:
+        r, st, m = (torch.cat(x).numpy() for x in (ref, student, masks))
+        out["ndcg@10"] = metrics.ndcg_at_k(r, st, 10, m)
+        out["kendall_tau"] = metrics.kendall_tau(r, st, m)
+        out["recall@10@30"] = metrics.recall_at_k_at_m(r, st, 10, 30, m)
+    return out
+
+
+@torch.no_grad()
+def teacher_outputs(
+    data: LogData,
+    space: SampleSpace,
+    teacher: FineRanker,
+    batch_size: int = 512,
+    progress: bool = False,
+    list_ids: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (pCTR, pCTCVR) for every list entry of ``space``, each (E,); only the
+    entries of ``list_ids`` are computed if given (the others stay 0)."""
+    teacher.eval()
+    lists = data.lists(space)
+    pctr = torch.zeros(len(lists.item_id))
+    pctcvr = torch.zeros(len(lists.item_id))
+    ids_all = np.arange(len(lists)) if list_ids is None else np.asarray(list_ids)
+    for lo in tqdm(
+        range(0, len(ids_all), batch_size), desc="teacher labels", disable=not progress, leave=False
+    ):
+        ids = ids_all[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        out = teacher(batch.user, batch.items)
+        entry, mask = lists.entries(ids)
+        pctr[entry[mask]] = out.pctr[mask]
+        pctcvr[entry[mask]] = out.pctcvr[mask]
+    return pctr, pctcvr
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +163,7 @@ class EvalSet:
         keys = SessionKeys.of(users, first["day"].to_numpy(np.int64), first["session"].to_numpy(np.int64))
         recall = Recall(world)(keys).items
         bought = samples[(samples["sample_type"] == EXPOSED) & (samples["purchase"] > 0)]
-        lists = data.lists(EVAL_SPACE)
-        list_ids = np.flatnonzero(np.isin(lists.user_id, held_out_users))[:n_lists]
+        list_ids = held_out_list_ids(data.lists(EVAL_SPACE), held_out_users, n_lists)
         return cls(
             data=data,
             keys=keys,

@@ -13,8 +13,9 @@ of every pooling, attention and match share, so its other fields may hold anythi
   switches add an MLP scorer, an FM cross between history and target, NOVA attention in the
   user tower and FiBiNET's SENET + bilinear interaction in the item tower.
 
-Module parameters are drawn from torch's global generator: seed it (``torch.manual_seed``)
-before building a model.
+Initial weights are drawn from a local ``torch.Generator`` (``FineRanker(..., seed=s)``), never
+from torch's global one; they equal torch's default initialisation after ``torch.manual_seed(s)``
+(same draws in the same order), so a seed gives the weights it always gave.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
+from common.config import ConfigError, config, setting
 from policies.batch import ItemFeatures, UserFeatures
 
 
@@ -63,11 +66,31 @@ def _masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return total / weights.sum(dim=1, keepdim=True).clamp(min=1.0)  # (B, D)
 
 
-def _mlp(sizes: Sequence[int], final_activation: bool) -> nn.Sequential:
+def _linear(d_in: int, d_out: int, generator: torch.Generator, bias: bool = True) -> nn.Linear:
+    """An ``nn.Linear`` with torch's default initialisation (weight kaiming_uniform_(a=sqrt(5)),
+    bias U(-1/sqrt(d_in), 1/sqrt(d_in))), drawn from ``generator``."""
+    layer = skip_init(nn.Linear, d_in, d_out, bias=bias)
+    nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+    if layer.bias is not None:
+        bound = 1 / math.sqrt(d_in)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+def _embedding(n: int, dim: int, generator: torch.Generator) -> nn.Embedding:
+    """An ``nn.Embedding`` with torch's default initialisation (N(0, 1)), drawn from ``generator``.
+    The models redraw their tables with std 0.1 afterwards; this first draw is kept because it
+    advances the generator exactly as torch's default initialisation did (unchanged weights)."""
+    table = skip_init(nn.Embedding, n, dim)
+    nn.init.normal_(table.weight, generator=generator)
+    return table
+
+
+def _mlp(sizes: Sequence[int], final_activation: bool, generator: torch.Generator) -> nn.Sequential:
     """Linear layers of the given widths with ReLU between them (and after the last if asked)."""
     layers: list[nn.Module] = []
     for i, (d_in, d_out) in enumerate(itertools.pairwise(sizes)):
-        layers.append(nn.Linear(d_in, d_out))
+        layers.append(_linear(d_in, d_out, generator))
         if final_activation or i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
@@ -81,15 +104,15 @@ class ItemEmbedding(nn.Module):
 
     N_FIELDS = 5
 
-    def __init__(self, vocab: Vocab, dim: int) -> None:
+    def __init__(self, vocab: Vocab, dim: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.item_id = nn.Embedding(vocab.n_items, dim)
-        self.category = nn.Embedding(vocab.n_categories, dim)
-        self.brand = nn.Embedding(vocab.n_brands, dim)
-        self.price_bucket = nn.Embedding(vocab.n_price_buckets, dim)
-        self.is_new = nn.Embedding(2, dim)
+        self.item_id = _embedding(vocab.n_items, dim, generator)
+        self.category = _embedding(vocab.n_categories, dim, generator)
+        self.brand = _embedding(vocab.n_brands, dim, generator)
+        self.price_bucket = _embedding(vocab.n_price_buckets, dim, generator)
+        self.is_new = _embedding(2, dim, generator)
         for table in (self.item_id, self.category, self.brand, self.price_bucket, self.is_new):
-            nn.init.normal_(table.weight, std=0.1)
+            nn.init.normal_(table.weight, std=0.1, generator=generator)
 
     def ids(self, items: ItemFeatures) -> Tensor:
         """The item-id embedding alone, (*S, D)."""
@@ -116,19 +139,20 @@ class ItemEmbedding(nn.Module):
 # Fine ranker
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class FineConfig:
-    dim: int = 32  # width of every embedding
-    attention_hidden: int = 16  # hidden width of the DIN attention MLP (cost ~ linear in it)
-    hidden: tuple[int, ...] = (128, 64)  # widths of the shared MLP under the two heads
+    """[model] of a fine training config."""
+
+    dim: int = setting(32, ge=1)
+    """Width of every embedding."""
+    attention_hidden: int = setting(16, ge=1)
+    """Hidden width of the DIN attention MLP (cost ~ linear in it)."""
+    hidden: tuple[int, ...] = setting((128, 64), ge=1)
+    """Widths of the shared MLP under the two heads (at least one layer)."""
 
     def __post_init__(self) -> None:
-        _check_positive_int("FineConfig", "dim", self.dim)
-        _check_positive_int("FineConfig", "attention_hidden", self.attention_hidden)
         if not self.hidden:
-            raise ValueError("FineConfig.hidden must name at least one layer width")
-        for width in self.hidden:
-            _check_positive_int("FineConfig", "hidden", width)
+            raise ConfigError("must name at least one layer width", key="hidden")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,10 +178,12 @@ class TargetAttention(nn.Module):
 
     PAIR_BUDGET = 2**21  # elements of the pair tensor computed at once
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, dim: int, hidden: int, generator: torch.Generator) -> None:
         super().__init__()
         self.hidden = hidden
-        self.mlp = nn.Sequential(nn.Linear(4 * dim, hidden), nn.ReLU(), nn.Linear(hidden, 1, bias=False))
+        self.mlp = nn.Sequential(
+            _linear(4 * dim, hidden, generator), nn.ReLU(), _linear(hidden, 1, generator, bias=False)
+        )
 
     def weights(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
         D = history.shape[-1]
@@ -187,22 +213,24 @@ class TargetAttention(nn.Module):
 
 class FineRanker(nn.Module):
     """The teacher: target attention + explicit crosses + MLP, heads for click and
-    purchase-given-click. ``forward(user, items (B, L)) -> FineOutput``."""
+    purchase-given-click. ``forward(user, items (B, L)) -> FineOutput``; ``seed`` seeds the
+    initial weights."""
 
     N_CROSSES = 6
 
-    def __init__(self, config: FineConfig, vocab: Vocab) -> None:
+    def __init__(self, config: FineConfig, vocab: Vocab, seed: int = 0) -> None:
         super().__init__()
         self.config = config
         self.vocab = vocab
         D = config.dim
-        self.embed = ItemEmbedding(vocab, D)
-        self.user = nn.Embedding(vocab.n_users, D)
-        nn.init.normal_(self.user.weight, std=0.1)
-        self.attention = TargetAttention(D, config.attention_hidden)
-        self.mlp = _mlp([5 * D + self.N_CROSSES, *config.hidden], final_activation=True)
-        self.click_head = nn.Linear(config.hidden[-1], 1)
-        self.purchase_head = nn.Linear(config.hidden[-1], 1)
+        g = torch.Generator().manual_seed(seed)
+        self.embed = ItemEmbedding(vocab, D, g)
+        self.user = _embedding(vocab.n_users, D, g)
+        nn.init.normal_(self.user.weight, std=0.1, generator=g)
+        self.attention = TargetAttention(D, config.attention_hidden, g)
+        self.mlp = _mlp([5 * D + self.N_CROSSES, *config.hidden], final_activation=True, generator=g)
+        self.click_head = _linear(config.hidden[-1], 1, g)
+        self.purchase_head = _linear(config.hidden[-1], 1, g)
 
     @staticmethod
     def _match_share(history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -251,37 +279,36 @@ class Similarity(enum.Enum):
     COSINE = "cosine"
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class CoarseConfig:
-    dim: int = 32  # width of embeddings and of both towers' outputs
-    similarity: Similarity = Similarity.DOT  # COSINE L2-normalises both towers' outputs
-    # logits = cosine / temperature; used only with COSINE and without mlp_scorer (the MLP
-    # learns its own scale)
-    temperature: float = 0.1
-    mlp_scorer: bool = False  # an MLP on [u, v, u*v] instead of the final dot/cosine
-    mlp_hidden: int = 64  # hidden width of that MLP (used only with mlp_scorer)
-    # + w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
-    # pooled history embedding, the item side the target's embedding
+    """[model] of a coarse training config."""
+
+    dim: int = setting(32, ge=1)
+    """Width of embeddings and of both towers' outputs."""
+    similarity: Similarity = Similarity.DOT
+    """"dot" or "cosine" (L2-normalises both towers' outputs)."""
+    temperature: float = setting(0.1, gt=0)
+    """logits = cosine / temperature; used only with cosine and without mlp_scorer (the MLP
+    learns its own scale)."""
+    mlp_scorer: bool = False
+    """An MLP on [u, v, u*v] instead of the final dot/cosine."""
+    mlp_hidden: int = setting(64, ge=1)
+    """Hidden width of that MLP (used only with mlp_scorer)."""
     fm_cross: bool = False
-    nova: bool = False  # NOVA self-attention over the history in the user tower
-    senet_bilinear: bool = False  # FiBiNET SENET + bilinear interaction in the item tower
-    senet_reduction: int = 2  # SENET squeeze ratio (used only with senet_bilinear)
-    n_tasks: int = 3  # one logit per task: exposure, click, purchase
+    """+ w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
+    pooled history embedding, the item side the target's embedding."""
+    nova: bool = False
+    """NOVA self-attention over the history in the user tower."""
+    senet_bilinear: bool = False
+    """FiBiNET SENET + bilinear interaction in the item tower."""
+    senet_reduction: int = setting(2, ge=1)
+    """SENET squeeze ratio (used only with senet_bilinear)."""
+    n_tasks: int = setting(3, ge=1)
+    """One logit per task: exposure, click, purchase."""
 
     def __post_init__(self) -> None:
-        _check_positive_int("CoarseConfig", "dim", self.dim)
-        if not isinstance(self.similarity, Similarity):
-            raise ValueError(f"CoarseConfig.similarity must be a Similarity, got {self.similarity!r}")
-        if not (isinstance(self.temperature, int | float) and math.isfinite(self.temperature)) or (
-            self.temperature <= 0
-        ):
-            raise ValueError(f"CoarseConfig.temperature must be finite and > 0, got {self.temperature!r}")
-        for name in ("mlp_scorer", "fm_cross", "nova", "senet_bilinear"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"CoarseConfig.{name} must be a bool, got {getattr(self, name)!r}")
-        _check_positive_int("CoarseConfig", "mlp_hidden", self.mlp_hidden)
-        _check_positive_int("CoarseConfig", "senet_reduction", self.senet_reduction)
-        _check_positive_int("CoarseConfig", "n_tasks", self.n_tasks)
+        if not math.isfinite(self.temperature):
+            raise ConfigError(f"must be finite, got {self.temperature!r}", key="temperature")
 
 
 class NovaAttention(nn.Module):
@@ -292,12 +319,12 @@ class NovaAttention(nn.Module):
     is built from id embeddings only. No positional encoding: order-invariant.
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.query = nn.Linear(dim, dim, bias=False)
-        self.key = nn.Linear(dim, dim, bias=False)
-        self.value = nn.Linear(dim, dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.query = _linear(dim, dim, generator, bias=False)
+        self.key = _linear(dim, dim, generator, bias=False)
+        self.value = _linear(dim, dim, generator, bias=False)
+        self.out = _linear(dim, dim, generator)
 
     def weights(self, fused: Tensor, mask: Tensor) -> Tensor:
         q, k = self.query(fused), self.key(fused)  # (B, H, D)
@@ -313,10 +340,12 @@ class NovaAttention(nn.Module):
 class SENet(nn.Module):
     """FiBiNET squeeze-excitation: one weight in (0, 1) per field (sigmoid excitation)."""
 
-    def __init__(self, n_fields: int, reduction: int) -> None:
+    def __init__(self, n_fields: int, reduction: int, generator: torch.Generator) -> None:
         super().__init__()
         squeezed = max(1, n_fields // reduction)
-        self.excite = nn.Sequential(nn.Linear(n_fields, squeezed), nn.ReLU(), nn.Linear(squeezed, n_fields))
+        self.excite = nn.Sequential(
+            _linear(n_fields, squeezed, generator), nn.ReLU(), _linear(squeezed, n_fields, generator)
+        )
 
     def weights(self, fields: Tensor) -> Tensor:
         return torch.sigmoid(self.excite(fields.mean(dim=-1)))  # (*S, F)
@@ -328,9 +357,9 @@ class SENet(nn.Module):
 class BilinearInteraction(nn.Module):
     """FiBiNET 'field-all' bilinear interaction: p_ij = (v_i W) * v_j for every field pair i < j."""
 
-    def __init__(self, n_fields: int, dim: int) -> None:
+    def __init__(self, n_fields: int, dim: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.eye(dim) + 0.01 * torch.randn(dim, dim))
+        self.weight = nn.Parameter(torch.eye(dim) + 0.01 * torch.randn(dim, dim, generator=generator))
         left, right = zip(*itertools.combinations(range(n_fields), 2), strict=True)
         self.register_buffer("left", torch.tensor(left), persistent=False)
         self.register_buffer("right", torch.tensor(right), persistent=False)
@@ -352,10 +381,10 @@ class InteractionScorer(nn.Module):
     applying ``first`` to the concatenation.
     """
 
-    def __init__(self, dim: int, hidden: int, n_out: int) -> None:
+    def __init__(self, dim: int, hidden: int, n_out: int, generator: torch.Generator) -> None:
         super().__init__()
-        self.first = nn.Linear(3 * dim, hidden)
-        self.rest = nn.Sequential(nn.ReLU(), nn.Linear(hidden, n_out))
+        self.first = _linear(3 * dim, hidden, generator)
+        self.rest = nn.Sequential(nn.ReLU(), _linear(hidden, n_out, generator))
 
     def forward(self, u: Tensor, v: Tensor) -> Tensor:
         D = u.shape[-1]
@@ -373,35 +402,37 @@ class CoarseRanker(nn.Module):
     - user side (B, D_u): the user tower, T·D per-task projections (one D with mlp_scorer),
       then, with fm_cross, the mean history embedding (D);
     - item side (*S, D_i): the item tower (D), then, with fm_cross, the item's embedding (D).
-    With COSINE the tower parts are L2-normalised at encoding time.
+    With COSINE the tower parts are L2-normalised at encoding time. ``seed`` seeds the initial
+    weights.
     """
 
-    def __init__(self, config: CoarseConfig, vocab: Vocab) -> None:
+    def __init__(self, config: CoarseConfig, vocab: Vocab, seed: int = 0) -> None:
         super().__init__()
         self.config = config
         self.vocab = vocab
         D, T = config.dim, config.n_tasks
         n_fields = ItemEmbedding.N_FIELDS
-        self.embed = ItemEmbedding(vocab, D)
+        g = torch.Generator().manual_seed(seed)
+        self.embed = ItemEmbedding(vocab, D, g)
         # user tower
-        self.user = nn.Embedding(vocab.n_users, D)
-        nn.init.normal_(self.user.weight, std=0.1)
-        self.nova = NovaAttention(D) if config.nova else None
-        self.user_mlp = _mlp([2 * D, 2 * D, D], final_activation=False)
-        self.task_projection = None if config.mlp_scorer else nn.Linear(D, T * D)
+        self.user = _embedding(vocab.n_users, D, g)
+        nn.init.normal_(self.user.weight, std=0.1, generator=g)
+        self.nova = NovaAttention(D, g) if config.nova else None
+        self.user_mlp = _mlp([2 * D, 2 * D, D], final_activation=False, generator=g)
+        self.task_projection = None if config.mlp_scorer else _linear(D, T * D, g)
         # item tower
         if config.senet_bilinear:
-            self.senet = SENet(n_fields, config.senet_reduction)
-            self.bilinear = BilinearInteraction(n_fields, D)
+            self.senet = SENet(n_fields, config.senet_reduction, g)
+            self.bilinear = BilinearInteraction(n_fields, D, g)
             item_in = 2 * self.bilinear.n_pairs * D
         else:
             self.senet, self.bilinear = None, None
             item_in = n_fields * D
-        self.item_mlp = _mlp([item_in, 2 * D, D], final_activation=False)
+        self.item_mlp = _mlp([item_in, 2 * D, D], final_activation=False, generator=g)
         # scorer
         self.scorer = None
         if config.mlp_scorer:
-            self.scorer = InteractionScorer(D, config.mlp_hidden, T)
+            self.scorer = InteractionScorer(D, config.mlp_hidden, T, g)
         self.task_bias = nn.Parameter(torch.zeros(T))
         self.fm_weight = nn.Parameter(torch.ones(T)) if config.fm_cross else None
 

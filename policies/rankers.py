@@ -7,7 +7,7 @@ request is ranked alone or with others (``tests/policies/test_rankers.py`` check
 
 - ``CoarseModelScorer``: a ``CoarseRanker`` with its item tower precomputed for the whole
   pool (``ItemEmbeddings``); it refuses embeddings of another model version.
-- ``FineModelScorer``: a ``FineRanker``'s pCTR or pCTCVR.
+- ``FineModelScorer``: a ``FineRanker``'s pCTR (task click) or pCTCVR (task purchase).
 - Baselines: ``RandomScorer``, ``PopularityScorer`` and ``OracleScorer`` (the simulator's
   true expected value; an upper bound no model can see).
 """
@@ -102,19 +102,18 @@ class CoarseModelScorer:
         return self.model.score(user_vec, item_vecs)[..., self.task.index]  # (1, R)
 
 
-class FineObjective(enum.StrEnum):
-    PCTR = "pctr"
-    PCTCVR = "pctcvr"
+FINE_TASKS = (Task.CLICK, Task.PURCHASE)
+"""The tasks a fine ranker can serve: click ranks by pCTR, purchase by pCTCVR."""
 
 
 class FineModelScorer:
-    """Scores with a fine model's pCTR (default) or pCTCVR."""
+    """Scores with a fine model's pCTR (task click, the default) or pCTCVR (task purchase)."""
 
-    def __init__(
-        self, model: FineRanker, features: FeatureStore, objective: FineObjective = FineObjective.PCTR
-    ) -> None:
+    def __init__(self, model: FineRanker, features: FeatureStore, task: Task = Task.CLICK) -> None:
+        if Task(task) not in FINE_TASKS:
+            raise ValueError(f"a fine ranker serves {[str(t) for t in FINE_TASKS]}, not {str(task)!r}")
         model.eval()
-        self.model, self.features, self.objective = model, features, FineObjective(objective)
+        self.model, self.features, self.task = model, features, Task(task)
         self.version = model_version(model)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -123,7 +122,7 @@ class FineModelScorer:
     @torch.no_grad()
     def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
         out = self.model(self.features.users(user), self.features.item_features(items))
-        return out.pctr if self.objective is FineObjective.PCTR else out.pctcvr  # (1, R)
+        return out.pctr if self.task is Task.CLICK else out.pctcvr  # (1, R)
 
 
 class RandomScorer:
@@ -160,13 +159,11 @@ class OracleScorer:
         return expected_value(self.world, np.asarray(users), items, self.objective)
 
 
-BASELINES = ("random", "popularity", "oracle")
-
-
 def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
     """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name
-    ("random", "popularity", "oracle") or the path of a checkpoint of that stage. A coarse
-    checkpoint ranks by the task stored in its metadata; its item tower is computed here, once."""
+    ("random", "popularity", "oracle") or the path of a checkpoint of that stage. A checkpoint
+    ranks by the task of its training config (``[train] score_task``, recorded in its metadata;
+    click when absent); a coarse model's item tower is computed here, once."""
     if stage not in ("coarse", "fine"):
         raise ValueError(f'stage must be "coarse" or "fine", got {stage!r}')
     match spec:
@@ -179,6 +176,7 @@ def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> 
     loaded = load_checkpoint(spec, kind=stage)
     if loaded.model.vocab != vocab_of(world.config):
         raise CheckpointError(f"{spec} was trained on another world: vocab {loaded.model.vocab}")
+    task = Task(loaded.metadata.get("score_task", Task.CLICK))
     if stage == "fine":
-        return FineModelScorer(loaded.model, features)
-    return CoarseModelScorer(loaded.model, features, Task(loaded.metadata.get("score_task", "click")))
+        return FineModelScorer(loaded.model, features, task)
+    return CoarseModelScorer(loaded.model, features, task)

@@ -1,5 +1,5 @@
 """The cascade hosted on Ray Serve: recall, one coarse deployment per A/B arm, a shared fine
-deployment and a FastAPI ingress that assigns arms (``abtest.assignment``).
+deployment and a FastAPI ingress that assigns arms (``common.assignment``).
 
 - ``start(AppArgs(...))`` deploys and returns a ``ServedCascade`` (handle, URL, ``ranker()``,
   ``swap()``, ``stop()``); ``build_app`` is the Serve app builder (``configs/serve.yaml``);
@@ -25,7 +25,7 @@ _EXPORTS = {
     "ServedCascade": "serving.app",
     "build_app": "serving.app",
     "connect": "serving.app",
-    "init_ray": "serving.ray_env",
+    "init_ray": "common.ray_env",
     "start": "serving.app",
 }
 __all__ = list(_EXPORTS)

@@ -19,6 +19,14 @@ from pathlib import Path
 
 import yaml
 
+from common.config import (
+    ConfigError,
+    add_set_argument,
+    apply_overrides,
+    from_mapping,
+    overrides,
+    resolve_paths,
+)
 from serving.app import start
 from serving.args import AppArgs
 
@@ -66,30 +74,38 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
     parser.add_argument("--name", default="cascade", help="Serve application name")
     parser.add_argument("--route-prefix", default="/", help="HTTP route prefix of the app")
+    add_set_argument(parser)
     ns = parser.parse_args(argv)
-
-    raw: dict = {}
-    if ns.args:
-        text = ns.args.read_text()
-        raw = json.loads(text) if ns.args.suffix == ".json" else yaml.safe_load(text) or {}
-    for key in ("world", "fine", "host", "port"):
-        if getattr(ns, key) is not None:
-            raw[key] = getattr(ns, key)
-    if ns.arm:
-        raw["arms"] = dict(ns.arm)
-    assignment = dict(raw.get("assignment", {}))
-    if ns.salt is not None:
-        assignment["salt"] = ns.salt
-    if ns.layer is not None:
-        assignment["layer"] = ns.layer
-    if ns.share:
-        assignment["shares"] = dict(ns.share)
-    if assignment:
-        raw["assignment"] = assignment
+    flags = {key: getattr(ns, key) for key in ("world", "fine", "host", "port")}
+    flags |= {"assignment.salt": ns.salt, "assignment.layer": ns.layer}
+    flags |= {
+        "arms": dict(ns.arm) if ns.arm else None,
+        "assignment.shares": dict(ns.share) if ns.share else None,
+    }
     try:
-        return AppArgs.model_validate(raw), ns
-    except ValueError as err:
-        parser.error(str(err))
+        raw = _read_args(ns.args) if ns.args else {}
+        return from_mapping(AppArgs, apply_overrides(raw, overrides(ns.set, flags))), ns
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _read_args(path: Path) -> dict:
+    """An app-arguments file (YAML or JSON), validated, its relative paths resolved against its
+    folder (flags then override it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text) or {}
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"cannot read app arguments: {err}", file=path) from None
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table of app arguments", file=path)
+    try:
+        raw = resolve_paths(AppArgs, raw, path.parent)
+        from_mapping(AppArgs, raw)  # the file on its own, so that its errors name it
+    except ConfigError as err:
+        raise err.in_file(path) from None
+    return raw
 
 
 def main(argv: list[str] | None = None) -> None:

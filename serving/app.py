@@ -24,15 +24,16 @@ from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
 
+from common.config import to_plain
+from common.ray_env import init_ray
+from policies.baselines import BASELINES
 from policies.checkpoint import CheckpointError, load_checkpoint
 from policies.features import vocab_of
-from policies.rankers import BASELINES
-from serving.args import AppArgs, scorer_spec
+from serving.args import AppArgs, app_args, scorer_spec
 from serving.client import ServeRanker
 from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment
 from serving.model_servers import CoarseServer, FineServer
 from serving.pipeline import PageRequests, PageResults
-from serving.ray_env import init_ray
 
 IMPORT_PATH = "serving.app:build_app"
 
@@ -45,7 +46,7 @@ def coarse_name(arm: str) -> str:
 def build_app(args: AppArgs | dict) -> serve.Application:
     """The app: an ingress bound to the recall, per-arm coarse and fine deployments. Serve
     passes the config file's ``args`` table; it is validated as ``AppArgs`` here."""
-    args = AppArgs.model_validate(args)
+    args = app_args(args)
     config = args.world_config
     batching = Batching(args.max_batch_size, args.batch_wait_timeout_s)
     common: dict[str, Any] = {
@@ -148,7 +149,7 @@ class ServedCascade:
 
 def _app_schema(name: str, route_prefix: str, args: AppArgs) -> ServeApplicationSchema:
     return ServeApplicationSchema(
-        name=name, import_path=IMPORT_PATH, route_prefix=route_prefix, args=args.model_dump(mode="json")
+        name=name, import_path=IMPORT_PATH, route_prefix=route_prefix, args=to_plain(args)
     )
 
 
@@ -190,7 +191,7 @@ def start(
 ) -> ServedCascade:
     """Deploy the app and wait until it serves; starts Ray (``init_ray``) and Serve (HTTP on
     ``args.host:args.port``) if they are not running, and ``stop`` then shuts them down."""
-    args = AppArgs.model_validate(args or {})
+    args = app_args(args)
     owns_ray = init_ray()
     owns_serve = _get_global_client(raise_if_no_controller_running=False) is None
     if owns_serve:

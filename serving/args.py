@@ -1,22 +1,24 @@
-"""The served app's arguments: one typed (pydantic) model, validated when the app is built.
+"""The served app's arguments: one typed config (``common.config``), validated when built.
 
-The same model is the ``args:`` table of ``configs/serve.yaml`` (``serve run`` / ``serve
-deploy`` validate it through the typed app builder ``serving.app:build_app``), the argument of
-``serving.start`` and what ``python -m serving`` assembles from its flags.
+The same config is the ``args:`` table of ``configs/serve.yaml`` (``serve run`` / ``serve
+deploy`` hand it as a plain dict to the app builder ``serving.app:build_app``, which builds it
+with ``app_args``), the argument of ``serving.start`` and what ``python -m serving`` assembles
+from its flags. From Python, ``AppArgs(arms={"control": {"coarse": "popularity"}})`` works too:
+nested tables may be given as dicts.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from abtest.assignment import Assignment
+from common.assignment import Assignment
+from common.config import ConfigError, config, from_mapping, setting
+from policies.baselines import BASELINES
 from policies.cascade import CascadeSizes
-from policies.rankers import BASELINES
-from simulator.config import SMALL, ConfigError, WorldConfig
+from simulator.config import SMALL, WorldConfig
 
 WORLDS = {"small": SMALL, "default": WorldConfig()}
 """World specs by name; any other spec is the path of a TOML file with a ``[world]`` table."""
@@ -28,13 +30,9 @@ def world_config(spec: str) -> WorldConfig:
     """``"small"``, ``"default"`` or the path of a world TOML file."""
     if spec in WORLDS:
         return WORLDS[spec]
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"world must be one of {sorted(WORLDS)} or a TOML file; {spec!r} is neither")
-    try:
-        return WorldConfig.from_toml(path)
-    except (ConfigError, ValueError) as err:
-        raise ValueError(f"world file {spec}: {err}") from err
+    if not Path(spec).is_file():
+        raise ConfigError(f"must be one of {sorted(WORLDS)} or a TOML file; {spec!r} is neither")
+    return WorldConfig.from_toml(spec)
 
 
 def scorer_spec(spec: str) -> str:
@@ -43,26 +41,31 @@ def scorer_spec(spec: str) -> str:
         return spec
     path = Path(spec)
     if not path.is_file():
-        raise ValueError(f"a scorer is one of {list(BASELINES)} or a checkpoint file; {spec!r} is neither")
+        raise ConfigError(f"a scorer is one of {list(BASELINES)} or a checkpoint file; {spec!r} is neither")
     return str(path.resolve())
 
 
-ScorerSpec = Annotated[str, AfterValidator(scorer_spec)]
+def _check_scorer(name: str, spec: str) -> None:
+    try:
+        scorer_spec(spec)
+    except ConfigError as err:
+        raise ConfigError(err.message, key=name) from None
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ArmArgs(_Strict):
-    coarse: ScorerSpec = "popularity"
+@config
+class ArmArgs:
+    coarse: str = setting("popularity", path=True, keep=BASELINES)
     """The arm's coarse scorer: "random" | "popularity" | "oracle" | a coarse checkpoint path."""
-    coarse_size: int | None = Field(default=None, ge=1)
+    coarse_size: int | None = setting(None, ge=1)
     """Candidates the coarse stage passes to the fine stage; None = the world's
     ``logging_coarse_size`` (600 in the default world, 100 in the small one)."""
 
+    def __post_init__(self) -> None:
+        _check_scorer("coarse", self.coarse)
 
-class AssignmentArgs(_Strict):
+
+@config
+class AssignmentArgs:
     salt: str = "serving"
     """Names the experiment (``abtest.assignment.Assignment``)."""
     layer: str = "default"
@@ -71,70 +74,68 @@ class AssignmentArgs(_Strict):
     """Share of users per arm; None = equal shares."""
 
 
-class AppArgs(_Strict):
-    world: str = "small"
+@config
+class AppArgs:
+    world: str = setting("small", path=True, keep=WORLDS)
     """"small", "default" or the path of a world TOML file (``[world]`` table)."""
-    arms: dict[str, ArmArgs] = Field(default_factory=lambda: {"control": ArmArgs()})
+    arms: dict[str, ArmArgs] = setting(default_factory=lambda: {"control": ArmArgs()})
     """Arms by name (letters, digits, _ and -); the first is conventionally the control."""
-    fine: ScorerSpec = "oracle"
+    fine: str = setting("oracle", path=True, keep=BASELINES)
     """The fine scorer shared by every arm: a baseline name or a fine checkpoint path."""
-    assignment: AssignmentArgs = Field(default_factory=AssignmentArgs)
+    assignment: AssignmentArgs = AssignmentArgs()
     host: str = "127.0.0.1"
     """HTTP host of Serve's proxy (used when ``serving.start`` / the CLI starts Serve;
     under ``serve run``, the config file's ``http_options`` decide)."""
-    port: int = Field(default=8000, ge=0, le=65535)
+    port: int = setting(8000, ge=0, le=65535)
     """HTTP port of Serve's proxy (as ``host``)."""
-    max_batch_size: int = Field(default=32, ge=1)
+    max_batch_size: int = setting(32, ge=1)
     """Most calls one ``@serve.batch`` invocation of a stage takes."""
-    batch_wait_timeout_s: float = Field(default=0.0, ge=0.0)
+    batch_wait_timeout_s: float = setting(0.0, ge=0)
     """How long a stage waits for a batch to fill; 0 = take what is queued (no added latency
     at low load; batches still form while the previous one computes)."""
-    max_ongoing_requests: int = Field(default=128, ge=1)
+    max_ongoing_requests: int = setting(128, ge=1)
     """Per replica, every deployment; keep it >= the clients' concurrency (Serve's default,
     5, stalls routing under bursts)."""
-    cpus_per_replica: float = Field(default=0.1, ge=0.0)
+    cpus_per_replica: float = setting(0.1, ge=0)
     """Logical CPUs each replica reserves (the stages are light; torch uses ``torch_threads``)."""
-    torch_threads: int = Field(default=1, ge=1)
+    torch_threads: int = setting(1, ge=1)
     """Intra-op threads of the model stages (1: many small processes share few cores)."""
     access_log: bool = False
     """Log every call of every deployment (Serve's access log; costs latency)."""
 
-    @field_validator("world")
-    @classmethod
-    def _world(cls, spec: str) -> str:
-        world_config(spec)
-        return spec if spec in WORLDS else str(Path(spec).resolve())
-
-    @field_validator("arms")
-    @classmethod
-    def _arm_names(cls, arms: dict[str, ArmArgs]) -> dict[str, ArmArgs]:
-        if not arms:
-            raise ValueError("at least one arm is needed")
-        for name in arms:
-            if not _ARM_NAME.match(name):
-                raise ValueError(f"arm name {name!r} must be 1-40 letters, digits, '_' or '-'")
-        return arms
-
-    @model_validator(mode="after")
-    def _consistent(self) -> AppArgs:
-        config = self.world_config
+    def __post_init__(self) -> None:
+        try:
+            config = world_config(self.world)
+        except ConfigError as err:
+            raise ConfigError(str(err), key="world") from None
+        _check_scorer("fine", self.fine)
+        if not self.arms:
+            raise ConfigError("at least one arm is needed", key="arms")
         for name in self.arms:
-            size = self.coarse_size(name)
+            if not _ARM_NAME.match(name):
+                raise ConfigError(f"arm name {name!r} must be 1-40 letters, digits, '_' or '-'", key="arms")
+            size = self.arms[name].coarse_size or config.logging_coarse_size
             try:
                 CascadeSizes(coarse=size, page=config.page_size)
             except ValueError as err:
-                raise ValueError(f"arm {name}: {err}") from err
+                raise ConfigError(str(err), table=f"arms.{name}", key="coarse_size") from None
             if size > config.recall_size:
-                raise ValueError(
-                    f"arm {name}: coarse_size {size} exceeds the recall size {config.recall_size}"
+                raise ConfigError(
+                    f"{size} exceeds the recall size {config.recall_size}",
+                    table=f"arms.{name}",
+                    key="coarse_size",
                 )
         shares = self.assignment.shares
         if shares is not None and set(shares) != set(self.arms):
-            raise ValueError(
-                f"assignment shares name arms {sorted(shares)}, the arms are {sorted(self.arms)}"
+            raise ConfigError(
+                f"name arms {sorted(shares)}, the arms are {sorted(self.arms)}",
+                table="assignment",
+                key="shares",
             )
-        self.experiment()  # Assignment validates the shares
-        return self
+        try:
+            self.experiment()  # Assignment validates the shares
+        except ValueError as err:
+            raise ConfigError(str(err), table="assignment", key="shares") from None
 
     @property
     def world_config(self) -> WorldConfig:
@@ -152,3 +153,11 @@ class AppArgs(_Strict):
         shares = self.assignment.shares
         values = tuple(shares[a] for a in names) if shares else tuple(1 / len(names) for _ in names)
         return Assignment(self.assignment.salt, names, values, self.assignment.layer)
+
+
+def app_args(args: AppArgs | Mapping[str, Any] | None) -> AppArgs:
+    """The typed arguments from what an app builder is handed: AppArgs, a plain dict (the
+    ``args:`` table of a Serve config) or None (the defaults)."""
+    if isinstance(args, AppArgs):
+        return args
+    return from_mapping(AppArgs, args or {})

@@ -6,7 +6,7 @@
   object store and keeps only that copy; the model stages (``serving.model_servers``) map the
   same shared-memory copy (zero-copy, read-only) instead of building their own (the default
   world is ~256 MiB of arrays).
-- The ingress (``ingress_deployment``) assigns arms with ``abtest.assignment.Assignment``, runs
+- The ingress (``ingress_deployment``) assigns arms with ``common.assignment.Assignment``, runs
   one recall -> coarse -> fine chain per arm (responses are passed on unawaited, so stage
   outputs travel from stage to stage through the object store), and serves HTTP and the
   batched handle method ``rank_batch``.
@@ -94,7 +94,7 @@ class Experiment:
     arms: tuple[str, ...]
     shares: tuple[float, ...]
     sizes: tuple[int, ...]  # coarse size per arm
-    assignment: "Assignment | None"  # noqa: F821 (abtest.assignment; None: a single arm takes everyone)
+    assignment: "Assignment | None"  # noqa: F821 (common.assignment; None: a single arm takes everyone)
 
 
 def ingress_deployment(config: WorldConfig, experiment: Experiment):

@@ -27,7 +27,7 @@ from simulator.recall import Recall, SessionKeys
 from simulator.world import World
 
 if TYPE_CHECKING:  # importing abtest loads scipy: not in every replica
-    from abtest.assignment import Assignment
+    from common.assignment import Assignment
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,7 +222,7 @@ def recall_slots(recall: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 def assign_arms(requests: PageRequests, arms: Sequence[str], assignment: Assignment | None) -> np.ndarray:
     """The arm index (B,) of every request: the forced arm, else the experiment's assignment
-    (``abtest.assignment``, the code the A/B engine uses); a single arm takes everyone."""
+    (``common.assignment``, the code the A/B engine uses); a single arm takes everyone."""
     if requests.arm is not None:
         return np.full(len(requests), list(arms).index(requests.arm), dtype=np.int64)
     if assignment is None:

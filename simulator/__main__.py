@@ -7,12 +7,15 @@ import json
 import sys
 import time
 
-from simulator.config import SMALL, ConfigError, WorldConfig
+from common.config import ConfigError, add_set_argument, apply_overrides, from_mapping, overrides, to_plain
+from simulator.config import SMALL, WorldConfig
 
 
 def _world_config(args: argparse.Namespace) -> WorldConfig:
-    config = WorldConfig.from_toml(args.config) if args.config else (SMALL if args.small else WorldConfig())
-    return config.replace(seed=args.seed) if args.seed is not None else config
+    """The world of --config / --small / the defaults, with --seed and --set applied."""
+    changes = overrides(args.set, {"seed": args.seed})
+    base = WorldConfig.from_toml(args.config) if args.config else (SMALL if args.small else WorldConfig())
+    return from_mapping(WorldConfig, apply_overrides(to_plain(base), changes)) if changes else base
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file with a [world] table (default: built-in defaults)")
     common.add_argument("--small", action="store_true", help="use the small test world")
-    common.add_argument("--seed", type=int, help="override the world seed")
+    common.add_argument("--seed", type=int, help="override the world seed (same as --set seed=N)")
+    add_set_argument(common)
 
     d = sub.add_parser(
         "describe",
@@ -49,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = _world_config(args)
-    except (ConfigError, FileNotFoundError) as err:
-        parser.error(str(err))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from simulator.world import World  # noqa: PLC0415  (keep --help fast)
 
     start = time.perf_counter()

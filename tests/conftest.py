@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from policies.checkpoint import save_checkpoint
 from policies.features import vocab_of
@@ -47,10 +46,10 @@ def small_log_dir(tmp_path_factory, small_world: World):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One 2-CPU local Ray for the whole test session (loopback only, ``serving.ray_env``)."""
+    """One 2-CPU local Ray for the whole test session (loopback only, ``common.ray_env``)."""
     import ray  # noqa: PLC0415 (see the module docstring)
 
-    from serving.ray_env import init_ray  # noqa: PLC0415
+    from common.ray_env import init_ray  # noqa: PLC0415
 
     started = init_ray(num_cpus=2, object_store_memory=256 * 2**20)
     yield
@@ -66,10 +65,9 @@ def seeded_models(tmp_path_factory) -> dict[str, str]:
     vocab = vocab_of(SMALL)
     paths = {}
     for name, seed in (("coarse_a", 1), ("coarse_b", 2)):
-        torch.manual_seed(seed)
         paths[name] = str(out / f"{name}.pt")
-        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab))
-    torch.manual_seed(3)
+        save_checkpoint(paths[name], CoarseRanker(CoarseConfig(dim=8, fm_cross=True), vocab, seed=seed))
     paths["fine"] = str(out / "fine.pt")
-    save_checkpoint(paths["fine"], FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab))
+    fine = FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab, seed=3)
+    save_checkpoint(paths["fine"], fine)
     return paths

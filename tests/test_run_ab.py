@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -155,8 +156,58 @@ def test_an_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "\n[report]\nstyle = 'fancy'\n")
     out = run_ab("--config", str(path), "--runs-dir", "runs", cwd=tmp_path)
     assert out.returncode == 2
-    assert "unknown top-level key(s) ['report']" in out.stderr
+    assert "tiny.toml report: unknown key" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("append", "extra", "message"),
+    [  # the tiny config ends in its [stats] table
+        ('cuped = "no"\n', (), r"tiny\.toml \[stats\] cuped: must be true or false"),
+        ('sequential = "off"\n', (), r"tiny\.toml \[stats\] sequential: must be true or false"),
+        ("alpah = 0.1\n", (), r"\[stats\] alpah: unknown key; did you mean 'alpha'\?"),
+        ('[assignment]\naa = "false"\n', (), r"tiny\.toml \[assignment\] aa: must be true or false"),
+        ("", ("--set", "description=5"), r"tiny\.toml description: must be a string, got 5"),
+        ("", ("--set", "traffic.userz=5"), r"\[traffic\] userz: unknown key; did you mean 'users'\?"),
+        ("", ("--users", "0"), r"\[traffic\] users: must be >= 4, got 0"),
+        ("[traffic\n", (), r"tiny\.toml: is not valid TOML: .*line"),
+    ],
+)
+def test_bad_inputs_are_one_line_and_exit_2_before_any_folder(tmp_path: Path, append, extra, message) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text() + append)
+    out = run_ab("--config", str(path), "--runs-dir", "runs", *extra, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and re.search(message, out.stderr), out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_world_file_with_a_syntax_error_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "w.toml").write_text("[world]\nn_items = = 1\n")
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace('world = "small"', 'world = "w.toml"'))
+    out = run_ab("--config", str(path), "--runs-dir", "runs", cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert re.search(r"tiny\.toml world: .*w\.toml: is not valid TOML: .*line 2", out.stderr), out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_folders_config_reloads_for_resume(tmp_path: Path, monkeypatch) -> None:
+    from run_ab import _config, _run_dir  # noqa: PLC0415
+
+    path = write_config(tmp_path)
+    path.write_text('description = """two lines:\nΔ clicks ≥ 0 ✓ "quoted" \\\\ end"""\n' + path.read_text())
+    monkeypatch.chdir(tmp_path)
+    argv = ["--config", str(path), "--runs-dir", "runs", "--users", "200"]
+    args = build_parser().parse_args(argv)
+    config = _config(args)
+    assert config.description.startswith("two lines:\n") and config.traffic.users == 200
+    run_dir = _run_dir(args, config)
+    resume = build_parser().parse_args(
+        ["--config", str(path), "--runs-dir", "runs", "--users", "200", "--resume"]
+    )
+    assert _run_dir(resume, _config(resume)) == run_dir  # the stored config.toml reloads to the same
 
 
 # A world with many users and little else: a 51/49 split needs many users to be detectable.

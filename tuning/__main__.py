@@ -16,11 +16,11 @@ or --resume); 130 interrupted (finished trials are kept: rerun with --resume).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shutil
 import sys
-import tomllib
 from pathlib import Path
+
+from common.config import ConfigError, add_set_argument, dumps_toml, overrides
 
 EXIT_OK, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 2, 3, 130
 
@@ -39,8 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs-dir", default="runs/tune", help="parent folder of run folders (default: %(default)s)"
     )
+    add_set_argument(parser)
     parser.add_argument("--num-samples", type=int, help="override [search] num_samples")
-    parser.add_argument("--searcher", choices=["optuna", "random"], help="override [search] searcher")
+    parser.add_argument("--searcher", help='override [search] searcher: "optuna" or "random"')
     parser.add_argument("--time-budget", type=float, help="override [search] time_budget_s (0 = none)")
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -57,35 +58,41 @@ class _Exit(Exception):
 
 
 def _config(args: argparse.Namespace):
-    """The search config with the command-line overrides, validated."""
-    from simulator.config import ConfigError  # noqa: PLC0415 (imports after --help stay fast)
-    from tuning.config import Searcher, load_config, parse_config  # noqa: PLC0415
+    """The search config with the command-line overrides (the flags are shorthands for
+    ``--set``), validated."""
+    from policies.config import check_model_spec  # noqa: PLC0415 (imports after --help stay fast)
+    from tuning.config import load_config, template_raw_config  # noqa: PLC0415
 
+    flags = {
+        "search.num_samples": args.num_samples,
+        "search.searcher": args.searcher,
+        "search.time_budget_s": args.time_budget,
+        "name": args.name or None,
+    }
     try:
-        config = load_config(args.config)
-        search = config.search
-        if args.num_samples is not None:
-            search = dataclasses.replace(search, num_samples=args.num_samples)
-        if args.searcher is not None:
-            search = dataclasses.replace(search, searcher=Searcher(args.searcher))
-        if args.time_budget is not None:
-            search = dataclasses.replace(search, time_budget_s=args.time_budget)
-        config = dataclasses.replace(config, search=search, name=args.name or config.name)
-        return parse_config(config.to_dict(), args.config)  # re-validate the overrides
-    except (ConfigError, ValueError) as err:
+        config = load_config(args.config, overrides(args.set, flags))
+        template_raw_config(config, teacher="")  # the base training config, before any folder
+        for spec, kind in ((config.control.coarse, "coarse"), (config.control.fine, "fine")):
+            check_model_spec(spec, kind)
+        return config
+    except ConfigError as err:
         raise _Exit(EXIT_CONFIG, f"error: {err}") from None
 
 
 def _run_dir(args: argparse.Namespace, config) -> Path:
     """The run folder, checked (resume) or created (new search, --force replaces)."""
-    from abtest.config import dumps_toml  # noqa: PLC0415
+    from tuning.config import load_config  # noqa: PLC0415
 
     run_dir = Path(args.runs_dir) / config.name
     stored = run_dir / "config.toml"
     if args.resume:
         if not stored.is_file():
             raise _Exit(EXIT_CONFIG, f"error: nothing to resume in {run_dir}")
-        if tomllib.loads(stored.read_text()) != tomllib.loads(dumps_toml(config.to_dict())):
+        try:
+            previous = load_config(stored)
+        except ConfigError as err:
+            raise _Exit(EXIT_CONFIG, f"error: cannot resume {run_dir}: {err}") from None
+        if previous != config:
             raise _Exit(
                 EXIT_CONFIG, f"error: {args.config} differs from the config of the search in {run_dir}"
             )
@@ -97,7 +104,7 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
             )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    stored.write_text(dumps_toml(config.to_dict()))
+    stored.write_text(dumps_toml(config.to_dict()), encoding="utf-8")
     return run_dir
 
 
@@ -111,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code
 
     from policies.checkpoint import CheckpointError  # noqa: PLC0415
-    from simulator.config import ConfigError  # noqa: PLC0415
     from tuning.report import format_table, write_outputs  # noqa: PLC0415
     from tuning.search import run_search  # noqa: PLC0415
 

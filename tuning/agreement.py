@@ -7,10 +7,8 @@ replacement), and what the metric would have decided — the trial it ranks firs
 online lift and rank, and whether it is the online winner. A metric with a high τ ranks
 settings the way users do; seed 002 spent a month on exactly this question.
 
-τ-b (ties corrected, as ``scipy.stats.kendalltau``'s default):
-    τ_b = (P − Q) / √((n₀ − n_x)(n₀ − n_y)),
-P and Q the concordant and discordant pairs, n₀ = n(n−1)/2, n_x and n_y the pairs tied in x
-and in y.
+τ-b (ties corrected) is ``policies.metrics.kendall_tau`` (scipy) over the one list of trials:
+nan when either side is constant or fewer than 2 trials have both.
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
+
+from policies.metrics import kendall_tau
 
 OFFLINE_METRICS = (
     "auc",
@@ -35,34 +35,16 @@ OFFLINE_METRICS = (
 for all); ``{C}`` is the coarse cut."""
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Kendall's τ-b of two finite sequences of equal length (nan if either is constant or
-    shorter than 2)."""
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"need two 1-d sequences of equal length, got {a.shape} and {b.shape}")
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ValueError("kendall_tau needs finite values")
-    n = len(a)
-    if n < 2:
-        return math.nan
-    i, j = np.triu_indices(n, 1)
-    sx, sy = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-    n0 = len(i)
-    denom = math.sqrt(float(n0 - np.count_nonzero(sx == 0)) * float(n0 - np.count_nonzero(sy == 0)))
-    return float((sx * sy).sum() / denom) if denom > 0 else math.nan
-
-
 def bootstrap_tau_ci(
     x: Sequence[float], y: Sequence[float], n_boot: int, alpha: float, rng: np.random.Generator
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``kendall_tau(x, y)``, resampling pairs; resamples
+    """Percentile bootstrap interval of Kendall's τ-b of x and y, resampling pairs; resamples
     where τ is undefined (a constant resample) are skipped."""
     a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n = len(a)
     if n < 3:
         return math.nan, math.nan
-    taus = np.array([kendall_tau(a[idx], b[idx]) for idx in rng.integers(0, n, size=(n_boot, n))])
+    taus = np.array([kendall_tau(a[None, idx], b[None, idx]) for idx in rng.integers(0, n, size=(n_boot, n))])
     taus = taus[np.isfinite(taus)]
     if len(taus) == 0:
         return math.nan, math.nan
@@ -93,7 +75,7 @@ def agreement_table(
         both = trials[finite]
         x, y = both[metric].to_numpy(np.float64), both[objective].to_numpy(np.float64)
         row: dict = {"metric": metric, "trials": len(both)}
-        row["tau"] = kendall_tau(x, y) if len(both) else math.nan
+        row["tau"] = kendall_tau(x[None], y[None]) if len(both) else math.nan
         row["tau_lo"], row["tau_hi"] = bootstrap_tau_ci(x, y, n_boot, alpha, rng)
         if len(both):
             ids = both["trial_id"].astype(str).to_numpy() if "trial_id" in both else both.index.astype(str)

@@ -9,7 +9,8 @@ table. ``SearchConfig.to_dict`` is the inverse of ``parse_config``: a run folder
 The search space (``[space]``) maps training-config settings, named ``"table.field"`` as in a
 training config (``model.dim``, ``train.lr``, ``distill.label_smoothing_scale``...), to a
 distribution: a list is a choice among its values; ``{uniform = [lo, hi]}``,
-``{log_uniform = [lo, hi]}`` and ``{int_range = [lo, hi]}`` (both ends included) are ranges.
+``{log_uniform = [lo, hi]}`` and ``{int_range = [lo, hi]}`` (both ends included) are ranges
+(``{choice = [...]}`` is the same as the list: the form a run folder's config.toml uses).
 ``distill.teacher`` takes booleans: true distils from the search's fine ranker. Settings that
 must be the same in every trial (the logs, the user split, the seed, the epochs, the held-out
 lists) cannot be searched. A trial's training config is the base config, then ``[trial]``'s
@@ -18,19 +19,28 @@ overrides, then its sampled settings (``trial_raw_config``).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import enum
 import math
 import re
-import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from common.config import (
+    ConfigError,
+    apply_overrides,
+    config,
+    from_mapping,
+    load_toml,
+    setting,
+    to_plain,
+    unknown_key,
+)
+from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig, read_raw
+from policies.config import parse_config as parse_run_config
 from policies.models import CoarseConfig
-from policies.train import DataConfig, DistillConfig, TrainConfig
-from simulator.config import ConfigError, from_mapping, to_plain
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -59,13 +69,15 @@ FIXED_SETTINGS = frozenset(
 trial), the initial weights and shuffling (trials differ by their settings, not by luck), the
 epochs (``[trial] epochs``) and the held-out lists of the per-epoch metrics."""
 
-OBJECTIVES = ("uctr", "clicks", "gmv", "expected_clicks")
+Objective = Literal["uctr", "clicks", "gmv", "expected_clicks"]
+OBJECTIVES = typing.get_args(Objective)
 """Online metrics a search can maximise (relative lift vs the control): uCTR (share of users
 with a click), clicks per user, GMV per user, and the simulator's expected clicks per user
 (the true click probability of every shown item: what clicks estimate, without the coin
 flips; no real system has it)."""
 
-EPOCH_METRICS = ("epoch/gauc", "epoch/auc")
+EpochMetric = Literal["epoch/gauc", "epoch/auc"]
+EPOCH_METRICS = typing.get_args(EpochMetric)
 """Per-epoch held-out metrics every trial reports (``policies.train`` evaluates each epoch);
 ASHA compares trials on one of them."""
 
@@ -151,9 +163,9 @@ class Dimension:
             return tune.loguniform(low, high)
         return tune.randint(low, high + 1)  # Tune's upper bound is exclusive
 
-    def to_plain(self) -> Any:
-        if self.distribution is Distribution.CHOICE:
-            return list(self.values)
+    def to_plain(self) -> dict[str, list]:
+        """``{distribution = values}``: a table for every kind (a choice too), so that a TOML
+        dump keeps the order of the dimensions (tables are written after plain values)."""
         return {str(self.distribution): list(self.values)}
 
 
@@ -166,198 +178,166 @@ def parse_dimension(key: str, spec: Any) -> Dimension:
             distribution = Distribution(kind)
         except ValueError:
             distribution = None
-        if distribution is not None and distribution is not Distribution.CHOICE and isinstance(values, list):
+        if distribution is not None and isinstance(values, list):
             return Dimension(key, distribution, tuple(values))
     raise ConfigError(
-        f"[space] {key} must be a list of choices or one of {{uniform = [lo, hi]}}, "
-        f"{{log_uniform = [lo, hi]}}, {{int_range = [lo, hi]}}; got {spec!r}"
+        "must be a list of choices or one of {uniform = [lo, hi]}, {log_uniform = [lo, hi]}, "
+        f"{{int_range = [lo, hi]}} ({{choice = [...]}} is the list); got {spec!r}",
+        table="space",
+        key=key,
     )
 
 
-def _check_int(section: str, name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ConfigError(f"{section} {name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_ranker(section: str, name: str, value: Any) -> None:
-    if isinstance(value, Mapping):
-        return
-    if not isinstance(value, str) or not value.endswith((".pt", ".toml")):
+def _check_ranker(name: str, value: str | dict) -> None:
+    if isinstance(value, str) and not value.endswith((".pt", ".toml")):
         raise ConfigError(
-            f"{section} {name} must be a checkpoint (.pt), a training config (.toml) or an inline "
-            f"training-config table, got {value!r}"
+            "must be a checkpoint (.pt), a training config (.toml) or an inline training-config table, "
+            f"got {value!r}",
+            key=name,
         )
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class TrialSettings:
     """[trial]: how every trial is trained."""
 
-    base: Any = "configs/models/coarse_dssm.toml"
+    base: str | dict = setting("configs/models/coarse_dssm.toml", path=True, table=RunConfig)
     """The coarse training config every trial starts from: a path (.toml) or an inline table."""
-    epochs: int = 2
+    epochs: int = setting(2, ge=1)
     """Epochs of every trial (ASHA's max_t); replaces the base's [train] epochs."""
-    data: dict = dataclasses.field(default_factory=dict)
+    data: dict = setting(default_factory=dict, table=DataConfig)
     """Overrides of the base's [data] table, e.g. the shared log folder of the search."""
-    train: dict = dataclasses.field(default_factory=dict)
+    train: dict = setting(default_factory=dict)
     """Overrides of the base's [train] table (settings not searched)."""
-    cpus: float = 1.0
+    cpus: float = setting(1.0, gt=0)
     """CPUs reserved per trial (``tune.with_resources``); torch runs one thread per CPU."""
 
     def __post_init__(self) -> None:
-        _check_ranker("[trial]", "base", self.base)
-        _check_int("[trial]", "epochs", self.epochs, 1)
-        for name in ("data", "train"):
-            if not isinstance(getattr(self, name), Mapping):
-                raise ConfigError(f"[trial] {name} must be a table of overrides")
+        _check_ranker("base", self.base)
+        for name, cls in (("data", DataConfig), ("train", TrainConfig)):
+            known = {f.name for f in dataclasses.fields(cls)}
+            for key in getattr(self, name):
+                if key not in known:
+                    raise unknown_key(key, known).inside(name)
         if "epochs" in self.train:
-            raise ConfigError("[trial] train.epochs: set [trial] epochs instead")
-        if not (isinstance(self.cpus, int | float) and not isinstance(self.cpus, bool) and self.cpus > 0):
-            raise ConfigError(f"[trial] cpus must be > 0, got {self.cpus!r}")
+            raise ConfigError("set [trial] epochs instead", table="train", key="epochs")
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class ControlSettings:
     """[control]: the arm every trial is compared with, and the fine stage of both arms."""
 
-    coarse: Any = "base"
+    coarse: str = setting("base", path=True, keep=("base",))
     """The control's coarse ranker: "base" (the base config with [trial]'s overrides and
     epochs, trained once before the search), a checkpoint (.pt) or a training config (.toml,
     trained first if its checkpoint is missing)."""
-    fine: Any = "configs/models/fine.toml"
+    fine: str | dict = setting("configs/models/fine.toml", path=True, table=RunConfig)
     """The fine ranker of both arms, also the teacher of distilling trials: a checkpoint, a
     training config (trained first if missing) or an inline fine training-config table."""
-    coarse_size: int = 600
+    coarse_size: int = setting(600, ge=1)
     """Candidates the coarse stage passes to the fine stage, in both arms and in the offline
     hitrates (the page size is the world's)."""
 
     def __post_init__(self) -> None:
         if self.coarse != "base":
-            _check_ranker("[control]", "coarse", self.coarse)
-        _check_ranker("[control]", "fine", self.fine)
-        _check_int("[control]", "coarse_size", self.coarse_size, 1)
+            _check_ranker("coarse", self.coarse)
+        _check_ranker("fine", self.fine)
 
 
-@dataclasses.dataclass(frozen=True)
+@config
 class SearchSettings:
     """[search]: the Ray Tune run."""
 
     searcher: Searcher = Searcher.OPTUNA
     """"optuna" (TPE) or "random"; both seeded by ``seed``."""
-    num_samples: int = 16
+    num_samples: int = setting(16, ge=1)
     """Trials to run."""
-    max_concurrent: int = 2
+    max_concurrent: int = setting(2, ge=1)
     """Trials running at once (each holds [trial] cpus)."""
-    seed: int = 0
+    seed: int = setting(0, ge=0)
     """Seeds the searcher and the bootstrap of the agreement study. Every trial is seeded by
     the base config's [train] seed, so equal settings give equal results."""
-    time_budget_s: float = 0.0
+    time_budget_s: float = setting(0.0, ge=0)
     """Stop the whole search after this many seconds (0 = no limit); trials still running
     then end without an online score."""
-    max_failures: int = 1
+    max_failures: int = setting(1, ge=0)
     """Times a failed trial is retried (from scratch) before it is reported as failed."""
 
-    def __post_init__(self) -> None:
-        _check_int("[search]", "num_samples", self.num_samples, 1)
-        _check_int("[search]", "max_concurrent", self.max_concurrent, 1)
-        _check_int("[search]", "seed", self.seed, 0)
-        _check_int("[search]", "max_failures", self.max_failures, 0)
-        if not (isinstance(self.time_budget_s, int | float) and self.time_budget_s >= 0):
-            raise ConfigError(f"[search] time_budget_s must be >= 0, got {self.time_budget_s!r}")
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class SchedulerSettings:
     """[scheduler]: early stopping on epochs."""
 
     kind: Scheduler = Scheduler.ASHA
     """"asha" or "fifo" (no early stopping)."""
-    metric: str = "epoch/gauc"
+    metric: EpochMetric = "epoch/gauc"
     """Per-epoch held-out metric ASHA compares trials on (higher is better): "epoch/gauc" or
     "epoch/auc". (The online objective exists only once a trial ends.)"""
-    grace_period: int = 1
+    grace_period: int = setting(1, ge=1)
     """Epochs every trial runs before ASHA may stop it."""
-    reduction_factor: int = 2
+    reduction_factor: int = setting(2, ge=2)
     """At each rung ASHA keeps the best 1/reduction_factor of the trials."""
 
-    def __post_init__(self) -> None:
-        if self.metric not in EPOCH_METRICS:
-            raise ConfigError(f"[scheduler] metric must be one of {list(EPOCH_METRICS)}, got {self.metric!r}")
-        _check_int("[scheduler]", "grace_period", self.grace_period, 1)
-        _check_int("[scheduler]", "reduction_factor", self.reduction_factor, 2)
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class ObjectiveSettings:
     """[objective]: the short online A/B that scores each trial."""
 
-    metric: str = "clicks"
+    metric: Objective = "clicks"
     """Maximised: the relative lift over the control of "uctr", "clicks", "gmv" or
     "expected_clicks" (per user)."""
-    users: int = 600
+    users: int = setting(600, ge=2)
     """Held-out users in the A/B; each runs one session on a fresh day through both arms."""
-    alpha: float = 0.05
+    alpha: float = setting(0.05, gt=0, lt=1)
     """Level of the lift's confidence interval (and of the agreement study's intervals)."""
 
-    def __post_init__(self) -> None:
-        if self.metric not in OBJECTIVES:
-            raise ConfigError(f"[objective] metric must be one of {list(OBJECTIVES)}, got {self.metric!r}")
-        _check_int("[objective]", "users", self.users, 2)
-        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
-            raise ConfigError(f"[objective] alpha must be in (0, 1), got {self.alpha!r}")
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class OfflineSettings:
     """[offline]: the held-out evaluation every trial gets at its end
     (``policies.evaluate``)."""
 
-    sessions: int = 200
+    sessions: int = setting(200, ge=1)
     """Held-out users' first logged sessions for recall@10@C, hitrates and the funnel."""
-    lists: int = 20_000
+    lists: int = setting(20_000, ge=1)
     """Held-out logged lists for AUC, GAUC, NDCG@10 and Kendall tau vs the fine ranker."""
 
-    def __post_init__(self) -> None:
-        _check_int("[offline]", "sessions", self.sessions, 1)
-        _check_int("[offline]", "lists", self.lists, 1)
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class AgreementSettings:
     """[agreement]: offline-online rank correlation across trials."""
 
-    bootstrap: int = 2000
+    bootstrap: int = setting(2000, ge=10)
     """Bootstrap resamples of the trials for each Kendall tau's interval."""
 
-    def __post_init__(self) -> None:
-        _check_int("[agreement]", "bootstrap", self.bootstrap, 10)
 
-
-@dataclasses.dataclass(frozen=True)
+@config
 class SearchConfig:
     """A whole search config file."""
 
     name: str
-    description: str
-    trial: TrialSettings
-    control: ControlSettings
-    search: SearchSettings
-    scheduler: SchedulerSettings
-    objective: ObjectiveSettings
-    offline: OfflineSettings
-    agreement: AgreementSettings
+    """Run folder name: runs/tune/<name>."""
     space: tuple[Dimension, ...]
+    """The searched settings ([space]: "table.field" = distribution)."""
+    description: str = ""
+    trial: TrialSettings = TrialSettings()
+    control: ControlSettings = ControlSettings()
+    search: SearchSettings = SearchSettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
+    objective: ObjectiveSettings = ObjectiveSettings()
+    offline: OfflineSettings = OfflineSettings()
+    agreement: AgreementSettings = AgreementSettings()
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _NAME.match(self.name):
-            raise ConfigError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        if not _NAME.match(self.name):
+            raise ConfigError(f"must be letters, digits, '_', '-' or '.', got {self.name!r}", key="name")
         if not self.space:
-            raise ConfigError("[space] is empty: nothing to search")
+            raise ConfigError("is empty: nothing to search", table="space")
         if self.scheduler.kind is Scheduler.ASHA and self.scheduler.grace_period > self.trial.epochs:
-            raise ConfigError("[scheduler] grace_period cannot exceed [trial] epochs")
+            raise ConfigError("cannot exceed [trial] epochs", table="scheduler", key="grace_period")
 
     def to_dict(self) -> dict[str, Any]:
-        out = {f.name: to_plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "space"}
+        out = to_plain(self)
         out["space"] = {d.key: d.to_plain() for d in self.space}
         return out
 
@@ -367,70 +347,36 @@ class SearchConfig:
         return {d.key: d.domain() for d in self.space}
 
     def base_raw(self) -> dict[str, Any]:
-        """The base training config as a raw dict (read from its file if it is a path)."""
+        """The base training config as a plain dict (read from its file if it is a path; its
+        relative paths resolved against that file)."""
         base = self.trial.base
         if isinstance(base, Mapping):
-            return copy.deepcopy(dict(base))
-        path = Path(base)
-        if not path.is_file():
-            raise ConfigError(f"[trial] base: training config {path} does not exist")
+            return apply_overrides(base, {})
         try:
-            return tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"[trial] base: {path} is not valid TOML: {err}") from None
+            return read_raw(base)
+        except ConfigError as err:
+            raise ConfigError(str(err), table="trial", key="base") from None
 
 
-_TOP = {
-    "name",
-    "description",
-    "trial",
-    "control",
-    "search",
-    "scheduler",
-    "objective",
-    "offline",
-    "agreement",
-    "space",
-}
-
-
-def parse_config(raw: Mapping[str, Any], source: str = "config") -> SearchConfig:
-    """Validate a parsed search TOML (a dict); errors name ``source`` and the table."""
-    unknown = sorted(set(raw) - _TOP)
-    if unknown:
-        raise ConfigError(f"{source}: unknown top-level key(s) {unknown}; known: {sorted(_TOP)}")
-    if "name" not in raw:
-        raise ConfigError(f"{source}: missing top-level key name (the run folder runs/tune/<name>)")
+def build_search(cls: type[SearchConfig], raw: Mapping[str, Any]) -> SearchConfig:
+    """A SearchConfig from its mapping; [space] maps "table.field" to a distribution."""
     space = raw.get("space", {})
     if not isinstance(space, Mapping):
-        raise ConfigError(f"{source}: [space] must be a table of setting = distribution")
+        raise ConfigError("must be a table of setting = distribution", key="space")
+    return from_mapping(cls, {**raw, "space": tuple(parse_dimension(k, v) for k, v in space.items())})
+
+
+def parse_config(raw: Mapping[str, Any], source: str | Path | None = None) -> SearchConfig:
+    """Validate a parsed search TOML (a dict); errors name ``source`` and the table."""
     try:
-        return SearchConfig(
-            name=raw["name"],
-            description=str(raw.get("description", "")),
-            trial=from_mapping(TrialSettings, dict(raw.get("trial", {})), "[trial]"),
-            control=from_mapping(ControlSettings, dict(raw.get("control", {})), "[control]"),
-            search=from_mapping(SearchSettings, dict(raw.get("search", {})), "[search]"),
-            scheduler=from_mapping(SchedulerSettings, dict(raw.get("scheduler", {})), "[scheduler]"),
-            objective=from_mapping(ObjectiveSettings, dict(raw.get("objective", {})), "[objective]"),
-            offline=from_mapping(OfflineSettings, dict(raw.get("offline", {})), "[offline]"),
-            agreement=from_mapping(AgreementSettings, dict(raw.get("agreement", {})), "[agreement]"),
-            space=tuple(parse_dimension(key, spec) for key, spec in space.items()),
-        )
+        return build_search(SearchConfig, raw)
     except ConfigError as err:
-        raise ConfigError(f"{source}: {err}") from None
+        raise (err.in_file(source) if source is not None else err) from None
 
 
-def load_config(path: str | Path) -> SearchConfig:
-    """Read and validate a search TOML file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search config {path} does not exist")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path} is not valid TOML: {err}") from None
-    return parse_config(raw, str(path))
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SearchConfig:
+    """Read and validate a search TOML file, with ``overrides`` ("table.key" -> value)."""
+    return load_toml(path, SearchConfig, overrides=overrides, build=build_search)
 
 
 def native(value: Any) -> Any:
@@ -441,34 +387,36 @@ def native(value: Any) -> Any:
 def trial_raw_config(
     template: Mapping[str, Any], params: Mapping[str, Any], out: str, teacher: str
 ) -> dict[str, Any]:
-    """A trial's raw training config: ``template`` (the base with [trial]'s overrides, see
-    ``template_raw_config``) with the sampled ``params`` ("table.field" -> value) applied, its
-    checkpoint at ``out``; ``distill.teacher = true`` means ``teacher``."""
-    raw = copy.deepcopy(dict(template))
-    raw["out"] = out
+    """A trial's training config in its plain form (``to_plain`` of the validated config):
+    ``template`` (see ``template_raw_config``) with the sampled ``params`` ("table.field" ->
+    value) applied, its checkpoint at ``out``; ``distill.teacher = true`` means ``teacher``."""
+    changes = {"out": out}
     for key, sampled in params.items():
-        table, _, field = key.partition(".")
         value = native(sampled)
-        if key == "distill.teacher":
-            value = teacher if value else ""
-        raw.setdefault(table, {})[field] = value
-    return raw
+        changes[key] = (teacher if value else "") if key == "distill.teacher" else value
+    return to_plain(parse_run_config(apply_overrides(template, changes)))
 
 
 def template_raw_config(config: SearchConfig, teacher: str, logs: str | None = None) -> dict[str, Any]:
-    """The base training config with [trial]'s overrides and epochs: what every trial (and a
-    "base" control) starts from. A base that distils uses the search's fine ranker
-    (``teacher``); ``logs`` (an absolute path) replaces the log folder."""
+    """The base training config with [trial]'s overrides and epochs, in its plain form: what
+    every trial (and a "base" control) starts from. A base that distils uses the search's fine
+    ranker (``teacher``); ``logs`` (an absolute path) replaces the log folder."""
     raw = config.base_raw()
     kind = raw.setdefault("kind", "coarse")
     if kind != "coarse":
-        raise ConfigError(f"[trial] base must be a coarse training config, got kind = {kind!r}")
+        raise ConfigError(f"must be a coarse training config, got kind = {kind!r}", table="trial", key="base")
     raw.setdefault("out", "unused.pt")
-    for table in ("data", "train"):
-        raw[table] = {**raw.get(table, {}), **getattr(config.trial, table)}
-    raw["train"]["epochs"] = config.trial.epochs
+    changes = {f"data.{k}": v for k, v in config.trial.data.items()}
+    changes |= {f"train.{k}": v for k, v in config.trial.train.items()}
+    changes["train.epochs"] = config.trial.epochs
     if logs is not None:
-        raw["data"]["logs"] = logs
+        changes["data.logs"] = logs
     if raw.get("distill", {}).get("teacher"):
-        raw["distill"]["teacher"] = teacher
-    return raw
+        changes["distill.teacher"] = teacher
+    try:
+        return to_plain(parse_run_config(apply_overrides(raw, changes)))
+    except ConfigError as err:
+        base = config.trial.base
+        if err.file is None:  # name the base's file, or its table in the search config
+            err = err.in_file(base) if isinstance(base, str) else err.inside("trial.base")
+        raise err from None

@@ -9,11 +9,9 @@ difference removes the between-user variance that dominates an A/B with split tr
 usual hashed split is what ``abtest`` and ``run_ab.py`` do; a search can afford the paired
 design because both arms are simulated).
 
-Statistics (``paired_lift``), per metric y with control values c_i and trial values t_i of
-the same n users: the relative lift r = t̄ / c̄ − 1 is a ratio of means of paired data; the
-delta method gives the influence values l_i = (t_i − (1 + r) c_i) / c̄ and SE(r) = s(l) / √n,
-with a Student t interval on n − 1 degrees of freedom. (For the absolute effect t̄ − c̄ this is
-exactly the paired t-test, ``scipy.stats.ttest_rel``.) For comparison the search also records
+Statistics (``abtest.stats.paired_lift``), per metric y with control values c_i and trial
+values t_i of the same n users: the relative lift r = t̄ / c̄ − 1 by the delta method, the
+absolute effect by the paired t-test. For comparison the search also records
 the interval ``abtest.stats.analyse`` gives when the two arms are analysed as independent
 groups (Welch, delta method): valid but wider, since it ignores the pairing.
 
@@ -29,13 +27,11 @@ in the last float32 bit, equally in both arms.
 
 from __future__ import annotations
 
-import dataclasses
-import math
-
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
+from abtest.outcomes import session_outcomes as abtest_outcomes
+from abtest.stats import paired_lift
 from policies.cascade import Cascade, run_sessions
 from policies.rankers import Scorer
 from simulator.recall import SessionKeys
@@ -105,60 +101,14 @@ class TableScorer:
 
 
 def session_outcomes(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[str, np.ndarray]:
-    """Per-user outcomes (``OUTCOMES``) of sessions ``keys`` run through ``cascade``."""
-    totals = run_sessions(sim, cascade, keys).totals
-    return {
-        "uctr": (totals.clicks > 0).astype(np.float64),
-        "clicks": totals.clicks,
-        "gmv": totals.gmv,
-        "expected_clicks": totals.expected_clicks,
-        "pages": totals.pages,
-        "purchases": totals.purchases,
-    }
-
-
-@dataclasses.dataclass(frozen=True)
-class PairedLift:
-    """Trial vs control on one metric over the same users (see the module doc)."""
-
-    control: float  # control mean
-    trial: float  # trial mean
-    effect: float  # trial − control
-    effect_lo: float
-    effect_hi: float
-    lift: float  # trial / control − 1
-    lift_lo: float
-    lift_hi: float
-    pvalue: float  # two-sided, paired t on n − 1 degrees of freedom (nan if every pair is equal)
-    n: int
-
-
-def paired_lift(control: np.ndarray, trial: np.ndarray, alpha: float = 0.05) -> PairedLift:
-    """The relative lift of ``trial`` over ``control`` (per-user values of the same users, in
-    the same order) with its delta-method interval, and the absolute effect with the paired
-    t interval."""
-    c, t = np.asarray(control, dtype=np.float64), np.asarray(trial, dtype=np.float64)
-    if c.shape != t.shape or c.ndim != 1 or len(c) < 2:
-        raise ValueError(f"need two arrays of the same n >= 2 users, got {c.shape} and {t.shape}")
-    n, c_mean, t_mean = len(c), float(c.mean()), float(t.mean())
-    q = float(sps.t.ppf(1 - alpha / 2, n - 1))
-    diff = t - c
-    effect, se_effect = float(diff.mean()), float(diff.std(ddof=1) / math.sqrt(n))
-    lift = t_mean / c_mean - 1 if c_mean != 0 else math.nan
-    se_lift = float(((t - (1 + lift) * c) / c_mean).std(ddof=1) / math.sqrt(n)) if c_mean != 0 else math.nan
-    pvalue = float(2 * sps.t.sf(abs(effect) / se_effect, n - 1)) if se_effect > 0 else math.nan
-    return PairedLift(
-        control=c_mean,
-        trial=t_mean,
-        effect=effect,
-        effect_lo=effect - q * se_effect,
-        effect_hi=effect + q * se_effect,
-        lift=lift,
-        lift_lo=lift - q * se_lift,
-        lift_hi=lift + q * se_lift,
-        pvalue=pvalue,
-        n=n,
-    )
+    """Per-user outcomes (``OUTCOMES``) of sessions ``keys`` (one per user, users sorted) run
+    through ``cascade`` (``abtest.outcomes.session_outcomes``; uctr = clicked at all)."""
+    days = np.unique(keys.day)
+    if len(days) != 1:
+        raise ValueError(f"sessions of one day only, got days {days.tolist()}")
+    columns = abtest_outcomes(sim.world, run_sessions(sim, cascade, keys), keys.user, int(days[0]))
+    columns["uctr"] = (columns["clicks"] > 0).astype(np.float64)
+    return {name: columns[name] for name in OUTCOMES}
 
 
 def unpaired_lift_ci(control: np.ndarray, trial: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:

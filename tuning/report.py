@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abtest.config import dumps_toml
+from abtest.stats import paired_lift
+from common.config import dumps_toml
 from policies.train import parse_config
 from tuning.agreement import OFFLINE_METRICS, agreement_table, format_agreement
 from tuning.config import SearchConfig, native
-from tuning.online import paired_lift
 
 
 def offline_columns(config: SearchConfig) -> list[str]:

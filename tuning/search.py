@@ -42,13 +42,13 @@ from typing import Any
 import pandas as pd
 import torch
 
+from common.ray_env import init_ray
 from policies.cascade import Cascade, CascadeSizes
 from policies.data import LogData, load_logs, split_by_user
 from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from policies.train import ensure_checkpoint, ensure_logs, parse_config
-from serving.ray_env import init_ray
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator

@@ -8,8 +8,9 @@ import copy
 import pandas as pd
 import pytest
 
+from abtest.analysis import ExperimentResult
 from abtest.config import ExperimentConfig, parse_config
-from abtest.experiment import ExperimentResult, run_experiment
+from abtest.experiment import run_experiment
 from simulator import World
 
 TINY = {

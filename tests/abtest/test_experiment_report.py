@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from abtest.experiment import ExperimentResult
+from abtest.analysis import ExperimentResult
 from abtest.report import markdown_report, terminal_report, write_run
 from abtest.stats import SRMResult
 

@@ -21,6 +21,7 @@ from hypothesis.extra import numpy as hnp
 from scipy import stats
 
 from abtest import Mean, Ratio, Results, analyse
+from abtest.stats import effective_users
 
 Z999 = 3.29  # two-sided 99.9 % normal quantile
 
@@ -346,3 +347,16 @@ def test_a_ratio_covariate_list_becomes_a_tuple() -> None:
     metric = Ratio("clicks", "views", covariate=["pre_clicks", "pre_views"])
     assert metric.covariate == ("pre_clicks", "pre_views")
     assert hash(metric) == hash(Ratio("clicks", "views", covariate=("pre_clicks", "pre_views")))
+
+
+def test_effective_users_counts_who_carries_the_variance() -> None:
+    arms = np.repeat([0, 1], 50)
+    equal = np.tile([1.0, 0.0], 50)  # 25 ones per arm
+    assert effective_users(equal, arms) == pytest.approx(100)
+    one = np.zeros(100)
+    one[7] = 5.0  # a single user carries all the variance
+    assert effective_users(one, arms) == pytest.approx(1.0, rel=0.05)
+    assert effective_users(np.ones(100), arms) == math.inf
+    hits, buys = np.ones(100), np.ones(100)
+    hits[3] = 0.0  # one miss among 100 purchases: the ratio's variance is that user's
+    assert effective_users(hits, arms, buys) < 1.2

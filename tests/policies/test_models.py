@@ -4,6 +4,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from policies.batch import ItemFeatures, UserFeatures
 from policies.models import (
@@ -18,6 +19,8 @@ from policies.models import (
     SENet,
     Similarity,
     Vocab,
+    _embedding,
+    _linear,
 )
 
 VOCAB = Vocab(n_items=60, n_users=20, n_categories=6, n_brands=12)
@@ -55,8 +58,7 @@ def _items(seed: int, shape: tuple[int, ...]) -> ItemFeatures:
 
 
 def _coarse(config: CoarseConfig, seed: int = 0) -> CoarseRanker:
-    torch.manual_seed(seed)
-    return CoarseRanker(config, VOCAB).eval()
+    return CoarseRanker(config, VOCAB, seed=seed).eval()
 
 
 def _with_history(user: UserFeatures, history: ItemFeatures) -> UserFeatures:
@@ -145,8 +147,8 @@ def test_coarse_user_tower_ignores_history_order():
 
 
 def _nova_inputs(seed: int, same_ids: bool) -> tuple[ItemEmbedding, NovaAttention, ItemFeatures]:
-    torch.manual_seed(seed)
-    embed, nova = ItemEmbedding(VOCAB, 16), NovaAttention(16)
+    g = torch.Generator().manual_seed(seed)
+    embed, nova = ItemEmbedding(VOCAB, 16, g), NovaAttention(16, g)
     history = _users(seed).history
     if same_ids:
         history = dataclasses.replace(history, item_id=torch.full_like(history.item_id, 3))
@@ -206,9 +208,9 @@ def test_fm_cross_adds_weighted_mean_history_dot_product():
 
 
 def test_interaction_scorer_equals_mlp_on_concatenation():
-    torch.manual_seed(17)
-    scorer = InteractionScorer(dim=8, hidden=16, n_out=3)
-    u, v = torch.randn(2, 8), torch.randn(2, 5, 8)
+    g = torch.Generator().manual_seed(17)
+    scorer = InteractionScorer(dim=8, hidden=16, n_out=3, generator=g)
+    u, v = torch.randn(2, 8, generator=g), torch.randn(2, 5, 8, generator=g)
     uu = u[:, None, :].expand(2, 5, 8)
     expected = scorer.rest(scorer.first(torch.cat([uu, v, uu * v], dim=-1)))
     torch.testing.assert_close(scorer(u, v), expected, rtol=1e-5, atol=1e-6)
@@ -216,9 +218,9 @@ def test_interaction_scorer_equals_mlp_on_concatenation():
 
 
 def test_senet_weights_lie_in_unit_interval():
-    torch.manual_seed(15)
-    senet = SENet(ItemEmbedding.N_FIELDS, reduction=2)
-    fields = 10 * torch.randn(50, ItemEmbedding.N_FIELDS, 16)
+    g = torch.Generator().manual_seed(15)
+    senet = SENet(ItemEmbedding.N_FIELDS, reduction=2, generator=g)
+    fields = 10 * torch.randn(50, ItemEmbedding.N_FIELDS, 16, generator=g)
     weights = senet.weights(fields)
     assert weights.shape == (50, ItemEmbedding.N_FIELDS)
     assert ((weights > 0) & (weights < 1)).all()
@@ -226,9 +228,9 @@ def test_senet_weights_lie_in_unit_interval():
 
 
 def test_bilinear_interaction_pairs_every_field_once():
-    torch.manual_seed(16)
-    bilinear = BilinearInteraction(n_fields=4, dim=3)
-    fields = torch.randn(2, 4, 3)
+    g = torch.Generator().manual_seed(16)
+    bilinear = BilinearInteraction(n_fields=4, dim=3, generator=g)
+    fields = torch.randn(2, 4, 3, generator=g)
     out = bilinear(fields)
     assert out.shape == (2, 6, 3)
     expected = (fields[:, 1] @ bilinear.weight) * fields[:, 3]  # pair (1, 3) is the 5th
@@ -240,8 +242,7 @@ def test_bilinear_interaction_pairs_every_field_once():
 
 
 def _fine(seed: int = 0, config: FineConfig | None = None, vocab: Vocab = VOCAB) -> FineRanker:
-    torch.manual_seed(seed)
-    return FineRanker(config or FineConfig(dim=16, attention_hidden=16, hidden=(32, 16)), vocab)
+    return FineRanker(config or FineConfig(dim=16, attention_hidden=16, hidden=(32, 16)), vocab, seed=seed)
 
 
 def test_fine_probabilities_are_ordered_in_unit_interval():
@@ -329,7 +330,7 @@ def test_fine_learns_category_match():
         (lambda: CoarseConfig(temperature=float("nan")), "temperature"),
         (lambda: CoarseConfig(dim=0), "dim"),
         (lambda: CoarseConfig(n_tasks=0), "n_tasks"),
-        (lambda: CoarseConfig(similarity="cosine"), "similarity"),
+        (lambda: CoarseConfig(similarity="cos"), "similarity"),  # enums are given by value
         (lambda: CoarseConfig(nova=1), "nova"),
         (lambda: FineConfig(dim=0), "dim"),
         (lambda: FineConfig(hidden=()), "hidden"),
@@ -349,3 +350,37 @@ def test_coarse_gradients_reach_every_parameter(similarity):
     model(user, items).square().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisation
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_layers_drawn_from_a_generator_equal_torch_default_initialisation():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        expected = [nn.Linear(12, 5), nn.Embedding(9, 3), nn.Linear(5, 2, bias=False)]
+    g = torch.Generator().manual_seed(7)
+    built = [_linear(12, 5, g), _embedding(9, 3, g), _linear(5, 2, g, bias=False)]
+    assert all(_same_state(a, b) for a, b in zip(built, expected, strict=True))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [lambda seed: CoarseRanker(ALL_ON, VOCAB, seed=seed), _fine],
+    ids=["coarse", "fine"],
+)
+def test_the_seed_alone_decides_a_models_initial_weights(build):
+    state = torch.get_rng_state()
+    first = build(4)
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is not drawn from
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(99)
+        again = build(4)
+    assert _same_state(first, again)
+    assert not _same_state(first, build(5))

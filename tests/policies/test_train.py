@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,15 @@ from policies.checkpoint import load_checkpoint
 from policies.data import EXPOSED, SampleSpace, iterate_lists
 from policies.features import vocab_of
 from policies.models import CoarseRanker
-from policies.train import RunConfig, _coarse_loss, ensure_checkpoint, ensure_trained, main, parse_config
+from policies.train import (
+    CoarseTask,
+    RunConfig,
+    ensure_checkpoint,
+    ensure_trained,
+    main,
+    parse_config,
+    train,
+)
 from simulator.config import SMALL, ConfigError
 
 
@@ -59,14 +68,13 @@ def _run(tmp_path, **tables) -> RunConfig:
 def test_stage_one_ignores_hard_labels(small_data, tmp_path):
     run = _run(tmp_path, distill={"teacher": "x.pt"})
     batch = next(iterate_lists(small_data, run.data.space, 16, False, None))
-    torch.manual_seed(0)
     model = CoarseRanker(run.model, _vocab())
-    soft = (torch.rand(batch.mask.shape), torch.rand(batch.mask.shape) * 0.1)
+    g = torch.Generator().manual_seed(0)
+    soft = (torch.rand(batch.mask.shape, generator=g), torch.rand(batch.mask.shape, generator=g) * 0.1)
     flipped = dataclasses.replace(batch, click=1 - batch.click, exposure=1 - batch.exposure)
-    assert torch.equal(_coarse_loss(model, batch, run, soft, 1), _coarse_loss(model, flipped, run, soft, 1))
-    assert not torch.equal(
-        _coarse_loss(model, batch, run, soft, 2), _coarse_loss(model, flipped, run, soft, 2)
-    )
+    task = CoarseTask(run, small_data.lists(run.data.space))
+    assert torch.equal(task.batch_loss(model, batch, soft, 1), task.batch_loss(model, flipped, soft, 1))
+    assert not torch.equal(task.batch_loss(model, batch, soft, 2), task.batch_loss(model, flipped, soft, 2))
 
 
 def _vocab():
@@ -77,19 +85,22 @@ def _vocab():
     ("raw", "message"),
     [
         ({"kind": "coarse"}, "out"),
-        ({"kind": "medium", "out": "x"}, "kind must be"),
-        ({"kind": "coarse", "out": "x", "extra": 1}, r"unknown top-level key\(s\) \['extra'\]"),
-        ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, "lr must be > 0"),
-        ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, "'hinge' is not one of"),
-        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, "'gmv' is not one of"),
+        ({"kind": "medium", "out": "x"}, r"^kind: must be \"fine\" or \"coarse\""),
+        ({"kind": "coarse", "out": "x", "extra": 1}, r"^extra: unknown key"),
+        ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, r"^\[train\] lr: must be > 0"),
+        ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, r"\[train\] loss: must be one of"),
+        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, r"score_task: must be one of"),
         (
             {"kind": "coarse", "out": "x", "train": {"epoch": 2}},
-            r"unknown setting\(s\) \['epoch'\] in \[train\]",
+            r"^\[train\] epoch: unknown key; did you mean 'epochs'",
         ),
-        ({"kind": "coarse", "out": "x", "model": {"nova": "yes"}}, "nova must be a bool"),
-        ({"kind": "coarse", "out": "x", "distill": {"label_smoothing_scale": 2}}, r"in \[0, 1\]"),
-        ({"kind": "fine", "out": "x", "distill": {"teacher": "t.pt"}}, "coarse models only"),
-        ({"kind": "coarse", "out": "x", "data": {"users": 0}}, "users must be"),
+        ({"kind": "coarse", "out": "x", "model": {"nova": "yes"}}, r"^\[model\] nova: must be true or false"),
+        ({"kind": "coarse", "out": "x", "distill": {"label_smoothing_scale": 2}}, r"must be >= 0 and <= 1"),
+        (
+            {"kind": "fine", "out": "x", "distill": {"teacher": "t.pt"}},
+            r"^\[distill\]: applies to coarse models only",
+        ),
+        ({"kind": "coarse", "out": "x", "data": {"users": 0}}, r"^\[data\] users: must be >= 1"),
     ],
 )
 def test_bad_configs_fail_with_a_clear_message(raw, message):
@@ -158,4 +169,57 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('kind = "coarse"\nout = "x.pt"\n[train]\nepochs = -1\n')
     assert main(["--config", str(bad)]) == 2
-    assert "epochs must be an integer >= 1" in capsys.readouterr().err
+    assert "bad.toml [train] epochs: must be >= 1, got -1" in capsys.readouterr().err
+
+
+def test_cli_checks_every_named_config_before_writing_anything(tmp_path, capsys):
+    (tmp_path / "fine.toml").write_text('kind = "fine"\nout = "f.pt"\n[model]\nhidden = = 1\ndim = 2\n')
+    config = tmp_path / "c.toml"
+    config.write_text(
+        'kind = "coarse"\nout = "c.pt"\n[data]\nlogs = "logs"\n[distill]\nteacher = "fine.toml"\n'
+    )
+    assert main(["--config", str(config)]) == 2
+    assert re.search(r"fine\.toml: is not valid TOML: .*line 4", capsys.readouterr().err)
+    assert main(["--config", str(config), "--set", "train.lr=fast"]) == 2
+    assert "c.toml [train] lr: must be a number, got 'fast'" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml", "fine.toml"]  # no logs, no checkpoint
+
+
+_TINY_MODEL = {"fine": {"dim": 4, "attention_hidden": 4, "hidden": [8]}, "coarse": {"dim": 4}}
+
+
+def _tiny(small_log_dir, small_data, path, kind: str, seed: int, records: list | None = None):
+    raw = {
+        "kind": kind,
+        "out": str(path),
+        "data": {"logs": str(small_log_dir), "world": "small", "held_out_share": 0.9},
+        "model": _TINY_MODEL[kind],
+        "train": {"epochs": 1, "batch_size": 1024, "eval_lists": 300, "seed": seed},
+    }
+    on_epoch = records.append if records is not None else None
+    return train(parse_config(raw), small_data, progress=False, log=lambda *_: None, on_epoch=on_epoch)
+
+
+@pytest.mark.parametrize("kind", ["fine", "coarse"])
+def test_one_loop_trains_each_kind_reproducibly_without_the_global_generator(
+    kind, small_log_dir, small_data, tmp_path
+):
+    state = torch.get_rng_state()
+    records: list[dict] = []
+    first = _tiny(small_log_dir, small_data, tmp_path / "a.pt", kind, seed=0, records=records)
+    assert torch.equal(torch.get_rng_state(), state)  # training neither draws from nor seeds it
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(123)  # whatever the global state, the weights are those of the seed
+        again = _tiny(small_log_dir, small_data, tmp_path / "b.pt", kind, seed=0)
+    other = _tiny(small_log_dir, small_data, tmp_path / "c.pt", kind, seed=1)
+    assert load_checkpoint(first.path, kind=kind).version == first.version
+    assert again.version == first.version and again.history == first.history
+    assert other.version != first.version
+    assert records == first.history and {"auc", "gauc", "loss"} <= set(records[0])
+    assert load_checkpoint(first.path).metadata["score_task"] == "click"
+
+
+def test_a_fine_ranker_cannot_serve_the_exposure_task(small_log_dir, small_data, tmp_path):
+    raw = {"kind": "fine", "out": str(tmp_path / "f.pt"), "train": {"score_task": "exposure"}}
+    with pytest.raises(ConfigError, match="score_task of a fine ranker must be one of"):
+        train(parse_config(raw), small_data, progress=False, log=lambda *_: None)

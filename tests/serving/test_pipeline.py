@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
 
+from common.config import ConfigError
 from policies.rankers import PopularityScorer, RandomScorer
-from serving.args import AppArgs
+from serving.args import AppArgs, app_args
 from serving.pipeline import (
     PageRequests,
     RecallStage,
@@ -230,21 +230,21 @@ def test_page_requests_of_rejects_non_integers():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"world": "nowhere.toml"}, "world must be one of"),
+        ({"world": "nowhere.toml"}, "world: must be one of"),
         ({"fine": "missing.pt"}, "checkpoint file"),
         ({"arms": {}}, "at least one arm"),
         ({"arms": {"a b": {}}}, "arm name"),
-        ({"arms": {"a": {"coarse": "popularity", "size": 3}}}, "Extra inputs"),
+        ({"arms": {"a": {"coarse": "popularity", "size": 3}}}, "unknown key"),
         ({"arms": {"a": {"coarse_size": 5}}}, "page size"),
         ({"arms": {"a": {"coarse_size": SMALL.recall_size + 1}}}, "exceeds the recall size"),
-        ({"arms": {"a": {}, "b": {}}, "assignment": {"shares": {"a": 1.0}}}, "shares name arms"),
+        ({"arms": {"a": {}, "b": {}}, "assignment": {"shares": {"a": 1.0}}}, "shares: name arms"),
         ({"arms": {"a": {}, "b": {}}, "assignment": {"shares": {"a": 0.7, "b": 0.7}}}, "sum to 1"),
-        ({"colour": "red"}, "Extra inputs"),
+        ({"colour": "red"}, "unknown key"),
     ],
 )
 def test_app_args_are_validated(changes, message):
-    with pytest.raises(ValidationError, match=message):
-        AppArgs.model_validate(changes)
+    with pytest.raises(ConfigError, match=message):
+        app_args(changes)
 
 
 def test_app_args_resolve(tmp_path, seeded_models):

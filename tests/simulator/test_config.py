@@ -128,3 +128,27 @@ def test_from_toml_without_a_world_table_is_an_error(tmp_path: Path) -> None:
     path.write_text("n_items = 3000\nseed = 5\n")
     with pytest.raises(ConfigError, match="world"):
         WorldConfig.from_toml(path)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"n_items": True}, r"^n_items: must be an integer, got True$"),
+        ({"n_items": 5000.0}, r"^n_items: must be an integer, got 5000\.0$"),
+        ({"taste_scale": "0.8"}, r"^taste_scale: must be a number, got '0\.8'$"),
+        ({"n_itemz": 5}, r"^n_itemz: unknown key; did you mean 'n_items'\?$"),
+    ],
+)
+def test_from_dict_is_strictly_typed(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WorldConfig.from_dict(values)
+
+
+def test_from_toml_names_the_file_table_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "world.toml"
+    path.write_text("[world]\nseq_window = -1\n")
+    with pytest.raises(ConfigError, match=rf"^{path} \[world\] seq_window: must be >= 1, got -1$"):
+        WorldConfig.from_toml(path)
+    path.write_text("[world\nseed = 1\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: is not valid TOML: .*line 1"):
+        WorldConfig.from_toml(path)

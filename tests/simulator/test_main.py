@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,12 +40,36 @@ def test_config_file_overrides_the_defaults(tmp_path: Path, capsys: pytest.Captu
     assert json.loads(capsys.readouterr().out)["world"]["items"] == 3_000
 
 
-def test_bad_config_file_is_a_usage_error(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[world]\nhistory_noise = 1.5\n", r"world\.toml \[world\] history_noise: must be >= 0 and <= 1"),
+        ("[world]\nn_items = \n", r"world\.toml: is not valid TOML: .*line 2"),
+        ("[world]\nn_itemz = 5\n", r"\[world\] n_itemz: unknown key; did you mean 'n_items'\?"),
+    ],
+)
+def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, capsys, text: str, message: str) -> None:
     path = tmp_path / "world.toml"
-    path.write_text("[world]\nhistory_noise = 1.5\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["describe", "--config", str(path)])
-    assert exit_info.value.code == 2
+    path.write_text(text)
+    assert main(["describe", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.search(message, err), err
+
+
+def test_set_overrides_a_world_setting(capsys) -> None:
+    args = [
+        "describe",
+        "--small",
+        "--set",
+        "n_items=3000",
+        "--sessions",
+        "5",
+        "--oracle-users",
+        "2",
+        "--json",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["world"]["items"] == 3_000
 
 
 def test_logs_command_refuses_an_existing_folder_without_force(tmp_path: Path) -> None:

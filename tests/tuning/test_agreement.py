@@ -1,4 +1,4 @@
-"""Offline-online agreement: Kendall tau-b matches scipy (ties included), the bootstrap
+"""Offline-online agreement: Kendall tau-b is the pairwise τ-b (ties included), the bootstrap
 interval behaves, and the table reports what each metric would have picked."""
 
 from __future__ import annotations
@@ -12,29 +12,39 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from tuning.agreement import agreement_table, bootstrap_tau_ci, format_agreement, kendall_tau
+from policies.metrics import kendall_tau
+from tuning.agreement import agreement_table, bootstrap_tau_ci, format_agreement
 
 values = st.integers(min_value=-3, max_value=3).map(float) | st.floats(-1e3, 1e3, allow_nan=False)
 
 
+def tau_b_by_pairs(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ-b counted pair by pair (the hand-written τ this module used before it
+    shared ``policies.metrics.kendall_tau``): (P − Q) / √((n₀ − n_x)(n₀ − n_y))."""
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    denom = math.sqrt(float(n0 - np.count_nonzero(sx == 0)) * float(n0 - np.count_nonzero(sy == 0)))
+    return float((sx * sy).sum() / denom) if denom > 0 else math.nan
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(values, values), min_size=2, max_size=30))
-def test_kendall_tau_is_scipys_tau_b(pairs):
+def test_the_tables_tau_is_the_pairwise_tau_b(pairs):
     x, y = np.array(pairs).T
-    expected = stats.kendalltau(x, y).statistic
-    got = kendall_tau(x, y)
+    trials = pd.DataFrame({"trial_id": [f"t{k}" for k in range(len(x))], "m": x, "objective": y})
+    got = agreement_table(trials, ["m"], n_boot=1)["tau"].iloc[0]
+    expected = tau_b_by_pairs(x, y)
+    assert stats.kendalltau(x, y).statistic == pytest.approx(expected, abs=1e-12, nan_ok=True)
     if math.isnan(expected):
         assert math.isnan(got)
     else:
         assert got == pytest.approx(expected, abs=1e-12)
 
 
-def test_kendall_tau_rejects_bad_input():
-    with pytest.raises(ValueError, match="equal length"):
-        kendall_tau([1, 2], [1, 2, 3])
-    with pytest.raises(ValueError, match="finite"):
-        kendall_tau([1, np.nan], [1, 2])
-    assert math.isnan(kendall_tau([1.0], [2.0]))
+def test_tau_is_undefined_for_one_trial():
+    trials = pd.DataFrame({"trial_id": ["a"], "m": [0.5], "objective": [0.01]})
+    assert math.isnan(agreement_table(trials, ["m"], n_boot=10)["tau"].iloc[0])
 
 
 def test_bootstrap_interval_contains_the_estimate_and_is_degenerate_for_perfect_order():
@@ -42,8 +52,10 @@ def test_bootstrap_interval_contains_the_estimate_and_is_degenerate_for_perfect_
     x = rng.normal(size=40)
     y = x + rng.normal(scale=1.0, size=40)
     lo, hi = bootstrap_tau_ci(x, y, 500, 0.05, np.random.default_rng(1))
-    assert lo < kendall_tau(x, y) < hi
-    assert bootstrap_tau_ci(x, 2 * x, 200, 0.05, np.random.default_rng(2)) == (1.0, 1.0)
+    assert lo < kendall_tau(x[None], y[None]) < hi
+    assert bootstrap_tau_ci(x, 2 * x, 200, 0.05, np.random.default_rng(2)) == pytest.approx(
+        (1.0, 1.0), abs=1e-12
+    )
     assert bootstrap_tau_ci(x, y, 500, 0.05, np.random.default_rng(1)) == (lo, hi)  # seeded
 
 

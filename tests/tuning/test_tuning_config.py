@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.config import ConfigError
 from policies.train import parse_config as parse_training_config
-from simulator.config import ConfigError
 from tuning.config import (
     Distribution,
     Searcher,
@@ -66,13 +66,16 @@ def test_bad_space_is_rejected_with_its_setting(space, message):
 @pytest.mark.parametrize(
     ("table", "values", "message"),
     [
-        ("objective", {"metric": "revenue"}, "metric must be one of"),
-        ("scheduler", {"metric": "epoch/loss"}, "metric must be one of"),
-        ("search", {"searcher": "hyperopt"}, "not one of"),
-        ("search", {"num_samples": 0}, "num_samples"),
-        ("trial", {"train": {"epochs": 3}}, "set \\[trial\\] epochs"),
-        ("control", {"fine": "fine.json"}, "checkpoint"),
-        ("search", {"budget": 1}, "unknown setting"),
+        ("objective", {"metric": "revenue"}, r"^\[objective\] metric: must be one of \['uctr'"),
+        ("scheduler", {"metric": "epoch/loss"}, r"^\[scheduler\] metric: must be one of"),
+        ("search", {"searcher": "hyperopt"}, r"^\[search\] searcher: must be one of \['optuna', 'random'\]"),
+        ("search", {"num_samples": 0}, r"^\[search\] num_samples: must be >= 1, got 0"),
+        ("search", {"num_samples": True}, r"^\[search\] num_samples: must be an integer, got True"),
+        ("objective", {"alpha": "0.05"}, r"^\[objective\] alpha: must be a number"),
+        ("trial", {"train": {"epochs": 3}}, r"^\[trial\.train\] epochs: set \[trial\] epochs instead"),
+        ("trial", {"data": {"userz": 3}}, r"^\[trial\.data\] userz: unknown key; did you mean 'users'\?"),
+        ("control", {"fine": "fine.json"}, r"^\[control\] fine: must be a checkpoint"),
+        ("search", {"budget": 1}, r"^\[search\] budget: unknown key"),
     ],
 )
 def test_bad_settings_are_rejected(table, values, message):
@@ -83,8 +86,31 @@ def test_bad_settings_are_rejected(table, values, message):
 
 
 def test_unknown_top_level_key_is_rejected():
-    with pytest.raises(ConfigError, match="unknown top-level"):
+    with pytest.raises(ConfigError, match=r"^spaces: unknown key; did you mean 'space'\?"):
         parse_config(_raw(spaces={}))
+
+
+def test_description_must_be_a_string():
+    with pytest.raises(ConfigError, match=r"^description: must be a string, got 5"):
+        parse_config(_raw(description=5))
+
+
+def test_a_run_folders_config_toml_reloads_to_the_same_config(tmp_path):
+    from common.config import dumps_toml  # noqa: PLC0415
+
+    config = parse_config(_raw(description="line one\nline two: Δ ≥ 0"))
+    stored = tmp_path / "config.toml"
+    stored.write_text(dumps_toml(config.to_dict()), encoding="utf-8")
+    assert load_config(stored) == config
+
+
+def test_relative_paths_are_relative_to_the_search_file():
+    config = load_config(SMALL_CONFIG)
+    assert config.trial.base["out"] == str(ROOT / "runs" / "models" / "tune_small_base.pt")
+    assert config.control.fine["data"]["logs"] == str(ROOT / "data" / "logs" / "tune-small")
+    default = load_config(ROOT / "configs" / "tune_default.toml")
+    assert default.trial.base == str(ROOT / "configs" / "models" / "coarse_dssm.toml")
+    assert default.trial.data["logs"] == str(ROOT / "data" / "logs" / "tune-default-5k")
 
 
 def test_param_space_has_one_tune_domain_per_setting():

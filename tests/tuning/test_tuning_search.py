@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from ray import tune
 
 from policies.train import ensure_trained, load_config
+from simulator.config import ConfigError
 from tuning.__main__ import EXIT_CONFIG, EXIT_EXISTS, main
 from tuning.search import run_search
 
@@ -70,6 +72,7 @@ def test_best_toml_is_the_best_trials_config_and_reuses_its_checkpoint(optuna_se
 
 
 def test_best_toml_runs_as_a_run_ab_arm(optuna_search, small_world):
+    from abtest.arms import resolve_arms  # noqa: PLC0415
     from abtest.config import parse_config  # noqa: PLC0415
     from abtest.experiment import run_experiment  # noqa: PLC0415
 
@@ -88,7 +91,10 @@ def test_best_toml_runs_as_a_run_ab_arm(optuna_search, small_world):
             "stats": {"funnel_users": 20},
         }
     )
-    result = run_experiment(config, through="inprocess", workers=1, world=small_world, log=lambda *_: None)
+    with pytest.raises(ConfigError, match="training config"):
+        run_experiment(config, through="inprocess", workers=1, world=small_world)  # the engine never trains
+    resolved = resolve_arms(config, small_world.config, log=lambda *_: None)
+    result = run_experiment(resolved, through="inprocess", workers=1, world=small_world, log=lambda *_: None)
     assert set(result.to_pandas()["treatment"]) == {"tuned"}
 
 

@@ -1,4 +1,4 @@
-"""The ablation ladder's rungs and the offline evaluation behind its table."""
+"""The ablation ladder: its rungs, its table and figure, its paired online differences."""
 
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 
-from policies.cascade import CascadeSizes
-from policies.evaluate import EvalSet, evaluate_coarse
-from policies.features import FeatureStore
-from policies.ladder import STEPS, _paired, format_table, ladder_configs, plot_ladder
-from policies.rankers import OracleScorer, RandomScorer, load_scorer
 from policies.train import parse_config
+from tuning.ladder import STEPS, format_table, ladder_configs, paired_vs_reference, plot_ladder
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "models"
 
@@ -43,45 +38,29 @@ def test_each_rung_adds_exactly_its_step():
         assert 1 <= len(changed) <= 4, changed  # distillation brings its settings along
 
 
-@pytest.fixture(scope="module")
-def eval_set(small_world, small_data, small_fine):
-    teacher = load_scorer(str(small_fine.path), small_world, FeatureStore.from_world(small_world), "fine")
-    sizes = CascadeSizes(coarse=50, page=10)
-    return EvalSet.build(small_world, small_data, small_fine.held_out_users, teacher, sizes, 150, 2000)
-
-
-def test_oracle_beats_random_on_every_simulator_metric(small_world, eval_set):
-    oracle = evaluate_coarse(OracleScorer(small_world), eval_set)
-    random = evaluate_coarse(RandomScorer(0), eval_set)
-    assert "gauc" not in oracle  # baselines have no logged-list metrics
-    for key in ("hitrate_out@50", "hitrate_global@50", "funnel_kept"):
-        assert oracle[key] > random[key], key
-    assert oracle["funnel_coarse"] < random["funnel_coarse"]
-    # recall loss does not depend on the coarse ranker
-    assert oracle["funnel_recall"] == random["funnel_recall"]
-
-
-def test_model_metrics_are_complete_and_funnel_shares_sum_to_one(small_world, small_coarse, eval_set):
-    scorer = load_scorer(str(small_coarse.path), small_world, FeatureStore.from_world(small_world), "coarse")
-    result = evaluate_coarse(scorer, eval_set)
-    for key in ("auc", "gauc", "ndcg@10", "kendall_tau", "recall@10@30", "recall@10@50"):
-        assert 0.0 <= result[key] <= 1.0 or key == "kendall_tau", key
-    funnel = sum(result[f"funnel_{s}"] for s in ("recall", "coarse", "fine", "kept"))
-    assert funnel == pytest.approx(1.0)
-    assert np.isfinite(result["hitrate_global@50"])
-
-
 def test_table_formats_every_row():
     rows = [{"model": "a", "x": 0.123456, "version": "v"}, {"model": "b", "x": np.nan}]
     text = format_table(pd.DataFrame(rows))
     assert text.splitlines() == ["| model | x |", "|---|---|", "| a | 0.1235 |", "| b |  |"]
 
 
-def test_paired_interval_is_the_normal_95_percent_half_width():
-    diff = np.random.default_rng(0).normal(0.3, 2.0, 400)
-    mean, half = _paired(diff)
-    assert mean == pytest.approx(diff.mean())
-    assert half == pytest.approx(1.96 * diff.std(ddof=1) / 20)
+def test_paired_differences_cover_the_true_difference_at_95_percent():
+    """Few users, each with their own level shared by both rows: the half-width must use the
+    paired differences (not the rows' own spread, which would over-cover) and Student's t
+    (a normal 1.96 covers ~91 % with 8 users)."""
+    rng = np.random.default_rng(0)
+    reps, covered = 4000, 0
+    for _ in range(reps):
+        level = rng.gamma(2.0, 3.0, 8)
+        outcomes = {
+            "dssm": {"clicks": level + rng.normal(0, 1, 8)},
+            "+fm": {"clicks": level + 0.5 + rng.normal(0, 1, 8)},
+        }
+        paired = paired_vs_reference(outcomes, "dssm", ("clicks",))
+        delta, half = paired["+fm"]["Δclicks vs dssm"], paired["+fm"]["Δclicks ±95%"]
+        covered += abs(delta - 0.5) <= half
+    assert paired["dssm"] == {"Δclicks vs dssm": 0.0, "Δclicks ±95%": 0.0}
+    assert 0.94 <= covered / reps <= 0.96
 
 
 def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path):

@@ -13,9 +13,14 @@ import warnings
 import pandas as pd
 import pytest
 import ray
+import torch
 
+from abtest import executors
+from abtest.analysis import ExperimentResult
+from abtest.arms import arm_specs, build_cascades
 from abtest.config import ExperimentConfig
-from abtest.experiment import ExperimentResult, run_experiment
+from abtest.experiment import run_experiment
+from abtest.traffic import Traffic, plan_shards
 from simulator import World
 
 
@@ -72,3 +77,16 @@ def test_through_serve_equals_in_process(in_process, model_config, ray_session, 
     assert served.through == "serve"
     same_results(in_process, served)
     assert served.versions == in_process.versions
+
+
+def test_in_process_runs_every_shard_on_one_torch_thread_and_restores_it(tiny_config, small_world) -> None:
+    arms = arm_specs(tiny_config)
+    shards = plan_shards(tiny_config)[:3]
+    threads = torch.get_num_threads()
+    with executors.in_process(tiny_config, small_world, arms) as run:
+        seen = []
+        for shard, frame in run(shards):
+            seen.append(torch.get_num_threads())
+            expected = Traffic(tiny_config, small_world, build_cascades(small_world, arms)).run(shard)
+            pd.testing.assert_frame_equal(frame, expected)
+    assert seen == [1, 1, 1] and torch.get_num_threads() == threads

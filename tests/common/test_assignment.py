@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from abtest.assignment import Assignment, user_buckets
+from common.assignment import Assignment, user_buckets
 
 USERS = np.arange(100_000)
 

@@ -1,7 +1,7 @@
 """The ablation ladder of the seeds' coarse-ranking techniques, trained and evaluated in one go.
 
-    python -m policies.ladder               # default world, ~20k logged users
-    python -m policies.ladder --help
+    python -m tuning.ladder               # default world, ~20k logged users
+    python -m tuning.ladder --help
 
 Rungs are cumulative, starting from the baseline DSSM config: + MLP scorer, + FM cross,
 + distillation from the fine ranker (label-smoothed soft labels, two stages), + NOVA,
@@ -23,24 +23,27 @@ import argparse
 import copy
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from policies.cascade import Cascade, CascadeSizes, run_sessions
+from abtest.stats import paired_lift
+from policies.baselines import BASELINES
+from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
+from policies.config import read_raw
 from policies.data import load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
-from policies.rankers import BASELINES, load_scorer
+from policies.rankers import load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
 from simulator.config import ConfigError, load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
+from tuning.online import session_outcomes
 
 STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
     ("dssm", {}),
@@ -66,19 +69,25 @@ def ladder_configs(base: dict[str, Any], fine: str, out_dir: Path) -> dict[str, 
     return configs
 
 
-def online_outcome(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[str, np.ndarray]:
-    totals = run_sessions(sim, cascade, keys).totals
-    return {"clicks": totals.clicks, "gmv": totals.gmv, "pages": totals.pages}
-
-
-def _paired(diff: np.ndarray) -> tuple[float, float]:
-    """Mean of paired differences and the half-width of its 95 % interval."""
-    return float(diff.mean()), float(1.96 * diff.std(ddof=1) / np.sqrt(len(diff)))
+def paired_vs_reference(
+    outcomes: dict[str, dict[str, np.ndarray]], reference: str, metrics: tuple[str, ...]
+) -> dict[str, dict[str, float]]:
+    """Per row and metric: the paired mean difference to the ``reference`` row over the same
+    users and the half-width of its 95 % interval (``abtest.stats.paired_lift``)."""
+    out = {}
+    for name, outcome in outcomes.items():
+        row = {}
+        for metric in metrics:
+            paired = paired_lift(outcomes[reference][metric], outcome[metric])
+            row[f"Δ{metric} vs {reference}"] = paired.effect
+            row[f"Δ{metric} ±95%"] = paired.effect_hi - paired.effect
+        out[name] = row
+    return out
 
 
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
-    base = tomllib.loads(Path(args.base).read_text())
+    base = read_raw(args.base)
     configs = ladder_configs(base, args.fine, out_dir)
     if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():
@@ -122,16 +131,16 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             scorer = load_scorer(name, world, features, "coarse")
         row |= evaluate_coarse(scorer, eval_set)
         row["ms/1k cand"] = inference_ms_per_1000(scorer, probe_user, probe_items)
-        outcomes[name] = online_outcome(sim, Cascade(scorer, fine, sizes), keys)
+        outcomes[name] = session_outcomes(sim, Cascade(scorer, fine, sizes), keys)
         row["clicks/session"] = outcomes[name]["clicks"].mean()
         row["gmv/session"] = outcomes[name]["gmv"].mean()
         row["pages/session"] = outcomes[name]["pages"].mean()
         log(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
         rows.append(row)
-    for row in rows:
-        for metric in ("clicks", "gmv") if "dssm" in outcomes else ():
-            diff = outcomes[row["model"]][metric] - outcomes["dssm"][metric]
-            row[f"Δ{metric} vs dssm"], row[f"Δ{metric} ±95%"] = _paired(diff)
+    if "dssm" in outcomes:
+        paired = paired_vs_reference(outcomes, "dssm", ("clicks", "gmv"))
+        for row in rows:
+            row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     table.attrs["caption"] = (
@@ -201,7 +210,7 @@ def plot_ladder(table: pd.DataFrame, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m policies.ladder",
+        prog="python -m tuning.ladder",
         description="Train (or reuse) every rung of the coarse-ranker ablation ladder and print one "
         "table of offline metrics, inference cost and simulated online clicks / GMV.",
     )

@@ -1,0 +1,114 @@
+"""The three ways of running shards, behind one interface.
+
+An executor is a context manager: entering it sets up (cascades, Ray actors or the Serve
+app), and it yields ``run(shards) -> iterator of (shard, user-day frame)``, in any order;
+leaving it tears down what it started. Every way gives the same frames
+(``abtest.traffic``: every draw is keyed by (user, day, session, item)).
+
+- ``in_process``: this process, one torch thread.
+- ``ray_actors``: ``workers`` Ray actors (1 CPU each), each holding the world and every arm's
+  cascade, two shards in flight per actor.
+- ``served``: the cascade hosted on Ray Serve (``abtest.serve_traffic``), this process
+  simulating.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+import pandas as pd
+import torch
+
+from abtest.arms import ArmSpec, build_cascades
+from abtest.config import ExperimentConfig, parse_config
+from abtest.traffic import Shard, Traffic
+from common.ray_env import init_ray
+from simulator.config import WorldConfig
+from simulator.world import World
+
+Run = Callable[[Iterable[Shard]], Iterator[tuple[Shard, pd.DataFrame]]]
+"""What an executor yields: run these shards, yield (shard, user-day frame) as they finish."""
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Scorers run one request at a time: tiny kernels that intra-op threads only slow down
+    (several times over on a busy 2-core machine). Restores the setting after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _serially(traffic: Traffic) -> Run:
+    def run(shards: Iterable[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
+        with _one_torch_thread():
+            for shard in shards:
+                yield shard, traffic.run(shard)
+
+    return run
+
+
+@contextlib.contextmanager
+def in_process(config: ExperimentConfig, world: World, arms: Mapping[str, ArmSpec]) -> Iterator[Run]:
+    """Shards run one after the other in this process."""
+    yield _serially(Traffic(config, world, build_cascades(world, arms)))
+
+
+@contextlib.contextmanager
+def served(config: ExperimentConfig, world: World, arms: Mapping[str, ArmSpec]) -> Iterator[Run]:
+    """Pages ranked by the cascade on Ray Serve; sessions simulated in this process."""
+    from abtest.serve_traffic import serve_rankers  # noqa: PLC0415 (imports serving, ray)
+
+    with serve_rankers(config, arms) as rankers:
+        yield _serially(Traffic(config, world, rankers))
+
+
+@contextlib.contextmanager
+def ray_actors(
+    config: ExperimentConfig, world_config: WorldConfig, arms: Mapping[str, ArmSpec], workers: int
+) -> Iterator[Run]:
+    """``workers`` Ray actors; entering returns once they are built, so start-up and
+    throughput are timed apart. Shuts Ray down after if this started it."""
+    import ray  # noqa: PLC0415
+
+    @ray.remote(num_cpus=1)
+    class ShardWorker:
+        def __init__(self, raw_config: dict, world_config: WorldConfig, arms: dict) -> None:
+            torch.set_num_threads(1)
+            world = World(world_config)
+            self.traffic = Traffic(parse_config(raw_config), world, build_cascades(world, arms))
+
+        def ready(self) -> bool:
+            return True
+
+        def run(self, shard: Shard) -> tuple[Shard, pd.DataFrame]:
+            return shard, self.traffic.run(shard)
+
+    def run(shards: Iterable[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
+        queue, pending = list(shards), {}
+        for actor in actors:
+            for _ in range(2):
+                if queue:
+                    pending[actor.run.remote(queue.pop(0))] = actor
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            actor = pending.pop(done[0])
+            if queue:
+                pending[actor.run.remote(queue.pop(0))] = actor
+            yield ray.get(done[0])
+
+    started_ray = init_ray(object_store_memory=256 * 2**20)
+    actors = []
+    try:
+        actors = [ShardWorker.remote(config.to_dict(), world_config, dict(arms)) for _ in range(workers)]
+        ray.get([actor.ready.remote() for actor in actors])
+        yield run
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started_ray:
+            ray.shutdown()

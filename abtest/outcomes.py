@@ -1,0 +1,79 @@
+"""Per-user outcomes of finished sessions: the one place that turns ``run_sessions`` output
+into metric columns, used by the A/B engine, the tuning trials and the ablation ladder.
+
+Per session (one user on one day): pages (depth), impressions, clicks, purchases, GMV, the
+simulator's expected clicks of the pages shown, and the hitrate counts of seed 002 - the
+user-day's purchases contained in the coarse stage's output on the session's first page, for
+in-scene purchases (trivially high: a bought item was shown, hence passed the coarse stage on
+its page) and for all purchases including the out-of-scene ones of
+``simulator.logs.out_of_scene_purchases`` (global hitrate, the real test of a coarse ranker).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # abtest.config imports the column names: keep this module light
+    from policies.cascade import CascadeSessions
+    from simulator.world import World
+
+USER_COLUMNS = (
+    "days",
+    "pages",
+    "impressions",
+    "clicks",
+    "clicked",
+    "purchases",
+    "gmv",
+    "expected_clicks",
+    "inscene_hits",
+    "inscene_purchases",
+    "oos_purchases",
+    "global_hits",
+    "global_purchases",
+)
+"""Per-user metric columns (summed over the experiment days; ``clicked`` = clicks > 0)."""
+
+SESSION_COLUMNS = tuple(c for c in USER_COLUMNS if c not in ("days", "clicked"))
+"""The columns of ``session_outcomes``: per-session counts, summed per user over days."""
+
+
+def _contains(sets: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """out[p] = items[p] in sets[rows[p]], for sets (B, C) padded with -1."""
+    if rows.size == 0 or sets.shape[1] == 0:
+        return np.zeros(rows.shape, dtype=bool)
+    return (sets[rows] == items[:, None]).any(axis=1)
+
+
+def session_outcomes(
+    world: World, sessions: CascadeSessions, users: np.ndarray, day: int
+) -> dict[str, np.ndarray]:
+    """``SESSION_COLUMNS`` of the sessions of ``users`` (distinct, one session each) on ``day``,
+    as run by ``policies.cascade.run_sessions``."""
+    from simulator.logs import out_of_scene_purchases  # noqa: PLC0415 (pyarrow: only when simulating)
+
+    t, coarse, b = sessions.totals, sessions.first_coarse_items, len(users)
+    counts = np.array([len(p) for p in sessions.purchased], dtype=np.int64)
+    ins_rows = np.repeat(np.arange(b), counts)
+    ins_items = np.concatenate(sessions.purchased) if b else np.empty(0, np.int64)
+    inscene_hits = np.bincount(ins_rows, _contains(coarse, ins_rows, ins_items), minlength=b)
+    buyer, oos_items = out_of_scene_purchases(world, users, day)
+    by_user = np.argsort(users, kind="stable")
+    oos_rows = by_user[np.searchsorted(users, buyer, sorter=by_user)]
+    oos_hits = np.bincount(oos_rows, _contains(coarse, oos_rows, oos_items), minlength=b)
+    oos_count = np.bincount(oos_rows, minlength=b)
+    return {
+        "pages": t.pages,
+        "impressions": t.impressions,
+        "clicks": t.clicks,
+        "purchases": t.purchases,
+        "gmv": t.gmv,
+        "expected_clicks": t.expected_clicks,
+        "inscene_hits": inscene_hits.astype(np.float64),
+        "inscene_purchases": counts.astype(np.float64),
+        "oos_purchases": oos_count.astype(np.float64),
+        "global_hits": (inscene_hits + oos_hits).astype(np.float64),
+        "global_purchases": (counts + oos_count).astype(np.float64),
+    }

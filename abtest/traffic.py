@@ -1,0 +1,131 @@
+"""Traffic: the experiment's shards of users x days, and the simulation of one shard.
+
+Each user has one session per experiment day (days first_day.., after the logged days, so
+sessions are fresh draws). Work is cut into shards of users per day; a shard runs every arm's
+users (``common.assignment``: a hash of (layer, salt, user id), the same on every day, shard
+and worker) through that arm's page ranker with ``run_sessions``. All arms share the world and
+the simulator's counter-based random numbers (common random numbers): a user's recall set and
+its coin flips for an item do not depend on the arm, and every draw is keyed by (user, day,
+session, item), so a shard gives the same rows wherever it runs. On the first day, users
+0..funnel_users-1 also record where the k truly best items of the pool were lost (recall,
+coarse, fine; ``simulator.oracle``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from abtest.config import ExperimentConfig
+from abtest.outcomes import session_outcomes
+from common.assignment import Assignment
+from policies.cascade import PageRanker, Ranked, run_sessions
+from simulator.oracle import best_in_pool, funnel_loss
+from simulator.recall import SessionKeys
+from simulator.session import SessionBatch, Simulator
+from simulator.world import World
+
+FUNNEL_COLUMNS = ("funnel_recall", "funnel_coarse", "funnel_fine", "funnel_kept")
+"""Of the k truly best items of the pool: how many recall missed, the coarse stage cut, the
+fine stage did not put on the first page, and how many were on it (NaN outside the sample)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Shard:
+    """Users lo..hi-1 on one day, of the pre-period ("pre") or the experiment ("exp")."""
+
+    period: str
+    day: int
+    index: int
+    lo: int
+    hi: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.period}-day{self.day:03d}-shard{self.index:04d}"
+
+    @property
+    def n_users(self) -> int:
+        return self.hi - self.lo
+
+
+def plan_shards(config: ExperimentConfig) -> list[Shard]:
+    """Every shard of the experiment: the simulated pre-period days first, then day by day."""
+    t = config.traffic
+    bounds = [(lo, min(lo + t.shard_users, t.users)) for lo in range(0, t.users, t.shard_users)]
+    days = [("pre", d) for d in config.pre_days] + [("exp", d) for d in config.experiment_days]
+    return [Shard(period, day, i, lo, hi) for period, day in days for i, (lo, hi) in enumerate(bounds)]
+
+
+def assign_arms(config: ExperimentConfig, users: np.ndarray) -> np.ndarray:
+    """Arm index (into ``config.arm_names``) of each user, routed by the traffic shares."""
+    assignment = Assignment(
+        config.assignment.salt, config.arm_names, config.traffic_shares, config.assignment.layer
+    )
+    return assignment.assign(users)
+
+
+class _FirstPage:
+    """A PageRanker wrapper that keeps the first page it ranks (the sessions' first page)."""
+
+    def __init__(self, ranker: PageRanker) -> None:
+        self.ranker, self.page = ranker, None
+
+    def __call__(self, batch: SessionBatch) -> Ranked:
+        ranked = self.ranker(batch)
+        if self.page is None:
+            self.page = ranked.page
+        return ranked
+
+
+class Traffic:
+    """Simulates shards: the world's simulator and one page ranker per arm.
+
+    ``rankers`` are in-process cascades or Serve clients; both return the same pages.
+    """
+
+    def __init__(self, config: ExperimentConfig, world: World, rankers: Mapping[str, PageRanker]) -> None:
+        missing = set(config.arm_names) - set(rankers)
+        if missing:
+            raise ValueError(f"no ranker for arm(s) {sorted(missing)}")
+        self.config, self.world, self.rankers = config, world, dict(rankers)
+        self.sim = Simulator(world)
+
+    def run(self, shard: Shard) -> pd.DataFrame:
+        """One row per user-day of the shard (columns: user, day, arm, SESSION_COLUMNS, FUNNEL_COLUMNS)."""
+        config = self.config
+        users = np.arange(shard.lo, shard.hi, dtype=np.int64)
+        arm_index = assign_arms(config, users)
+        parts = []
+        for k, arm in enumerate(config.arm_names):
+            mine = users[arm_index == k]
+            if mine.size == 0:
+                continue
+            ranker = self.rankers[config.control if shard.period == "pre" else arm]
+            part = self._sessions(ranker, mine, shard)
+            part.insert(2, "arm", arm)
+            parts.append(part)
+        return pd.concat(parts, ignore_index=True).sort_values("user", kind="stable").reset_index(drop=True)
+
+    def _sessions(self, ranker: PageRanker, users: np.ndarray, shard: Shard) -> pd.DataFrame:
+        recorder = _FirstPage(ranker)
+        out = run_sessions(self.sim, recorder, SessionKeys.of(users, day=shard.day))
+        b = len(users)
+        frame = {"user": users, "day": np.full(b, shard.day, dtype=np.int64)}
+        frame |= session_outcomes(self.world, out, users, shard.day)
+        funnel = np.full((b, len(FUNNEL_COLUMNS)), np.nan)
+        c = self.config
+        sample = np.flatnonzero(users < c.stats.funnel_users)
+        if shard.period == "exp" and shard.day == c.traffic.first_day and sample.size:
+            k = c.stats.funnel_k
+            best = best_in_pool(self.world, users[sample], k)
+            stages = (out.recall_items[sample], out.first_coarse_items[sample], recorder.page[sample])
+            for j, row in enumerate(sample):
+                loss = funnel_loss(best[j : j + 1], [s[j : j + 1] for s in stages])
+                funnel[row] = np.rint(np.array([loss[s] for s in ("recall", "coarse", "fine", "kept")]) * k)
+        for j, name in enumerate(FUNNEL_COLUMNS):
+            frame[name] = funnel[:, j]
+        return pd.DataFrame(frame)

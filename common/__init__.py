@@ -1,0 +1,1 @@
+"""Foundations below every package: typed configs, Ray start-up, arm assignment."""

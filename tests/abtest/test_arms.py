@@ -1,0 +1,68 @@
+"""abtest.arms: specs resolved before the engine, which refuses unresolved ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from abtest.arms import arm_specs, build_cascades, resolve_arms, versions
+from abtest.experiment import run_experiment
+from policies.checkpoint import load_checkpoint
+from simulator import SMALL
+from simulator.config import ConfigError
+
+
+def test_baselines_stay_and_checkpoints_become_absolute(make_config, seeded_models, monkeypatch) -> None:
+    monkeypatch.chdir(Path(seeded_models["fine"]).parent)
+    config = make_config(
+        arms={
+            "control": {"coarse": "popularity", "fine": "fine.pt", "coarse_size": 100},
+            "treatment": {"coarse": "coarse_a.pt", "fine": "fine.pt", "coarse_size": 40},
+        }
+    )
+    resolved = resolve_arms(config, SMALL, log=lambda *_: None)
+    assert resolved.arms["control"].coarse == "popularity"
+    assert resolved.arms["treatment"].coarse == seeded_models["coarse_a"]
+    assert resolved.arms["control"].fine == seeded_models["fine"]
+    specs = arm_specs(resolved)
+    assert specs["treatment"].coarse_size == 40
+    found = versions(specs)
+    assert found["control"]["coarse_version"] == "popularity"
+    assert found["treatment"]["coarse_version"] == load_checkpoint(seeded_models["coarse_a"]).version
+
+
+def test_the_engine_refuses_a_training_config(make_config) -> None:
+    config = make_config(
+        arms={
+            "control": {"coarse": "popularity", "fine": "oracle", "coarse_size": 100},
+            "t": {"coarse": "m.toml", "coarse_size": 100},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"\[arms.t\] coarse = 'm.toml' is a training config"):
+        run_experiment(config)
+
+
+def test_a_missing_training_config_fails_resolution_but_not_in_aa_mode(make_config) -> None:
+    arms = {
+        "control": {"coarse": "popularity", "fine": "oracle", "coarse_size": 100},
+        "t": {"coarse": "missing.toml", "coarse_size": 100},
+    }
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_arms(make_config(arms=arms), SMALL)
+    aa = resolve_arms(make_config(arms=arms, assignment={"aa": True}), SMALL)  # only the control runs
+    assert {spec.coarse for spec in arm_specs(aa).values()} == {"popularity"}
+    assert aa.arms["t"].coarse == "missing.toml"  # never resolved
+
+
+def test_a_coarse_size_above_the_recall_size_fails_before_training(make_config) -> None:
+    config = make_config(arms={"control": {"coarse": "x.toml", "coarse_size": SMALL.recall_size + 1}})
+    with pytest.raises(ConfigError, match="exceeds the world's recall size"):
+        resolve_arms(config, SMALL)
+
+
+def test_arms_with_the_same_rankers_share_one_cascade(make_config, small_world) -> None:
+    arms = {name: {"coarse": "oracle", "fine": "oracle", "coarse_size": 100} for name in ("a", "b")}
+    arms["c"] = {"coarse": "oracle", "fine": "oracle", "coarse_size": 50}
+    cascades = build_cascades(small_world, arm_specs(make_config(arms=arms)))
+    assert cascades["a"] is cascades["b"] and cascades["c"] is not cascades["a"]

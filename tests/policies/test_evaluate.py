@@ -1,0 +1,104 @@
+"""policies.evaluate: held-out list selection, teacher outputs, list metrics, and the offline
+metrics of coarse rankers on a held-out evaluation set."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from policies.cascade import CascadeSizes
+from policies.checkpoint import load_checkpoint
+from policies.data import split_by_user
+from policies.evaluate import (
+    EVAL_SPACE,
+    EvalSet,
+    evaluate_coarse,
+    held_out_list_ids,
+    list_metrics,
+    teacher_outputs,
+)
+from policies.features import FeatureStore
+from policies.rankers import OracleScorer, RandomScorer, load_scorer
+
+
+@pytest.fixture(scope="module")
+def teacher(seeded_models):
+    return load_checkpoint(seeded_models["fine"], kind="fine").model
+
+
+@pytest.fixture(scope="module")
+def eval_ids(small_data) -> np.ndarray:
+    _, held_out = split_by_user(small_data, 0.2, 0)
+    return held_out_list_ids(small_data.lists(EVAL_SPACE), held_out, 300)
+
+
+def test_held_out_lists_belong_to_held_out_users_and_keep_each_users_lists_together(small_data):
+    lists = small_data.lists(EVAL_SPACE)
+    train_users, held_out = split_by_user(small_data, 0.2, 0)
+    ids = held_out_list_ids(lists, held_out, 300)
+    assert len(ids) == 300 and np.all(np.diff(ids) > 0)
+    assert np.isin(lists.user_id[ids], held_out).all() and not np.isin(lists.user_id[ids], train_users).any()
+    every = held_out_list_ids(lists, held_out, len(lists))
+    assert np.array_equal(every[:300], ids)  # a prefix: more lists add lists, never swap them
+    assert len(held_out_list_ids(lists, held_out, 0)) == 0
+
+
+def test_teacher_outputs_of_some_lists_equal_those_of_all_lists(small_data, teacher, eval_ids):
+    lists = small_data.lists(EVAL_SPACE)
+    some_ctr, some_ctcvr = teacher_outputs(small_data, EVAL_SPACE, teacher, list_ids=eval_ids[:40])
+    entry, mask = lists.entries(eval_ids[:40])
+    chosen = entry[mask]
+    all_ctr, all_ctcvr = teacher_outputs(
+        small_data, EVAL_SPACE, teacher, list_ids=np.arange(int(eval_ids[:40].max()) + 1)
+    )
+    torch.testing.assert_close(some_ctr[chosen], all_ctr[chosen])
+    torch.testing.assert_close(some_ctcvr[chosen], all_ctcvr[chosen])
+    others = torch.ones(len(some_ctr), dtype=torch.bool)
+    others[chosen] = False
+    assert (some_ctr[others] == 0).all() and (some_ctr[chosen] > 0).all()
+    assert (some_ctcvr[chosen] <= some_ctr[chosen]).all()
+
+
+def test_list_metrics_reward_agreement_with_labels_and_teacher(small_data, teacher, eval_ids):
+    pctr = teacher_outputs(small_data, EVAL_SPACE, teacher, list_ids=eval_ids)[0]
+
+    def teacher_score(batch):
+        return teacher(batch.user, batch.items).pctr
+
+    as_teacher = list_metrics(small_data, EVAL_SPACE, eval_ids, teacher_score, pctr)
+    assert as_teacher["ndcg@10"] == pytest.approx(1.0)
+    assert as_teacher["recall@10@30"] == pytest.approx(1.0)
+    assert as_teacher["kendall_tau"] == pytest.approx(1.0)
+    knows = list_metrics(small_data, EVAL_SPACE, eval_ids, lambda b: b.click)  # knows the clicks
+    assert knows["auc"] == pytest.approx(1.0) and set(knows) == {"auc", "gauc"}
+    reversed_labels = list_metrics(small_data, EVAL_SPACE, eval_ids, lambda b: -b.click)
+    assert reversed_labels["auc"] == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def eval_set(small_world, small_data, small_fine):
+    teacher = load_scorer(str(small_fine.path), small_world, FeatureStore.from_world(small_world), "fine")
+    sizes = CascadeSizes(coarse=50, page=10)
+    return EvalSet.build(small_world, small_data, small_fine.held_out_users, teacher, sizes, 150, 2000)
+
+
+def test_oracle_beats_random_on_every_simulator_metric(small_world, eval_set):
+    oracle = evaluate_coarse(OracleScorer(small_world), eval_set)
+    random = evaluate_coarse(RandomScorer(0), eval_set)
+    assert "gauc" not in oracle  # baselines have no logged-list metrics
+    for key in ("hitrate_out@50", "hitrate_global@50", "funnel_kept"):
+        assert oracle[key] > random[key], key
+    assert oracle["funnel_coarse"] < random["funnel_coarse"]
+    # recall loss does not depend on the coarse ranker
+    assert oracle["funnel_recall"] == random["funnel_recall"]
+
+
+def test_model_metrics_are_complete_and_funnel_shares_sum_to_one(small_world, small_coarse, eval_set):
+    scorer = load_scorer(str(small_coarse.path), small_world, FeatureStore.from_world(small_world), "coarse")
+    result = evaluate_coarse(scorer, eval_set)
+    for key in ("auc", "gauc", "ndcg@10", "kendall_tau", "recall@10@30", "recall@10@50"):
+        assert 0.0 <= result[key] <= 1.0 or key == "kendall_tau", key
+    funnel = sum(result[f"funnel_{s}"] for s in ("recall", "coarse", "fine", "kept"))
+    assert funnel == pytest.approx(1.0)
+    assert np.isfinite(result["hitrate_global@50"])

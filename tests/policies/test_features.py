@@ -1,0 +1,52 @@
+"""The feature store: the world's and the logs' features agree, lookups by id, the vocab fits."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from policies.features import FeatureStore, vocab_of
+from simulator import SMALL
+
+
+@pytest.fixture(scope="module")
+def store(small_world) -> FeatureStore:
+    return FeatureStore.from_world(small_world)
+
+
+def test_the_world_and_its_logs_hold_the_same_features(store, small_data):
+    for field in dataclasses.fields(store.items):
+        assert torch.equal(getattr(store.items, field.name), getattr(small_data.items, field.name)), (
+            field.name
+        )
+    assert torch.equal(store.history, small_data.history)
+
+
+def test_the_vocab_fits_every_feature_of_the_world(store):
+    vocab = vocab_of(SMALL)
+    assert (vocab.n_items, vocab.n_users) == (store.n_items, store.n_users)
+    assert int(store.items.category.max()) < vocab.n_categories
+    assert int(store.items.brand.max()) < vocab.n_brands
+    assert int(store.items.price_bucket.max()) < vocab.n_price_buckets
+    assert torch.equal(store.items.item_id, torch.arange(store.n_items))  # row = item id
+
+
+def test_users_are_looked_up_with_their_logged_history(store):
+    ids = np.array([5, 0, store.n_users - 1])
+    users = store.users(ids)
+    assert torch.equal(users.user_id, torch.as_tensor(ids))
+    assert torch.equal(users.history.item_id, store.history[ids])
+    assert torch.equal(users.history.category, store.items.category[store.history[ids]])
+    for bad in (np.array([-1]), np.array([store.n_users])):
+        with pytest.raises(IndexError, match="user ids must be in"):
+            store.users(bad)
+
+
+def test_item_features_keep_the_shape_of_the_ids(store):
+    ids = np.array([[3, 1, 4], [1, 5, 9]])
+    items = store.item_features(ids)
+    assert items.item_id.shape == (2, 3) and torch.equal(items.item_id, torch.as_tensor(ids))
+    assert torch.equal(items.brand, store.items.brand[torch.as_tensor(ids)])
