@@ -1,1 +1,2 @@
-"""Foundations below every package: typed configs, Ray start-up, arm assignment."""
+"""Foundations below every package: typed configs, counter-based random numbers, Ray start-up,
+arm assignment."""

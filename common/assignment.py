@@ -13,7 +13,7 @@ import hashlib
 
 import numpy as np
 
-from simulator.rng import Stream, hash_keys
+from common.rng import Stream, hash_keys
 
 
 def _salt_seed(salt: str) -> int:

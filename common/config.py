@@ -27,7 +27,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -305,6 +305,26 @@ def to_plain(value: Any) -> Any:
 def resolve_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
     """A copy of the (partial) mapping of ``cls`` with the relative paths of its path fields,
     and of its nested configs', made absolute against ``base``."""
+    return _map_paths(cls, values, lambda value, keep: _resolve(value, base, keep))
+
+
+def relative_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> dict[str, Any]:
+    """The inverse of ``resolve_paths``: absolute paths of path fields made relative to
+    ``base`` (what stays equal when a folder tree moves as a whole)."""
+
+    def relative(value: str, keep: frozenset[str]) -> str:
+        if not value or value in keep or not os.path.isabs(value):
+            return value
+        return os.path.relpath(value, os.path.abspath(base))
+
+    return _map_paths(cls, values, relative)
+
+
+def _map_paths(
+    cls: type, values: Mapping[str, Any], fn: Callable[[str, frozenset[str]], str]
+) -> dict[str, Any]:
+    """A copy of the mapping of ``cls`` with ``fn(value, keep)`` applied to every path field,
+    recursing into nested configs."""
     out = dict(values)
     hints = _hints(cls)
     for f in dataclasses.fields(cls):
@@ -312,17 +332,17 @@ def resolve_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> dic
             continue
         value, hint = out[f.name], hints[f.name]
         if f.metadata.get("path") and isinstance(value, str):
-            out[f.name] = _resolve(value, base, f.metadata["keep"])
+            out[f.name] = fn(value, f.metadata["keep"])
         elif isinstance(value, Mapping) and f.metadata.get("table") is not None:
-            out[f.name] = resolve_paths(f.metadata["table"], value, base)
+            out[f.name] = _map_paths(f.metadata["table"], value, fn)
         elif isinstance(value, Mapping):
             table = _table_type(hint)
             if table is not None:
-                out[f.name] = resolve_paths(table, value, base)
+                out[f.name] = _map_paths(table, value, fn)
             elif typing.get_origin(hint) is dict and (tables := typing.get_args(hint)):
                 inner = _table_type(tables[1])
                 if inner is not None:
-                    out[f.name] = {k: resolve_paths(inner, v, base) for k, v in value.items()}
+                    out[f.name] = {k: _map_paths(inner, v, fn) for k, v in value.items()}
     return out
 
 

@@ -20,6 +20,7 @@ from common.config import (
     from_mapping,
     load_toml,
     read_toml,
+    relative_paths,
     resolve_paths,
     setting,
     to_plain,
@@ -130,6 +131,11 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return to_plain(self)
+
+    def portable(self) -> dict[str, Any]:
+        """``to_dict`` with paths relative to the checkpoint's folder: what a checkpoint stores
+        and is reused by, so a checkout that moves as a whole keeps its checkpoints."""
+        return relative_paths(RunConfig, self.to_dict(), Path(self.out).parent)
 
 
 def build_run(cls: type[RunConfig], raw: Mapping[str, Any]) -> RunConfig:

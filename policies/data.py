@@ -38,9 +38,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from common.rng import Stream, uniform
 from policies.batch import ItemFeatures, ListBatch, UserFeatures
 from simulator.logs import SAMPLE_SCHEMA, SAMPLE_TYPES
-from simulator.rng import Stream, uniform
 
 LOG_FILES = ("samples.parquet", "items.parquet", "users.parquet", "world.json")
 SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA.names)

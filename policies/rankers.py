@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from common.rng import Stream, uniform
 from policies.checkpoint import (
     CheckpointError,
     ItemEmbeddings,
@@ -30,7 +31,6 @@ from policies.checkpoint import (
 from policies.features import FeatureStore, vocab_of
 from policies.models import CoarseRanker, FineRanker
 from simulator.oracle import Objective, expected_value
-from simulator.rng import Stream, uniform
 from simulator.world import World
 
 

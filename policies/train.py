@@ -269,7 +269,7 @@ def train(
     seconds = time.perf_counter() - start
     model.eval()
     metadata = {
-        "run": run.to_dict(),
+        "run": run.portable(),
         "history": history,
         "train_seconds": seconds,
         "train_samples": samples,
@@ -309,7 +309,7 @@ def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=pr
     out = Path(run.out)
     if out.is_file():
         try:
-            if load_checkpoint(out, kind=run.kind).metadata.get("run") == run.to_dict():
+            if load_checkpoint(out, kind=run.kind).metadata.get("run") == run.portable():
                 return out
         except (CheckpointError, FileNotFoundError):
             pass

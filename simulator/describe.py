@@ -6,10 +6,10 @@ import dataclasses
 
 import numpy as np
 
+from common.rng import Stream, uniform
 from simulator.logs import out_of_scene_purchases
 from simulator.oracle import best_in_pool, funnel_loss, oracle_scores
 from simulator.recall import CHANNELS, SessionKeys
-from simulator.rng import Stream, uniform
 from simulator.session import ScoreFn, SessionBatch, Simulator, run_static
 from simulator.world import World
 

@@ -38,9 +38,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from common.rng import Stream, gumbel, uniform
 from simulator.oracle import expected_value
 from simulator.recall import SessionKeys
-from simulator.rng import Stream, gumbel, uniform
 from simulator.session import SessionBatch, Simulator, page_order, page_slots
 from simulator.world import World
 

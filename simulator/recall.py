@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from simulator.rng import Stream, gumbel, uniform
+from common.rng import Stream, gumbel, uniform
 from simulator.world import World
 
 CHANNELS = ("i2i", "taste", "popular", "new", "explore")

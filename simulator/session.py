@@ -13,8 +13,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from common.rng import Stream, uniform
 from simulator.recall import Recall, RecallSet, SessionKeys
-from simulator.rng import Stream, uniform
 from simulator.world import World, sigmoid
 
 

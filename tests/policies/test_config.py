@@ -43,6 +43,24 @@ def test_paths_are_relative_to_the_training_config(tmp_path):
     assert run.distill.teacher == str(tmp_path / "models" / "f.toml") and run.data.world == "small"
 
 
+def test_the_portable_form_is_the_same_wherever_the_checkout_lies(tmp_path):
+    def run_in(root: Path, seed: int = 0) -> RunConfig:
+        (root / "models").mkdir(parents=True, exist_ok=True)
+        path = root / "models" / "c.toml"
+        path.write_text(
+            'kind = "coarse"\nout = "../runs/c.pt"\n[data]\nlogs = "../logs"\nworld = "small"\n'
+            f'[distill]\nteacher = "f.toml"\n[train]\nseed = {seed}\n'
+        )
+        return load_config(path)
+
+    here, there = run_in(tmp_path / "a"), run_in(tmp_path / "b" / "deeper")
+    assert here.to_dict() != there.to_dict()  # absolute paths
+    assert here.portable() == there.portable()
+    assert here.portable()["data"]["logs"] == "../logs"
+    assert here.portable()["distill"]["teacher"] == "../models/f.toml"
+    assert run_in(tmp_path / "a", seed=1).portable() != here.portable()
+
+
 def test_model_specs_are_checked_down_to_the_teacher_without_training(tmp_path):
     (tmp_path / "f.toml").write_text('kind = "fine"\nout = "f.pt"\n[train]\nepochs = = 2\n')
     (tmp_path / "c.toml").write_text('kind = "coarse"\nout = "c.pt"\n[distill]\nteacher = "f.toml"\n')

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import stats
 
-from simulator.rng import Stream, as_generator, gumbel, hash_keys, uniform
+from common.rng import Stream, as_generator, gumbel, hash_keys, uniform
 
 seeds = st.integers(0, 2**63 - 1)
 streams = st.sampled_from(list(Stream))
