@@ -52,7 +52,7 @@ def test_a_missing_training_config_fails_resolution_but_not_in_aa_mode(make_conf
         resolve_arms(make_config(arms=arms), SMALL)
     aa = resolve_arms(make_config(arms=arms, assignment={"aa": True}), SMALL)  # only the control runs
     assert {spec.coarse for spec in arm_specs(aa).values()} == {"popularity"}
-    assert aa.arms["t"].coarse == "missing.toml"  # never resolved
+    assert aa.arms["t"].coarse.endswith("missing.toml")  # never resolved
 
 
 def test_a_coarse_size_above_the_recall_size_fails_before_training(make_config) -> None:
