@@ -41,6 +41,7 @@ class Stream(enum.IntEnum):
     POLICY = 16
     SPLIT = 17
     ASSIGN = 18
+    INTERLEAVE = 19
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
