@@ -1,6 +1,6 @@
 """Run a simulated online A/B experiment and write its report.
 
-    python run_ab.py --config configs/default.toml
+    python run_ab.py --config configs/default.toml      # installed as: cascade-ab-run --config ...
 
 The config (TOML, validated; see configs/default.toml for every key) names the world, the
 arms (coarse ranker checkpoint or training config, stage sizes), the traffic, the
@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 
 from common.config import ConfigError, add_set_argument, overrides
+from common.version import add_version_argument, command_name
 
 EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="run_ab.py",
+        prog=command_name("run_ab.py"),
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 and print the results even when the sample-ratio-mismatch gate fails",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_version_argument(parser)
     return parser
 
 

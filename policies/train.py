@@ -1,6 +1,6 @@
 """Training of the fine ranker (teacher) and the coarse rankers, from simulator logs.
 
-    python -m policies.train --config configs/coarse_full.toml
+    python -m policies.train --config configs/models/coarse_full.toml   # or cascade-ab-train
 
 A training config (TOML) has a top-level ``kind = "fine" | "coarse"`` and ``out`` (the
 checkpoint path) and the tables ``[data]`` (``DataConfig``), ``[model]`` (``FineConfig`` or
@@ -30,7 +30,11 @@ after every epoch and stored in the checkpoint's metadata.
 
 from __future__ import annotations
 
-import argparse
+if __name__ == "__main__":  # the command parses its arguments before torch is imported
+    from policies.train_cli import main
+
+    raise SystemExit(main())
+
 import dataclasses
 import json
 import sys
@@ -43,10 +47,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common.config import ConfigError, add_set_argument, overrides
+from common.config import ConfigError
 from policies.batch import ListBatch
 from policies.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from policies.config import DataConfig, RunConfig, check_model_spec, load_config, parse_config
+from policies.config import DataConfig, RunConfig, load_config, parse_config
 from policies.data import (
     EXPOSED,
     Lists,
@@ -332,36 +336,3 @@ def ensure_checkpoint(spec: str | dict, kind: str, progress: bool = False, log=p
     if spec.endswith(".toml"):
         return str(ensure_trained(spec, progress=progress, log=log).resolve())
     return str(Path(spec).resolve())
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m policies.train",
-        description="Train a fine ranker (teacher) or a coarse ranker from simulator logs and write "
-        "its checkpoint (config + version id + per-epoch held-out metrics).",
-    )
-    parser.add_argument("--config", required=True, help="training config TOML (see configs/models/*.toml)")
-    add_set_argument(parser)
-    parser.add_argument("--logs", help="override [data] logs: the log folder (same as --set data.logs=...)")
-    parser.add_argument("--out", help="override out: the checkpoint path (same as --set out=...)")
-    parser.add_argument("--epochs", type=int, help="override [train] epochs (same as --set train.epochs=N)")
-    args = parser.parse_args(argv)
-    try:
-        flags = {"data.logs": args.logs, "out": args.out, "train.epochs": args.epochs}
-        run = load_config(args.config, overrides(args.set, flags))
-        check_model_spec(run.distill.teacher, "fine")  # before the logs are simulated
-        progress = sys.stderr.isatty()
-        result = train(run, data=load_logs(ensure_logs(run.data, progress)), progress=progress)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    rate = result.samples / max(result.seconds, 1e-9)
-    print(
-        f"wrote {run.out} (version {result.version}): {result.seconds:.1f} s, "
-        f"{result.samples:,} samples, {rate:,.0f} samples/s"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

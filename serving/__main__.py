@@ -1,4 +1,5 @@
-"""Start the served cascade from checkpoints or baselines (trains nothing) and block.
+"""Start the served cascade from checkpoints or baselines (trains nothing) and block
+(installed as ``cascade-ab-serve``).
 
     python -m serving --world small --arm control=popularity --arm treatment=random@50 \\
         --fine oracle --port 8000
@@ -27,7 +28,7 @@ from common.config import (
     overrides,
     resolve_paths,
 )
-from serving.app import start
+from common.version import add_version_argument, command_name
 from serving.args import AppArgs
 
 
@@ -52,7 +53,7 @@ def _share(text: str) -> tuple[str, float]:
 
 def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespace]:
     parser = argparse.ArgumentParser(
-        prog="python -m serving",
+        prog=command_name("python -m serving"),
         description=__doc__,
         formatter_class=argparse.RawTextHelpFormatter,
     )
@@ -75,6 +76,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
     parser.add_argument("--name", default="cascade", help="Serve application name")
     parser.add_argument("--route-prefix", default="/", help="HTTP route prefix of the app")
     add_set_argument(parser)
+    add_version_argument(parser)
     ns = parser.parse_args(argv)
     flags = {key: getattr(ns, key) for key in ("world", "fine", "host", "port")}
     flags |= {"assignment.salt": ns.salt, "assignment.layer": ns.layer}
@@ -110,6 +112,8 @@ def _read_args(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     args, ns = parse_args(argv)
+    from serving.app import start  # noqa: PLC0415 (Ray and torch after parsing: --help answers at once)
+
     app = start(args, name=ns.name, route_prefix=ns.route_prefix)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

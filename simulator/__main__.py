@@ -1,4 +1,5 @@
-"""Command line: ``python -m simulator describe`` and ``python -m simulator logs``."""
+"""Command line: ``python -m simulator describe`` and ``python -m simulator logs`` (installed as
+``cascade-ab-sim``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 
 from common.config import ConfigError, add_set_argument, apply_overrides, from_mapping, overrides, to_plain
+from common.version import add_version_argument, command_name
 from simulator.config import SMALL, WorldConfig
 
 
@@ -20,9 +22,10 @@ def _world_config(args: argparse.Namespace) -> WorldConfig:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m simulator",
+        prog=command_name("python -m simulator"),
         description="The ground-truth e-commerce world of the cascade A/B testbed.",
     )
+    add_version_argument(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", help="TOML file with a [world] table (default: built-in defaults)")

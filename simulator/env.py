@@ -132,8 +132,11 @@ class CascadeSessionVectorEnv(VectorEnv):
 
     Same observation, action and reward as `CascadeSessionEnv`, batched on a leading axis.
     Uses gymnasium's next-step autoreset: the step after an episode ends starts a new
-    session in that slot (its action is ignored, its reward is 0). ``info`` carries the
-    ``user_id``, ``day`` and ``session`` each step's page belonged to.
+    session in that slot (its action is ignored, its reward is 0). ``infos`` follow
+    Gymnasium's vector format: each key's array (leading axis ``num_envs``) with a boolean mask
+    ``_key``, False in the slots that restarted (no page was shown there); the keys are those
+    of `CascadeSessionEnv`'s ``info`` (``user_id``, ``day``, ``session`` of each page, its items,
+    clicks, purchases and GMV).
     """
 
     metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -175,7 +178,9 @@ class CascadeSessionVectorEnv(VectorEnv):
         outcome = self.simulator.show(self._batch, actions)
         rewards = _rewards(outcome, self.reward)
         terminated, truncated = outcome.terminated.copy(), outcome.truncated.copy()
+        shown = ~self._needs_reset
         infos = _infos(outcome, self._batch.keys)
+        infos |= {f"_{key}": shown.copy() for key in list(infos)}
         if restart.size:
             fresh = self.simulator.start(self._new_keys(restart.size))
             for name in ("shown", "pages", "active"):

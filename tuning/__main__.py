@@ -1,6 +1,6 @@
 """Ray Tune search over coarse-ranker settings, scored by a simulated online A/B.
 
-    python -m tuning --config configs/tune_default.toml
+    python -m tuning --config configs/tune_default.toml     # or: cascade-ab-tune --config ...
 
 The config (TOML, validated; configs/tune_default.toml documents every key) names the base
 training config, the searched settings, the control and fine rankers, the online objective
@@ -21,13 +21,14 @@ import sys
 from pathlib import Path
 
 from common.config import ConfigError, add_set_argument, dumps_toml, overrides
+from common.version import add_version_argument, command_name
 
 EXIT_OK, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tuning",
+        prog=command_name("python -m tuning"),
         description=__doc__.split("\n\n")[0],
         epilog=__doc__.split("\n\n", 2)[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume", action="store_true", help="resume the interrupted search in the run folder"
     )
     group.add_argument("--force", action="store_true", help="delete an existing run folder first")
+    add_version_argument(parser)
     return parser
 
 

@@ -1,6 +1,6 @@
 """The ablation ladder of the seeds' coarse-ranking techniques, trained and evaluated in one go.
 
-    python -m tuning.ladder               # default world, ~20k logged users
+    python -m tuning.ladder               # default world, ~20k logged users (or cascade-ab-ladder)
     python -m tuning.ladder --help
 
 Rungs are cumulative, starting from the baseline DSSM config: + MLP scorer, + FM cross,
@@ -19,9 +19,13 @@ the paired difference to the DSSM row and its 95 % interval. Written to
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # the command parses its arguments before torch and pandas are imported
+    from tuning.ladder_cli import main
+
+    raise SystemExit(main())
+
 import argparse
 import copy
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,7 @@ from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
-from simulator.config import ConfigError, load_world_config
+from simulator.config import load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
@@ -206,42 +210,3 @@ def plot_ladder(table: pd.DataFrame, path: Path) -> None:
     online.grid(alpha=0.3, axis="x")
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tuning.ladder",
-        description="Train (or reuse) every rung of the coarse-ranker ablation ladder and print one "
-        "table of offline metrics, inference cost and simulated online clicks / GMV.",
-    )
-    parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
-    parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker (teacher) config")
-    parser.add_argument("--out", default="runs/ladder", help="folder for checkpoints and the table")
-    parser.add_argument(
-        "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
-    )
-    parser.add_argument("--logs", help="override the rungs' log folder (simulated if missing)")
-    parser.add_argument("--users", type=int, help="users logged when --logs has to be simulated")
-    parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
-    parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
-    parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
-    args = parser.parse_args(argv)
-    args.progress = sys.stderr.isatty()
-    try:
-        table = run_ladder(args)
-    except (ConfigError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "ladder.csv", index=False)
-    text = table.attrs["caption"] + "\n\n" + format_table(table)
-    (out / "ladder.md").write_text(text + "\n")
-    plot_ladder(table, out / "ladder.png")
-    print(text)
-    print(f"wrote {out / 'ladder.md'}, ladder.csv and ladder.png")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

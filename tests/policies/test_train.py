@@ -19,10 +19,10 @@ from policies.train import (
     RunConfig,
     ensure_checkpoint,
     ensure_trained,
-    main,
     parse_config,
     train,
 )
+from policies.train_cli import main
 from simulator.config import SMALL, ConfigError
 
 

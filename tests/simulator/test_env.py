@@ -208,3 +208,43 @@ def test_vector_env_rejects_zero_envs(small_world: World) -> None:
 
 def test_import_registers_the_env_id() -> None:
     assert simulator is not None and "CascadeSession-v0" in gym.registry
+
+
+def test_make_vec_builds_the_native_vector_env_on_one_world() -> None:
+    env = gym.make_vec("CascadeSession-v0", num_envs=4, vectorization_mode="vector_entry_point", config=SMALL)
+    assert isinstance(env.unwrapped, CascadeSessionVectorEnv)
+    assert env.num_envs == 4 and env.unwrapped.world.config == SMALL
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.contains(obs)
+    env.close()
+
+
+def test_vector_infos_carry_gymnasium_masks_false_where_a_session_restarted(vector_log: list) -> None:
+    restarted = 0
+    for before, after in itertools.pairwise(vector_log[1:]):
+        ended = before[2] | before[3]
+        info = after[4]
+        keys = [k for k in info if not k.startswith("_")]
+        assert keys and set(info) == set(keys) | {f"_{k}" for k in keys}
+        for key in keys:
+            mask = info[f"_{key}"]
+            assert mask.dtype == np.bool_ and mask.shape == (6,) and len(info[key]) == 6
+            np.testing.assert_array_equal(mask, ~ended)
+        restarted += int(ended.sum())
+    assert restarted > 0
+
+
+def test_vector_infos_have_the_layout_of_gymnasiums_own_vector_env(short_world: World) -> None:
+    """Gymnasium's SyncVectorEnv over the single env (same world) gives the same info keys, each
+    with its ``_key`` mask."""
+    native = CascadeSessionVectorEnv(3, world=short_world)
+    reference = gym.make_vec("CascadeSession-v0", num_envs=3, vectorization_mode="sync", world=short_world)
+    for env in (native, reference):
+        env.reset(seed=1)
+    actions = np.tile(np.arange(K), (3, 1))
+    *_, native_info = native.step(actions)
+    *_, reference_info = reference.step(actions)
+    assert set(native_info) == set(reference_info)
+    for key, value in reference_info.items():
+        assert np.asarray(native_info[key]).shape == np.asarray(value).shape, key
+    reference.close()

@@ -1,0 +1,52 @@
+"""The ablation ladder command, ``python -m tuning.ladder`` (installed as ``cascade-ab-ladder``).
+
+Its arguments are parsed before ``tuning.ladder`` (torch, pandas) is imported, so ``--help``
+and ``--version`` answer at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from common.config import ConfigError
+from common.version import add_version_argument, command_name
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=command_name("python -m tuning.ladder"),
+        description="Train (or reuse) every rung of the coarse-ranker ablation ladder and print one "
+        "table of offline metrics, inference cost and simulated online clicks / GMV.",
+    )
+    parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
+    parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker (teacher) config")
+    parser.add_argument("--out", default="runs/ladder", help="folder for checkpoints and the table")
+    parser.add_argument(
+        "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
+    )
+    parser.add_argument("--logs", help="override the rungs' log folder (simulated if missing)")
+    parser.add_argument("--users", type=int, help="users logged when --logs has to be simulated")
+    parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
+    parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
+    parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
+    add_version_argument(parser)
+    args = parser.parse_args(argv)
+    from tuning.ladder import format_table, plot_ladder, run_ladder  # noqa: PLC0415 (after parsing)
+
+    args.progress = sys.stderr.isatty()
+    try:
+        table = run_ladder(args)
+    except (ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "ladder.csv", index=False)
+    text = table.attrs["caption"] + "\n\n" + format_table(table)
+    (out / "ladder.md").write_text(text + "\n")
+    plot_ladder(table, out / "ladder.png")
+    print(text)
+    print(f"wrote {out / 'ladder.md'}, ladder.csv and ladder.png")
+    return 0
