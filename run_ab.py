@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     result.timings["report"] = time.perf_counter() - t_report
     result.timings["total"] = time.perf_counter() - t0
     write_run(result, run_dir, images)  # again with the report's own wall time (texts only)
-    show = result.srm.passed or args.ignore_srm
+    show = result.srm_passed or args.ignore_srm
     print(terminal_report(result, show_results=show))
     if not show:
         print("results withheld because the SRM gate failed (pass --ignore-srm to print them)")

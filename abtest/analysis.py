@@ -1,9 +1,16 @@
 """The statistics of a finished experiment's user-day table (``abtest.stats`` does the maths).
 
-- ``per_user_table``: one row per user (the randomisation unit), counts summed over days.
+- ``per_user_table``: one row per user and arm run (the user is the randomisation unit),
+  counts summed over days: one row per user in a split design, one per user and arm in a
+  paired one.
 - ``usable_metrics``: the metrics that can be analysed, and why the others cannot.
-- The SRM gate on users per arm; Welch / delta-method tests per metric x treatment with CUPED,
-  relative lifts, Holm or BH (``stats.analyse``).
+- The design's statistics, dispatched in ``analyse_design`` (the one place): split - the SRM
+  gate on users per arm, Welch / delta-method tests with CUPED (``stats.analyse``); paired -
+  paired differences (``stats.analyse_paired``); relative lifts, Holm or BH.
+- ``truth_table``: the true effect per metric x treatment on the experiment's users (every
+  user under every arm, expected values where the simulator has them) and whether each
+  interval covers it; ``expected_table``: the variance an expected-value metric saves over
+  its realised twin.
 - ``daily_table``: for days > 1 a cumulative analysis after each day with always-valid
   intervals; ``power_table``: MDE and users needed for +1 %; ``funnel_table``: loss per stage.
 - ``ExperimentResult``: everything an experiment produced (``analyse_experiment``).
@@ -14,14 +21,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from abtest.config import ExperimentConfig
-from abtest.outcomes import SESSION_COLUMNS
+from abtest.config import DesignKind, ExperimentConfig
+from abtest.outcomes import EXPECTED_TWINS, SESSION_COLUMNS
 from abtest.stats import (
     EffectRecord,
     Mean,
@@ -30,9 +37,14 @@ from abtest.stats import (
     SRMResult,
     always_valid_ci,
     analyse,
+    analyse_paired,
     effective_users,
     mde,
+    metric_value,
     mixture_tau,
+    paired_mde,
+    paired_users_needed,
+    per_user_std,
     srm_test,
     users_needed,
 )
@@ -42,12 +54,13 @@ from abtest.traffic import FUNNEL_COLUMNS
 def per_user_table(
     config: ExperimentConfig, user_days: pd.DataFrame, pre: pd.DataFrame | None
 ) -> pd.DataFrame:
-    """One row per user: arm, days, the summed counts, clicked (clicks > 0), pre_* columns."""
-    grouped = user_days.groupby("user", sort=True)
+    """One row per user and arm it ran under (by user, then arm): arm, days, the summed counts,
+    clicked (clicks > 0), expected_clicked (1 - P(no click on any item shown)), pre_* columns."""
+    grouped = user_days.groupby(["user", "arm"], sort=True)
     users = grouped[list(SESSION_COLUMNS)].sum()
     users.insert(0, "days", grouped.size().astype(np.float64))
-    users.insert(0, "arm", grouped["arm"].first())
     users["clicked"] = (users["clicks"] > 0).astype(np.float64)
+    users["expected_clicked"] = -np.expm1(users["log_no_click"])
     users = users.reset_index()
     if pre is not None:
         users = users.merge(pre, on="user", how="left").fillna({c: 0.0 for c in pre.columns})
@@ -106,8 +119,22 @@ def usable_metrics(
     return usable, skipped
 
 
-def _analyse(config: ExperimentConfig, users: pd.DataFrame, metrics: Mapping[str, Mean | Ratio]) -> Results:
+def analyse_design(
+    config: ExperimentConfig, users: pd.DataFrame, metrics: Mapping[str, Mean | Ratio]
+) -> Results:
+    """The records of the design's test on a per-user table (``per_user_table``)."""
     s = config.stats
+    if config.design.kind is DesignKind.PAIRED:
+        return analyse_paired(
+            users,
+            "arm",
+            "user",
+            config.control,
+            metrics,
+            alpha=s.alpha,
+            correction=str(s.correction),
+            lift_ci=str(s.lift_ci),
+        )
     return analyse(
         users,
         "arm",
@@ -120,22 +147,33 @@ def _analyse(config: ExperimentConfig, users: pd.DataFrame, metrics: Mapping[str
     )
 
 
-def power_table(config: ExperimentConfig, records: tuple[EffectRecord, ...]) -> pd.DataFrame:
-    """Per metric x treatment: per-user std (after CUPED if applied, from the effect's standard
-    error), minimum detectable effect at this size (``stats.mde``), users needed for a +1 %
-    relative lift (``stats.users_needed``)."""
+def power_table(
+    config: ExperimentConfig, records: tuple[EffectRecord, ...], users: pd.DataFrame
+) -> pd.DataFrame:
+    """Per metric x treatment: the per-user std of the design's estimate (split: after CUPED if
+    applied, from the effect's standard error; paired: of the per-user difference), minimum
+    detectable effect at this size (``stats.mde`` / ``stats.paired_mde``), users this design
+    needs for a +1 % relative lift, and ``split_users_for_lift``: the users a production split
+    test (the designed shares, no CUPED in a paired run) needs to detect the measured lift,
+    ``stats.users_needed`` with the split per-user std (a paired run's is estimated from its
+    arms' per-user variances, ``split_std``)."""
     s = config.stats
     shares = dict(zip(config.arm_names, config.shares, strict=True))
+    specs = config.metric_specs()
     rows = []
     for r in records:
-        std = r.std_err / math.sqrt(1 / r.n_control + 1 / r.n_treatment)
-        mde_abs = mde(std, (r.n_control, r.n_treatment), s.alpha, s.power) if std > 0 else 0.0
-        try:
-            needed = users_needed(
-                r.control_value, std, 0.01, s.alpha, s.power, (shares[r.control], shares[r.treatment])
-            )
-        except ValueError:  # zero variance or zero baseline
-            needed = math.nan
+        pair = (shares[r.control], shares[r.treatment])
+        if config.paired:
+            std = r.std_err * math.sqrt(r.n_control)
+            mde_abs = paired_mde(std, r.n_control, s.alpha, s.power) if std > 0 else 0.0
+            needed = _or_nan(paired_users_needed, 0.01 * r.control_value, std, s.alpha, s.power)
+            arm_vars = [_arm_std(users, arm, specs[r.metric]) ** 2 for arm in (r.control, r.treatment)]
+            split_std = math.sqrt(sum(arm_vars) / 2)
+        else:
+            std = r.std_err / math.sqrt(1 / r.n_control + 1 / r.n_treatment)
+            mde_abs = mde(std, (r.n_control, r.n_treatment), s.alpha, s.power) if std > 0 else 0.0
+            needed = _or_nan(users_needed, r.control_value, std, 0.01, s.alpha, s.power, pair)
+            split_std = std
         rows.append(
             {
                 "metric": r.metric,
@@ -146,6 +184,106 @@ def power_table(config: ExperimentConfig, records: tuple[EffectRecord, ...]) -> 
                 "mde_rel": mde_abs / abs(r.control_value) if r.control_value else math.nan,
                 "users_needed_1pct": needed,
                 "cuped": r.cuped,
+                "split_std": split_std,
+                "split_users_for_lift": _or_nan(
+                    users_needed, r.control_value, split_std, r.rel_effect, s.alpha, s.power, pair
+                ),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _or_nan(needed: Callable[..., int], *args: Any) -> float:
+    """A users-needed figure, nan where it is undefined (zero variance, zero or nan lift)."""
+    try:
+        return needed(*args)
+    except (ValueError, OverflowError):
+        return math.nan
+
+
+def _arm_std(users: pd.DataFrame, arm: str, metric: Mean | Ratio) -> float:
+    """The per-user std of a metric in one arm's rows (``stats.per_user_std``)."""
+    mine = users[users["arm"] == arm]
+    if isinstance(metric, Ratio):
+        return per_user_std(mine[metric.numerator], mine[metric.denominator])
+    return per_user_std(mine[metric.column])
+
+
+def _truth_columns(spec: str | tuple[str, str]) -> str | tuple[str, str]:
+    """The columns of a metric's truth: each realised column by its expected twin, if any."""
+    if isinstance(spec, str):
+        return EXPECTED_TWINS.get(spec, spec)
+    return tuple(EXPECTED_TWINS.get(c, c) for c in spec)
+
+
+def truth_table(
+    config: ExperimentConfig, records: tuple[EffectRecord, ...], truth_users: pd.DataFrame
+) -> pd.DataFrame:
+    """Per record: the true effect on the truth users (every one under every arm, the same days
+    and random numbers): the metric on its expected-value columns (``EXPECTED_TWINS``; the
+    hitrates have none and use the realised counts) per arm, their difference and ratio, and
+    whether the record's effect and lift intervals cover them. Empty without truth users."""
+    if truth_users is None or truth_users.empty:
+        return pd.DataFrame()
+    rows = []
+    for r in records:
+        spec = _truth_columns(config.metrics[r.metric])
+        value = {}
+        for arm in (r.control, r.treatment):
+            mine = truth_users[truth_users["arm"] == arm]
+            columns = [spec] if isinstance(spec, str) else list(spec)
+            value[arm] = metric_value(*(mine[c] for c in columns))
+        effect = value[r.treatment] - value[r.control]
+        rel = value[r.treatment] / value[r.control] - 1 if value[r.control] else math.nan
+        rows.append(
+            {
+                "metric": r.metric,
+                "treatment": r.treatment,
+                "truth_of": spec if isinstance(spec, str) else "/".join(spec),
+                "true_control": value[r.control],
+                "true_treatment": value[r.treatment],
+                "true_effect": effect,
+                "true_rel_effect": rel,
+                "truth_users": int((truth_users["arm"] == r.control).sum()),
+                "covered": _covers(r.effect_ci_lower, r.effect_ci_upper, effect),
+                "rel_covered": _covers(r.rel_ci_lower, r.rel_ci_upper, rel),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _covers(lower: float, upper: float, value: float) -> bool | None:
+    """lower <= value <= upper; None when the interval or the value is undefined."""
+    if any(math.isnan(v) for v in (lower, upper, value)):
+        return None
+    return bool(lower <= value <= upper)
+
+
+def expected_table(config: ExperimentConfig, records: tuple[EffectRecord, ...]) -> pd.DataFrame:
+    """Per expected-value metric whose realised twin is analysed too (its columns the twins of
+    the other's, e.g. expected_clicks of clicks): both standard errors and the variance
+    reduction 1 - SE²(expected) / SE²(realised)."""
+    twin_of = {}
+    for name, spec in config.metrics.items():
+        for other, other_spec in config.metrics.items():
+            if other != name and _truth_columns(spec) == other_spec and spec != other_spec:
+                twin_of[other] = name
+    by_key = {(r.metric, r.treatment): r for r in records}
+    rows = []
+    for r in records:
+        realised = by_key.get((twin_of.get(r.metric), r.treatment))
+        if realised is None:
+            continue
+        rows.append(
+            {
+                "metric": r.metric,
+                "realised": realised.metric,
+                "treatment": r.treatment,
+                "std_err": r.std_err,
+                "realised_std_err": realised.std_err,
+                "variance_reduction": 1 - r.std_err**2 / realised.std_err**2
+                if realised.std_err > 0
+                else math.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -177,7 +315,7 @@ def daily_table(
         usable, _ = usable_metrics(config, users, metrics)  # an early look may have too few buyers
         if not usable:
             continue
-        records = _analyse(config, users, usable).to_pandas()
+        records = analyse_design(config, users, usable).to_pandas()
         records.insert(0, "day", day)
         rows.append(records)
     if not rows:
@@ -244,10 +382,13 @@ class ExperimentResult:
 
     config: ExperimentConfig
     users: pd.DataFrame
-    """One row per user: user, arm, days, SESSION_COLUMNS, clicked, pre_* columns."""
+    """One row per user and arm it ran under (split: one per user; paired: one per user and
+    arm): user, arm, days, SESSION_COLUMNS, clicked, expected_clicked, pre_* columns."""
     user_days: pd.DataFrame
-    """One row per user-day (the experiment's logs): user, day, arm, SESSION_COLUMNS, FUNNEL_COLUMNS."""
-    srm: SRMResult
+    """One row per user-day and arm (the experiment's logs): user, day, arm, SESSION_COLUMNS,
+    FUNNEL_COLUMNS."""
+    srm: SRMResult | None
+    """The sample-ratio gate (split); None in a paired design, where nothing is split."""
     arm_counts: dict[str, int]
     results: Results
     skipped: dict[str, str]
@@ -258,12 +399,23 @@ class ExperimentResult:
     """Cumulative records after each day (+ av_ci_lower/upper); one look when days = 1."""
     power: pd.DataFrame
     funnel: pd.DataFrame
+    truth: pd.DataFrame
+    """Per record: the true effect on the truth users and whether the intervals cover it."""
+    truth_users: pd.DataFrame
+    """The per-user rows the truth rests on: every truth user under every arm (paired: users)."""
+    expected: pd.DataFrame
+    """Expected-value metrics: the variance reduction against their realised twins."""
     versions: dict[str, dict[str, str]]
     """Per arm: the coarse and fine ranker specs and model versions."""
     through: str
     workers: int
     timings: dict[str, float]
     """Wall seconds: models, world, setup, traffic, statistics (report: added by run_ab)."""
+
+    @property
+    def srm_passed(self) -> bool:
+        """The SRM gate passed, or there is none (paired design)."""
+        return self.srm is None or self.srm.passed
 
     @property
     def records(self) -> list[dict[str, Any]]:
@@ -285,14 +437,24 @@ class ExperimentResult:
         def plain(frame: pd.DataFrame) -> list[dict]:
             return json.loads(frame.to_json(orient="records"))
 
+        records = self.to_pandas()
+        if len(self.truth):
+            truth = self.truth.drop(columns=["truth_users"])
+            records = records.merge(truth, on=["metric", "treatment"], how="left")
+        srm = None  # paired: no gate
+        if self.srm is not None:
+            srm = dataclasses.asdict(self.srm) | {"counts": self.arm_counts, "shares": self.config.shares}
         return {
             "name": self.config.name,
+            "design": str(self.config.design.kind),
             "control": self.config.control,
             "arms": self.config.arm_names,
             "through": self.through,
             "workers": self.workers,
-            "srm": dataclasses.asdict(self.srm) | {"counts": self.arm_counts, "shares": self.config.shares},
-            "records": json.loads(self.to_pandas().to_json(orient="records")),
+            "srm": srm,
+            "records": plain(records),
+            "truth_users": int(self.truth["truth_users"].max()) if len(self.truth) else 0,
+            "expected_metrics": plain(self.expected),
             "skipped_metrics": self.skipped,
             "arm_values": plain(self.arms),
             "power": plain(self.power),
@@ -307,17 +469,31 @@ def analyse_experiment(
     config: ExperimentConfig,
     user_days: pd.DataFrame,
     pre: pd.DataFrame | None,
+    counterfactual: pd.DataFrame | None = None,
     **extra: Any,
 ) -> ExperimentResult:
-    """The statistics of a finished experiment's user-day table (and pre-period table)."""
+    """The statistics of a finished experiment's user-day table (and pre-period table).
+
+    ``counterfactual``: split design, the user-days of the truth users under the arms they
+    were not assigned; with their assigned rows they give the true effect. A paired run's
+    truth is its own table.
+    """
     users = per_user_table(config, user_days, pre)
     counts = users["arm"].value_counts().reindex(list(config.arm_names), fill_value=0)
-    srm = srm_test(counts.to_numpy(np.int64), config.shares, config.stats.srm_threshold)
+    shares, threshold = config.shares, config.stats.srm_threshold
+    srm = None if config.paired else srm_test(counts.to_numpy(np.int64), shares, threshold)
     metrics, skipped = usable_metrics(config, users)
-    results = _analyse(config, users, metrics) if metrics else Results(())
+    results = analyse_design(config, users, metrics) if metrics else Results(())
     daily = (
         daily_table(config, cumulative_users(config, user_days, pre), metrics) if metrics else pd.DataFrame()
     )
+    if config.paired:
+        truth_users = users
+    elif counterfactual is not None and len(counterfactual):
+        sample = user_days[user_days["user"].isin(counterfactual["user"].unique())]
+        truth_users = per_user_table(config, pd.concat([sample, counterfactual], ignore_index=True), None)
+    else:
+        truth_users = users.iloc[:0]
     return ExperimentResult(
         config=config,
         users=users,
@@ -328,7 +504,10 @@ def analyse_experiment(
         skipped=skipped,
         arms=arm_table(config, users),
         daily=daily,
-        power=power_table(config, results.records),
+        power=power_table(config, results.records, users),
         funnel=funnel_table(config, user_days),
+        truth=truth_table(config, results.records, truth_users),
+        truth_users=truth_users,
+        expected=expected_table(config, results.records),
         **extra,
     )

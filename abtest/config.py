@@ -86,6 +86,28 @@ class TrafficConfig:
     """Users per shard: the unit of work, of checkpointing (``--resume``) and of progress."""
 
 
+class DesignKind(enum.StrEnum):
+    """How users meet the arms (``abtest.analysis`` dispatches the statistics on it)."""
+
+    SPLIT = "split"
+    """Each user sees one arm, by the assignment hash: the production A/B test (Welch, delta
+    method, CUPED, SRM gate)."""
+    PAIRED = "paired"
+    """Every user runs through every arm on the same random numbers (the counterfactual only
+    a simulator owns): paired per-user differences; no SRM gate (nothing is split) and no
+    CUPED (a covariate common to both arms of a user cancels in the difference)."""
+
+
+@config
+class DesignConfig:
+    kind: DesignKind = DesignKind.SPLIT
+    """"split" (the default: what production can do) or "paired"."""
+    truth_users: int = setting(2_000, ge=0)
+    """split: users (a hash-chosen sample of 0..users-1, all if fewer) also run through the arms
+    they were not assigned, for the true effect in the report; 0 = no truth. paired: unused,
+    the truth comes from the same runs on every user."""
+
+
 class PreSource(enum.StrEnum):
     LOGS = "logs"
     """The logged days (before first_day) of samples.parquet: free, and the real-world choice."""
@@ -177,8 +199,14 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "gmv": "gmv",
     "global_hitrate": ("global_hits", "global_purchases"),
     "inscene_hitrate": ("inscene_hits", "inscene_purchases"),
+    "expected_uctr": "expected_clicked",
+    "expected_clicks": "expected_clicks",
+    "expected_purchases": "expected_purchases",
+    "expected_gmv": "expected_gmv",
 }
-"""The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means."""
+"""The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means.
+The expected_* metrics are the simulator's expected values given the pages shown
+(``abtest.outcomes.EXPECTED_TWINS``)."""
 
 
 @config
@@ -193,6 +221,7 @@ class ExperimentConfig:
     """The world: "default", "small" or a TOML file with a [world] table."""
     description: str = ""
     """Free text for the report (any characters, several lines allowed)."""
+    design: DesignConfig = DesignConfig()
     traffic: TrafficConfig = TrafficConfig()
     pre_period: PrePeriodConfig = PrePeriodConfig()
     assignment: AssignmentConfig = AssignmentConfig()
@@ -273,15 +302,22 @@ class ExperimentConfig:
         return list(range(self.traffic.first_day, self.traffic.first_day + self.traffic.days))
 
     @property
+    def paired(self) -> bool:
+        return self.design.kind is DesignKind.PAIRED
+
+    @property
     def pre_days(self) -> list[int]:
-        """Days simulated as the pre-period (source = "simulate"), else []."""
-        if self.pre_period.source is not PreSource.SIMULATE:
+        """Days simulated as the pre-period (source = "simulate", split design), else []."""
+        if self.pre_period.source is not PreSource.SIMULATE or self.paired:
             return []
         return list(range(self.traffic.first_day - self.pre_period.days, self.traffic.first_day))
 
     def metric_specs(self, columns: set[str] | None = None) -> dict[str, Metric]:
         """The metrics as ``abtest.stats`` objects; CUPED covariates pre_<column> are attached
-        when ``columns`` (the per-user table's columns) holds all of them."""
+        when ``columns`` (the per-user table's columns) holds all of them (never in a paired
+        design: there is no CUPED there)."""
+        if self.paired:
+            columns = None
         out: dict[str, Metric] = {}
         for name, spec in self.metrics.items():
             if isinstance(spec, str):

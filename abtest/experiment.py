@@ -19,11 +19,14 @@ The experiment, top to bottom, one module per step:
 2. Pre-period for CUPED (``abtest.pre_period``): read from the logs before any traffic, or
    simulated as "pre" shards through the control's cascade.
 3. Traffic (``abtest.traffic``): shards of users x days, each user's arm by
-   ``common.assignment``, per-user outcomes by ``abtest.outcomes``; the shards run through an
+   ``common.assignment`` (design split; a sample of users also runs its other arms for the
+   true effect) or every arm for every user (design paired), per-user outcomes by
+   ``abtest.outcomes``; the shards run through an
    executor (``abtest.executors``: this process, Ray actors, or the cascade on Ray Serve), with
    identical results either way.
 4. Statistics (``abtest.analysis`` over ``abtest.stats``): SRM gate, Welch / delta-method tests
-   with CUPED, lifts, Holm or BH, daily looks with always-valid intervals, power, funnel.
+   with CUPED (split) or paired differences (paired), lifts, Holm or BH, daily looks with
+   always-valid intervals, power, funnel, and the true effect beside every estimate.
 
 ``run_experiment`` with ``run_dir`` checkpoints every finished shard (atomically) under
 ``run_dir/shards``; ``resume=True`` reuses them, so an interrupted run ends with the same
@@ -43,7 +46,7 @@ from tqdm.auto import tqdm
 from abtest import executors
 from abtest.analysis import ExperimentResult, analyse_experiment
 from abtest.arms import ArmSpec, arm_specs, check_coarse_sizes, versions
-from abtest.config import ExperimentConfig, PreSource, Through
+from abtest.config import ExperimentConfig, Through
 from abtest.pre_period import pre_from_shards, pre_period_from_logs
 from abtest.store import ShardStore
 from abtest.traffic import Shard, plan_shards
@@ -110,13 +113,23 @@ def run_experiment(
                     on_shard(shard)
     timings["traffic"] = time.perf_counter() - t0
 
-    user_days = _concat([frames[s.key] for s in shards if s.period == "exp"])
-    if config.pre_period.source is PreSource.SIMULATE:
+    runs = _concat([frames[s.key] for s in shards if s.period == "exp"])
+    assigned = runs.pop("assigned").to_numpy(bool)
+    user_days = runs[assigned].reset_index(drop=True)
+    counterfactual = runs[~assigned].reset_index(drop=True)
+    if config.pre_days:
         pre_days = pd.concat([frames[s.key] for s in shards if s.period == "pre"], ignore_index=True)
-        pre = pre_from_shards(pre_days, config.traffic.users)
+        pre = pre_from_shards(pre_days.drop(columns="assigned"), config.traffic.users)
     t0 = time.perf_counter()
     result = analyse_experiment(
-        config, user_days, pre, versions=arm_versions, through=str(through), workers=workers, timings=timings
+        config,
+        user_days,
+        pre,
+        counterfactual,
+        versions=arm_versions,
+        through=str(through),
+        workers=workers,
+        timings=timings,
     )
     timings["statistics"] = time.perf_counter() - t0
     return result

@@ -2,7 +2,9 @@
 into metric columns, used by the A/B engine, the tuning trials and the ablation ladder.
 
 Per session (one user on one day): pages (depth), impressions, clicks, purchases, GMV, the
-simulator's expected clicks of the pages shown, and the hitrate counts of seed 002 - the
+simulator's expected values of the pages shown (clicks, purchases, GMV, and log P(no click),
+from which a user's expected uCTR ``expected_clicked = 1 - exp(sum of log_no_click)`` =
+1 - prod(1 - P(click)) over every item shown to the user), and the hitrate counts of seed 002 - the
 user-day's purchases contained in the coarse stage's output on the session's first page, for
 in-scene purchases (trivially high: a bought item was shown, hence passed the coarse stage on
 its page) and for all purchases including the out-of-scene ones of
@@ -19,12 +21,10 @@ if TYPE_CHECKING:  # abtest.config imports the column names: keep this module li
     from policies.cascade import CascadeSessions
     from simulator.world import World
 
-USER_COLUMNS = (
-    "days",
+SESSION_COLUMNS = (
     "pages",
     "impressions",
     "clicks",
-    "clicked",
     "purchases",
     "gmv",
     "expected_clicks",
@@ -33,11 +33,23 @@ USER_COLUMNS = (
     "oos_purchases",
     "global_hits",
     "global_purchases",
+    "expected_purchases",
+    "expected_gmv",
+    "log_no_click",
 )
-"""Per-user metric columns (summed over the experiment days; ``clicked`` = clicks > 0)."""
-
-SESSION_COLUMNS = tuple(c for c in USER_COLUMNS if c not in ("days", "clicked"))
 """The columns of ``session_outcomes``: per-session counts, summed per user over days."""
+
+USER_COLUMNS = ("days", *SESSION_COLUMNS, "clicked", "expected_clicked")
+"""Per-user metric columns: SESSION_COLUMNS summed over the experiment days, days, ``clicked``
+= clicks > 0 and ``expected_clicked`` = 1 - exp(log_no_click), its expected value."""
+
+EXPECTED_TWINS = {
+    "clicks": "expected_clicks",
+    "clicked": "expected_clicked",
+    "purchases": "expected_purchases",
+    "gmv": "expected_gmv",
+}
+"""Realised per-user column -> the simulator's expected value of it given the pages shown."""
 
 
 def _contains(sets: np.ndarray, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -76,4 +88,7 @@ def session_outcomes(
         "oos_purchases": oos_count.astype(np.float64),
         "global_hits": (inscene_hits + oos_hits).astype(np.float64),
         "global_purchases": (counts + oos_count).astype(np.float64),
+        "expected_purchases": t.expected_purchases,
+        "expected_gmv": t.expected_gmv,
+        "log_no_click": t.log_no_click,
     }

@@ -3,8 +3,11 @@
 ``write_run(result, folder)`` writes, each file atomically (temporary file, then rename)::
 
     config.toml        the experiment config (written first by run_ab.py, rebuilds the run)
-    results.json       SRM gate, records, arm values, power, funnel, daily looks, versions, timings
-    per_user.parquet   one row per user: arm, metric columns, pre-period columns
+    results.json       SRM gate, records (each with its true effect), arm values, power,
+                       expected-value metrics, funnel, daily looks, versions, timings
+    per_user.parquet   one row per user and arm it ran under (column arm; split: one row per
+                       user, paired: one per user and arm): metric columns, pre-period columns
+    truth_users.parquet  split: the truth users under every arm (what the true effect rests on)
     user_days.parquet  one row per user-day: the experiment's logs (+ funnel counts)
     daily.parquet      cumulative records after each day, with always-valid intervals
     report.md / report.html, lifts.png, daily.png (days > 1), funnel.png
@@ -49,6 +52,9 @@ def _pvalue(p: float) -> str:
 
 def srm_lines(result: ExperimentResult) -> list[str]:
     s, c = result.srm, result.config
+    if s is None:
+        n = ", ".join(f"{arm} {count:,}" for arm, count in result.arm_counts.items())
+        return [f"SRM gate: not applicable (paired design: every user ran under every arm; users: {n})"]
     total = sum(result.arm_counts.values())
     parts = [
         f"{arm} {result.arm_counts[arm]:,} (expected {share * total:,.0f})"
@@ -64,8 +70,14 @@ def srm_lines(result: ExperimentResult) -> list[str]:
 def results_table(result: ExperimentResult) -> pd.DataFrame:
     """The records as display strings, one row per metric x treatment."""
     ci = f"{100 * (1 - result.config.stats.alpha):g}% CI"
+    truth = result.truth.set_index(["metric", "treatment"]) if len(result.truth) else None
     rows = []
     for r in result.results.records:
+        row = {}
+        if truth is not None:
+            t = truth.loc[(r.metric, r.treatment)]
+            covered = {True: "yes", False: "NO"}.get(t["rel_covered"], "–")
+            row = {"true lift": _pct(t["true_rel_effect"]), "covers": covered}
         rows.append(
             {
                 "metric": r.metric,
@@ -74,18 +86,62 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
                 "treat.": _fmt(r.treatment_value),
                 "lift": _pct(r.rel_effect),
                 ci: f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]",
+                **row,
                 "p": _pvalue(r.pvalue),
                 "p adj.": _pvalue(r.pvalue_adjusted),
                 "sig.": "yes" if r.significant else "no",
                 "CUPED": f"-{100 * r.variance_reduction:.0f}% var" if r.cuped else "off",
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if result.config.paired and len(frame):
+        frame = frame.drop(columns="CUPED")  # none in a paired design
+    return frame
+
+
+def truth_line(result: ExperimentResult) -> str:
+    """What the true effect is and how many of the lift intervals cover it."""
+    t, c = result.truth, result.config
+    if not len(t):
+        return "true effect: not computed ([design] truth_users = 0)"
+    covered = t["rel_covered"].dropna()
+    who = (
+        f"all {c.traffic.users:,} users under every arm (the paired runs themselves)"
+        if c.paired
+        else f"a random sample of {int(t['truth_users'].max()):,} of the {c.traffic.users:,} users, "
+        "each also run under the arms it was not assigned"
+    )
+    return (
+        f"true lift: the effect on {who}, same days and random numbers, on expected values "
+        f"(clicks, purchases, GMV, uCTR by their expected twins); the lift interval covers it in "
+        f"{int(covered.sum())} of {len(covered)} comparisons"
+    )
+
+
+def decision_lines(result: ExperimentResult) -> list[str]:
+    """Per treatment: the MDE on clicks at this size and the users a production split test
+    would need to detect the measured click lift."""
+    power = result.power
+    if not len(power):
+        return []
+    lines = []
+    for _, row in power[power["metric"] == "clicks"].iterrows():
+        needed = row["split_users_for_lift"]
+        measured = result.record("clicks", row["treatment"]).rel_effect
+        lines.append(
+            f"clicks ({row['treatment']}): MDE {_pct(row['mde_rel'])} at this size (power "
+            f"{result.config.stats.power:g}); a production split test would need "
+            + (f"{needed:,.0f} users" if math.isfinite(needed) else "– users (no measurable lift)")
+            + f" to detect the measured lift of {_pct(measured)}"
+        )
+    return lines
 
 
 def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
     c = result.config
-    lines = [f"experiment {c.name}: {' vs '.join(c.arm_names)} (control {c.control})"]
+    lines = [
+        f"experiment {c.name} ({c.design.kind} design): {' vs '.join(c.arm_names)} (control {c.control})"
+    ]
     lines += srm_lines(result)
     if show_results:
         table = results_table(result)
@@ -94,9 +150,11 @@ def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
         for name, why in result.skipped.items():
             lines.append(f"skipped {name}: {why}")
         lines.append(
-            f"correction: {c.stats.correction} over {len(result.results.records)} comparisons; "
-            f"lift CI: {c.stats.lift_ci}"
+            f"design: {c.design.kind}; correction: {c.stats.correction} over "
+            f"{len(result.results.records)} comparisons; lift CI: {c.stats.lift_ci}"
         )
+        lines.append(truth_line(result))
+        lines += decision_lines(result)
     return "\n".join(lines)
 
 
@@ -228,7 +286,9 @@ def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
     )
     t = c.traffic
     setup = (
-        f"World `{c.world}`; users 0..{t.users - 1}, {t.days} day(s) from day {t.first_day}, one session "
+        f"World `{c.world}`; design `{c.design.kind}`"
+        + (" (every user under every arm, same random numbers; paired differences)" if c.paired else "")
+        + f"; users 0..{t.users - 1}, {t.days} day(s) from day {t.first_day}, one session "
         f"per user-day; traffic {result.through}"
         + (f" on {result.workers} worker(s)" if result.through == "inprocess" else "")
         + f"; assignment salt `{c.assignment.salt}`, layer `{c.assignment.layer}`"
@@ -242,7 +302,18 @@ def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
         ("Arms", arms),
         ("Sample-ratio mismatch gate", "\n".join(srm_lines(result))),
         ("Results", results_table(result)),
+        ("True effect", "\n".join([truth_line(result), *decision_lines(result)])),
     ]
+    if len(result.truth):
+        sections.append(("True effect per comparison", result.truth.round(6)))
+    if len(result.expected):
+        sections.append(
+            (
+                "Expected-value metrics: variance reduction against the realised twin "
+                "(1 - SE²(expected) / SE²(realised))",
+                result.expected.round(5),
+            )
+        )
     if result.skipped:
         sections.append(("Skipped metrics", "\n".join(f"- {k}: {v}" for k, v in result.skipped.items())))
     sections.append(("Raw values per arm", result.arms.round(5)))
@@ -287,7 +358,7 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 def markdown_report(result: ExperimentResult, images: list[str]) -> str:
     c = result.config
     out = [f"# A/B experiment `{c.name}`", ""]
-    if not result.srm.passed:
+    if not result.srm_passed:
         out += ["> **SRM gate FAILED**: the users per arm do not match the designed split.", ""]
     for title, body in _sections(result):
         out.append(f"## {title}\n")
@@ -301,7 +372,7 @@ def markdown_report(result: ExperimentResult, images: list[str]) -> str:
 def html_report(result: ExperimentResult, images: list[str]) -> str:
     c = result.config
     body = [f"<h1>A/B experiment <code>{html.escape(c.name)}</code></h1>"]
-    if not result.srm.passed:
+    if not result.srm_passed:
         body.append('<p class="srm"><b>SRM gate FAILED</b>: the users per arm do not match the split.</p>')
     for title, content in _sections(result):
         body.append(f"<h2>{html.escape(title)}</h2>")
@@ -332,6 +403,8 @@ def write_run(result: ExperimentResult, folder: str | Path, images: list[str] | 
     write_text_atomic(folder / "results.json", json.dumps(result.summary(), indent=2, allow_nan=True) + "\n")
     if images is None:
         write_parquet_atomic(folder / "per_user.parquet", result.users)
+        if not result.config.paired and len(result.truth_users):
+            write_parquet_atomic(folder / "truth_users.parquet", result.truth_users)
         write_parquet_atomic(folder / "user_days.parquet", result.user_days)
         write_parquet_atomic(folder / "daily.parquet", result.daily)
         images = _plots(result, folder)

@@ -297,6 +297,21 @@ def _arm_estimates(
     return c, t
 
 
+def _check_options(
+    data: pd.DataFrame, arm: str, metrics: Mapping[str, Metric], alpha: float, correction: str, lift_ci: str
+) -> None:
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    if correction not in ("holm", "bh", "none"):
+        raise ValueError(f"correction must be 'holm', 'bh' or 'none', got {correction!r}")
+    if lift_ci not in ("delta", "fieller"):
+        raise ValueError(f"lift_ci must be 'delta' or 'fieller', got {lift_ci!r}")
+    if not metrics:
+        raise ValueError("no metrics to analyse")
+    if arm not in data.columns:
+        raise ValueError(f"unknown arm column {arm!r}; columns are {list(data.columns)}")
+
+
 def analyse(
     data: pd.DataFrame,
     arm: str,
@@ -315,16 +330,7 @@ def analyse(
     (Holm controls the family-wise error, Benjamini–Hochberg the false discovery rate).
     CUPED is applied to metrics that declare a covariate when ``cuped`` is true.
     """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    if correction not in ("holm", "bh", "none"):
-        raise ValueError(f"correction must be 'holm', 'bh' or 'none', got {correction!r}")
-    if lift_ci not in ("delta", "fieller"):
-        raise ValueError(f"lift_ci must be 'delta' or 'fieller', got {lift_ci!r}")
-    if not metrics:
-        raise ValueError("no metrics to analyse")
-    if arm not in data.columns:
-        raise ValueError(f"unknown arm column {arm!r}; columns are {list(data.columns)}")
+    _check_options(data, arm, metrics, alpha, correction, lift_ci)
     codes, names = pd.factorize(data[arm], sort=True)
     if (codes < 0).any():
         raise ValueError(f"arm column {arm!r} has missing values")
@@ -360,6 +366,11 @@ def analyse(
                 )
             )
 
+    return _corrected(records, alpha, correction)
+
+
+def _corrected(records: list[dict], alpha: float, correction: str) -> Results:
+    """The records with p-values adjusted over all of them (``correction``)."""
     pvalues = np.array([r["pvalue"] for r in records])
     adjusted_p = np.full_like(pvalues, np.nan)
     finite = np.isfinite(pvalues)
@@ -687,3 +698,148 @@ def paired_users_needed(
         )
     z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
     return math.ceil(z**2 * std_difference**2 / mean_difference**2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired design: every user under every arm (abtest design "paired"), and the true effect
+
+
+def analyse_paired(
+    data: pd.DataFrame,
+    arm: str,
+    unit: str,
+    control: str,
+    metrics: Mapping[str, Metric],
+    alpha: float = 0.05,
+    correction: Literal["holm", "bh", "none"] = "holm",
+    lift_ci: Literal["delta", "fieller"] = "delta",
+) -> Results:
+    """Compare every other arm with ``control`` when every unit ran under every arm.
+
+    ``data`` has one row per (unit, arm). Per arm the estimate and influence values are those
+    of ``analyse`` (module docstring), ``v_a`` with ``l_a,i``; pairing user i's values:
+
+    - Effect ``Δ = v_T − v_C``. To first order ``Δ̂ − Δ ≈ mean_i(l_T,i − l_C,i)``, so
+      ``SE² = s²(l_T − l_C) / n`` over the n users, on Student's t with n − 1 df. For a Mean,
+      ``l_T,i − l_C,i = (y_T,i − y_C,i) − mean``: exactly the paired t-test
+      (``scipy.stats.ttest_rel``). For a Ratio this is the paired delta method: with
+      ``l_a,i = (y_a,i − v_a d_a,i) / d̄_a`` the variance is ``V_T + V_C − 2 Cov``, the
+      covariance of a user's two arms entering through the per-user difference.
+    - Relative lift ``r = v_T / v_C − 1``: delta method on the per-user linearisation
+      ``l_r,i = l_T,i / v_C − v_T l_C,i / v_C²``, ``SE(r) = s(l_r) / √n``; or Fieller with the
+      covariance, ``{ρ : (v_T − ρ v_C)² ≤ q² (V_T − 2ρ C + ρ² V_C)}``.
+
+    No CUPED: a pre-period covariate is the same for both arms of a user, so its part of the
+    outcome cancels in the difference already (covariates are ignored). ``n_control`` =
+    ``n_treatment`` = n users. When every user's difference is the same (SE = 0, e.g. an A/A
+    run, whose arms are identical) the interval is that one point and the p-value 1 (no
+    difference) or 0.
+    """
+    _check_options(data, arm, metrics, alpha, correction, lift_ci)
+    if unit not in data.columns:
+        raise ValueError(f"unknown unit column {unit!r}; columns are {list(data.columns)}")
+    names = sorted(pd.unique(data[arm]).tolist())
+    if control not in names:
+        raise ValueError(f"unknown control arm {control!r}; arms are {names}")
+    if len(names) < 2:
+        raise ValueError(f"only one arm ({control!r}) in the data; nothing to compare")
+    ordered = data.sort_values([arm, unit], kind="stable")
+    rows = {name: np.flatnonzero(ordered[arm].to_numpy() == name) for name in names}
+    units = {name: ordered[unit].to_numpy()[idx] for name, idx in rows.items()}
+    for name in names:
+        if not np.array_equal(units[name], units[control]):
+            raise ValueError(f"arm {name!r} does not hold the same units, once each, as {control!r}")
+    n = len(units[control])
+    if n < 2:
+        raise ValueError(f"need >= 2 units under every arm, got {n}")
+    records = []
+    for name, metric in metrics.items():
+        y, d, _, _ = _metric_columns(ordered, name, metric, cuped=False)
+        c = _estimate(y[rows[control]], None if d is None else d[rows[control]], name)
+        for treatment in (a for a in names if a != control):
+            idx = rows[treatment]
+            t = _estimate(y[idx], None if d is None else d[idx], name)
+            records.append(_compare_paired(name, control, treatment, c, t, alpha, lift_ci))
+    return _corrected(records, alpha, correction)
+
+
+def _compare_paired(
+    name: str, control: str, treatment: str, c: _Estimate, t: _Estimate, alpha: float, lift_ci: str
+) -> dict:
+    """Paired t test, effect CI and relative-lift CI of one comparison (``analyse_paired``)."""
+    n, nan = len(c.influence), math.nan
+    q = float(stats.t.ppf(1 - alpha / 2, n - 1))
+    effect = t.value - c.value
+    se = float(np.std(t.influence - c.influence, ddof=1) / math.sqrt(n))
+    if se > 0:
+        pvalue = float(2 * stats.t.sf(abs(effect) / se, n - 1))
+        ci = (effect - q * se, effect + q * se)
+    else:  # every user's difference is the same: the effect on these users is known exactly
+        pvalue, ci = (1.0 if effect == 0 else 0.0), (effect, effect)
+    rel = t.value / c.value - 1 if c.value != 0 else nan
+    if c.value == 0:
+        rel_ci = (nan, nan)
+    elif se == 0:
+        rel_ci = (rel, rel)
+    elif lift_ci == "fieller":
+        var_t, var_c = t.var, c.var
+        cov = float(t.influence @ c.influence) / (n - 1) / n
+        a = c.value**2 - q * q * var_c
+        b = t.value * c.value - q * q * cov
+        disc = b * b - a * (t.value**2 - q * q * var_t)
+        if a <= 0 or disc < 0:
+            rel_ci = (-math.inf, math.inf)
+        else:
+            rel_ci = ((b - math.sqrt(disc)) / a - 1, (b + math.sqrt(disc)) / a - 1)
+    else:
+        lin = t.influence / c.value - t.value * c.influence / c.value**2
+        rel_se = float(np.std(lin, ddof=1) / math.sqrt(n))
+        rel_ci = (rel - q * rel_se, rel + q * rel_se)
+    return {
+        "metric": name,
+        "control": control,
+        "treatment": treatment,
+        "control_value": c.value,
+        "treatment_value": t.value,
+        "effect": effect,
+        "effect_ci_lower": ci[0],
+        "effect_ci_upper": ci[1],
+        "std_err": se,
+        "rel_effect": rel,
+        "rel_ci_lower": rel_ci[0],
+        "rel_ci_upper": rel_ci[1],
+        "pvalue": pvalue,
+        "n_control": n,
+        "n_treatment": n,
+        "cuped": False,
+        "variance_reduction": 0.0,
+    }
+
+
+def per_user_std(values: ArrayLike, denominator: ArrayLike | None = None) -> float:
+    """Per-user standard deviation of one arm's metric: of its values (a mean) or of their
+    delta-method linearisation ``(y − v d) / d̄`` (a ratio), ddof = 1. The split-design
+    variance of a paired run is the mean of its arms' ``per_user_std²``."""
+    y = np.asarray(values, dtype=np.float64)
+    d = None if denominator is None else np.asarray(denominator, dtype=np.float64)
+    return float(np.std(_estimate(y, d, "per_user_std").influence, ddof=1))
+
+
+def metric_value(values: ArrayLike, denominator: ArrayLike | None = None) -> float:
+    """One arm's metric value: the mean of ``values`` or the ratio of means (nan if d̄ = 0);
+    the true effect is the difference of these over the same users under two arms."""
+    y = np.asarray(values, dtype=np.float64)
+    if denominator is None:
+        return _estimate(y, None, "metric_value").value
+    d = np.asarray(denominator, dtype=np.float64)
+    return math.nan if d.mean() == 0 else _estimate(y, d, "metric_value").value
+
+
+def paired_mde(std_diff: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable absolute effect of a paired design: ``(z_{1−α/2} + z_{power}) ·
+    std_diff / √n``, ``std_diff`` the per-user standard deviation of the paired difference."""
+    _check_level(alpha, power)
+    if std_diff <= 0 or n < 2:
+        raise ValueError(f"need std_diff > 0 and >= 2 users, got {std_diff} and {n}")
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * std_diff / math.sqrt(n))

@@ -3,7 +3,11 @@
 Each user has one session per experiment day (days first_day.., after the logged days, so
 sessions are fresh draws). Work is cut into shards of users per day; a shard runs every arm's
 users (``common.assignment``: a hash of (layer, salt, user id), the same on every day, shard
-and worker) through that arm's page ranker with ``run_sessions``. All arms share the world and
+and worker) through that arm's page ranker with ``run_sessions``. Which arms a user runs
+through depends on the design: split - the assigned arm (column ``assigned`` true), and for
+the users of ``truth_sample`` also every other arm (``assigned`` false: the counterfactual
+runs that give the true effect); paired - every arm (all ``assigned``). Pre-period shards run
+every user once, through the control's cascade. All arms share the world and
 the simulator's counter-based random numbers (common random numbers): a user's recall set and
 its coin flips for an item do not depend on the arm, and every draw is keyed by (user, day,
 session, item), so a shard gives the same rows wherever it runs. On the first day, users
@@ -21,7 +25,7 @@ import pandas as pd
 
 from abtest.config import ExperimentConfig
 from abtest.outcomes import session_outcomes
-from common.assignment import Assignment
+from common.assignment import Assignment, user_buckets
 from policies.cascade import PageRanker, Ranked, run_sessions
 from simulator.oracle import best_in_pool, funnel_loss
 from simulator.recall import SessionKeys
@@ -68,6 +72,21 @@ def assign_arms(config: ExperimentConfig, users: np.ndarray) -> np.ndarray:
     return assignment.assign(users)
 
 
+def truth_sample(config: ExperimentConfig) -> np.ndarray:
+    """The split design's truth users, sorted: the ``[design] truth_users`` of 0..users-1 with
+    the smallest hash of (salt, user), a uniform random sample independent of the arm
+    assignment (a different salt); every user when there are fewer. Empty for paired (every
+    user is in the truth there)."""
+    users, n = config.traffic.users, config.design.truth_users
+    if config.paired:
+        return np.empty(0, dtype=np.int64)
+    ids = np.arange(users, dtype=np.int64)
+    if n >= users:
+        return ids
+    h = user_buckets(f"truth:{config.assignment.salt}", ids, 2**62)
+    return np.sort(ids[np.lexsort((ids, h))[:n]])
+
+
 class _FirstPage:
     """A PageRanker wrapper that keeps the first page it ranks (the sessions' first page)."""
 
@@ -93,20 +112,27 @@ class Traffic:
             raise ValueError(f"no ranker for arm(s) {sorted(missing)}")
         self.config, self.world, self.rankers = config, world, dict(rankers)
         self.sim = Simulator(world)
+        self.truth = truth_sample(config)
 
     def run(self, shard: Shard) -> pd.DataFrame:
-        """One row per user-day of the shard (columns: user, day, arm, SESSION_COLUMNS, FUNNEL_COLUMNS)."""
+        """One row per user-day and arm run of the shard, by user then arm (columns: user, day,
+        arm, SESSION_COLUMNS, FUNNEL_COLUMNS, assigned)."""
         config = self.config
         users = np.arange(shard.lo, shard.hi, dtype=np.int64)
         arm_index = assign_arms(config, users)
+        everyone = shard.period == "exp" and config.paired
+        counterfactual = np.isin(users, self.truth) if shard.period == "exp" else np.zeros(len(users), bool)
         parts = []
         for k, arm in enumerate(config.arm_names):
-            mine = users[arm_index == k]
+            assigned = everyone | (arm_index == k)
+            runs = assigned | counterfactual
+            mine = users[runs]
             if mine.size == 0:
                 continue
             ranker = self.rankers[config.control if shard.period == "pre" else arm]
             part = self._sessions(ranker, mine, shard)
             part.insert(2, "arm", arm)
+            part["assigned"] = assigned[runs]
             parts.append(part)
         return pd.concat(parts, ignore_index=True).sort_values("user", kind="stable").reset_index(drop=True)
 

@@ -51,6 +51,8 @@ class PageOutcome:
     purchases: np.ndarray  # (B, K) bool
     gmv: np.ndarray  # (B,) float64
     expected_clicks: np.ndarray  # (B,) float64, sum of rho_k * sigma(z) over the page
+    p_click: np.ndarray  # (B, K) float64 P(click) of each slot, rho_k * sigma(z) (0 where empty)
+    p_purchase: np.ndarray  # (B, K) float64 P(purchase | click) of each slot (0 where empty)
     viewed: np.ndarray  # (B,) bool: the session was active and saw this page
     terminated: np.ndarray  # (B,) bool: the user left after this page
     truncated: np.ndarray  # (B,) bool: max_pages reached
@@ -105,6 +107,7 @@ class Simulator:
         user, day, session = batch.keys.column()
         clicks = uniform(c.seed, Stream.CLICK, user, day, session, safe_items) < p_click
         p_buy = sigmoid(w.purchase_logits(users, safe_items, z))
+        p_purchase = np.where(valid, p_buy, 0.0)
         purchases = clicks & (uniform(c.seed, Stream.PURCHASE, user, day, session, safe_items) < p_buy)
         gmv = (purchases * w.item_price[safe_items]).sum(axis=1, dtype=np.float64)
         expected = p_click.sum(axis=1)
@@ -126,6 +129,8 @@ class Simulator:
             purchases=purchases,
             gmv=gmv,
             expected_clicks=expected,
+            p_click=p_click,
+            p_purchase=p_purchase,
             viewed=viewed,
             terminated=terminated,
             truncated=truncated,
@@ -138,7 +143,12 @@ ScoreFn = Callable[[SessionBatch], np.ndarray]
 
 @dataclasses.dataclass(frozen=True)
 class SessionTotals:
-    """Per-session totals of a batch of finished sessions (arrays of shape (B,))."""
+    """Per-session totals of a batch of finished sessions (arrays of shape (B,)).
+
+    The expected values are the simulator's, given the pages actually shown: they remove the
+    click and purchase coin flips of those pages but keep the policy's effect (and the
+    continue/leave draws that decided how many pages were shown).
+    """
 
     pages: np.ndarray
     impressions: np.ndarray
@@ -146,6 +156,12 @@ class SessionTotals:
     purchases: np.ndarray
     gmv: np.ndarray
     expected_clicks: np.ndarray
+    expected_purchases: np.ndarray
+    """Sum over shown items of P(click) * P(purchase | click)."""
+    expected_gmv: np.ndarray
+    """Sum over shown items of P(click) * P(purchase | click) * price."""
+    log_no_click: np.ndarray
+    """Sum over shown items of log(1 - P(click)): P(no click in the session) = exp of it."""
 
 
 def page_order(scores: np.ndarray, n_slots: int) -> np.ndarray:
@@ -181,7 +197,8 @@ def run_pages(
 ) -> SessionTotals:
     """Run started sessions to their end, showing the pages ``choose`` picks; ``observe``
     sees every page's outcome with the original row of each session."""
-    names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks")
+    names = [f.name for f in dataclasses.fields(SessionTotals)]
+    price = sim.world.item_price
     totals = {name: np.zeros(len(batch)) for name in names}
     rows = np.arange(len(batch))  # original row of each row still in `batch`
     for page in range(sim.world.config.max_pages):
@@ -197,6 +214,10 @@ def run_pages(
         totals["purchases"][rows] += out.purchases.sum(1)
         totals["gmv"][rows] += out.gmv
         totals["expected_clicks"][rows] += out.expected_clicks
+        p_buy = out.p_click * out.p_purchase
+        totals["expected_purchases"][rows] += p_buy.sum(1)
+        totals["expected_gmv"][rows] += (p_buy * price[np.maximum(out.items, 0)]).sum(1)
+        totals["log_no_click"][rows] += np.log1p(-out.p_click).sum(1)
         if observe is not None:
             observe(rows, out)
     return SessionTotals(**totals)

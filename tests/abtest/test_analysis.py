@@ -9,7 +9,7 @@ import pytest
 
 from abtest.analysis import (
     ExperimentResult,
-    _analyse,
+    analyse_design,
     per_user_table,
     usable_metrics,
 )
@@ -80,6 +80,6 @@ def test_per_user_table_adds_pre_period_columns(tiny_result, tiny_config) -> Non
 
 def test_analysis_records_match_a_direct_analyse_call(tiny_result, tiny_config) -> None:
     metrics, _ = usable_metrics(tiny_config, tiny_result.users)
-    direct = _analyse(tiny_config, tiny_result.users, metrics).to_pandas()
+    direct = analyse_design(tiny_config, tiny_result.users, metrics).to_pandas()
     pd.testing.assert_frame_equal(direct, tiny_result.to_pandas())
     assert isinstance(metrics["pctr"], Ratio)

@@ -360,3 +360,21 @@ def test_effective_users_counts_who_carries_the_variance() -> None:
     hits, buys = np.ones(100), np.ones(100)
     hits[3] = 0.0  # one miss among 100 purchases: the ratio's variance is that user's
     assert effective_users(hits, arms, buys) < 1.2
+
+
+def test_analyse_paired_mean_is_scipy_ttest_rel() -> None:
+    from scipy import stats as sps  # noqa: PLC0415
+
+    from abtest.stats import analyse_paired  # noqa: PLC0415
+
+    rng = np.random.default_rng(7)
+    c = rng.poisson(3.0, 200).astype(float)
+    t = c + rng.normal(0.2, 1.0, 200)
+    data = pd.DataFrame(
+        {"user": np.tile(np.arange(200), 2), "arm": ["c"] * 200 + ["t"] * 200, "y": np.r_[c, t]}
+    )
+    r = analyse_paired(data, "arm", "user", "c", {"y": Mean("y")}, correction="none").records[0]
+    ref = sps.ttest_rel(t, c)
+    lo, hi = ref.confidence_interval(0.95)
+    assert r.pvalue == pytest.approx(ref.pvalue, rel=1e-9)
+    assert (r.effect_ci_lower, r.effect_ci_upper) == pytest.approx((lo, hi), rel=1e-9)
