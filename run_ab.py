@@ -9,7 +9,9 @@ results.json, per_user.parquet, user_days.parquet, daily.parquet, report.md, rep
 plots), each file written atomically.
 
 Exit status: 0 success; 1 the sample-ratio-mismatch gate failed (unless --ignore-srm);
-2 invalid config or arguments; 3 the run folder exists (use --force or --resume);
+2 bad input (config, world or model files, arguments), reported before anything is written;
+3 the run folder exists (use --force or --resume); 4 internal error (one line on stderr, the
+traceback in the run folder's error.log, or on stderr before the folder exists);
 130 interrupted (finished shards are kept: rerun with --resume).
 """
 
@@ -19,12 +21,13 @@ import argparse
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from common.config import ConfigError, add_set_argument, overrides
 from common.version import add_version_argument, command_name
 
-EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +145,19 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
     return run_dir
 
 
+def _internal_error(err: Exception, run_dir: Path | None) -> int:
+    """One line on stderr; the traceback in ``run_dir/error.log`` (stderr without a folder)."""
+    trace = "".join(traceback.format_exception(err))
+    if run_dir is not None:
+        (run_dir / "error.log").write_text(trace)
+        where = f"traceback in {run_dir / 'error.log'}"
+    else:
+        print(trace, file=sys.stderr, end="")
+        where = "traceback above"
+    print(f"internal error: {type(err).__name__}: {err}".splitlines()[0] + f" ({where})", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # imports after argument parsing, and the heavy ones (torch, Ray) after the config is
@@ -184,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_INTERRUPTED
+    except Exception as err:  # a bug or a lost cluster, not the user's input
+        return _internal_error(err, run_dir)
 
     t_report = time.perf_counter()
     images = write_run(result, run_dir)

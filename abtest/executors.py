@@ -7,9 +7,13 @@ leaving it tears down what it started. Every way gives the same frames
 
 - ``in_process``: this process, one torch thread.
 - ``ray_actors``: ``workers`` Ray actors (1 CPU each), each holding the world and every arm's
-  cascade, two shards in flight per actor.
+  cascade, two shards in flight per actor. An actor that dies (its process killed, its node
+  lost) is replaced and its unfinished shards rerun there: a shard is atomic (its frame comes
+  back whole or not at all) and keyed, so no user-day is lost or counted twice.
 - ``served``: the cascade hosted on Ray Serve (``abtest.serve_traffic``), this process
-  simulating.
+  simulating; a page call that failed on a dead replica is retried (``serving.client``).
+
+Every recovery is one line through ``log``.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from abtest.traffic import Shard, Traffic
 from common.ray_env import init_ray
 from simulator.config import WorldConfig
 from simulator.world import World
+
+Log = Callable[[str], None]
 
 Run = Callable[[Iterable[Shard]], Iterator[tuple[Shard, pd.DataFrame]]]
 """What an executor yields: run these shards, yield (shard, user-day frame) as they finish."""
@@ -59,20 +65,29 @@ def in_process(config: ExperimentConfig, world: World, arms: Mapping[str, ArmSpe
 
 
 @contextlib.contextmanager
-def served(config: ExperimentConfig, world: World, arms: Mapping[str, ArmSpec]) -> Iterator[Run]:
+def served(
+    config: ExperimentConfig, world: World, arms: Mapping[str, ArmSpec], log: Log = print
+) -> Iterator[Run]:
     """Pages ranked by the cascade on Ray Serve; sessions simulated in this process."""
     from abtest.serve_traffic import serve_rankers  # noqa: PLC0415 (imports serving, ray)
 
-    with serve_rankers(config, arms) as rankers:
+    with serve_rankers(config, arms, log) as rankers:
         yield _serially(Traffic(config, world, rankers))
 
 
 @contextlib.contextmanager
 def ray_actors(
-    config: ExperimentConfig, world_config: WorldConfig, arms: Mapping[str, ArmSpec], workers: int
+    config: ExperimentConfig,
+    world_config: WorldConfig,
+    arms: Mapping[str, ArmSpec],
+    workers: int,
+    log: Log = print,
+    max_restarts: int | None = None,
 ) -> Iterator[Run]:
     """``workers`` Ray actors; entering returns once they are built, so start-up and
-    throughput are timed apart. Shuts Ray down after if this started it."""
+    throughput are timed apart. A dead actor is replaced, at most ``max_restarts`` times in
+    all (default: ``2 * workers``), then the error is raised. Shuts Ray down after if this
+    started it."""
     import ray  # noqa: PLC0415
 
     @ray.remote(num_cpus=1)
@@ -88,23 +103,45 @@ def ray_actors(
         def run(self, shard: Shard) -> tuple[Shard, pd.DataFrame]:
             return shard, self.traffic.run(shard)
 
+    def start() -> ray.actor.ActorHandle:
+        return ShardWorker.remote(config.to_dict(), world_config, dict(arms))
+
+    restarts = 2 * workers if max_restarts is None else max_restarts
+
     def run(shards: Iterable[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
-        queue, pending = list(shards), {}
-        for actor in actors:
+        nonlocal restarts
+        queue, pending = list(shards), {}  # ref -> (slot, actor, shard)
+
+        def submit(slot: int, shard: Shard) -> None:
+            pending[actors[slot].run.remote(shard)] = (slot, actors[slot], shard)
+
+        for slot in range(len(actors)):
             for _ in range(2):
                 if queue:
-                    pending[actor.run.remote(queue.pop(0))] = actor
+                    submit(slot, queue.pop(0))
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            actor = pending.pop(done[0])
+            slot, actor, shard = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayActorError as err:
+                if actors[slot] is actor:  # the first of its shards to fail: replace it
+                    if restarts == 0:
+                        raise
+                    restarts -= 1
+                    actors[slot] = start()
+                    log(f"ray: shard worker {slot} died ({type(err).__name__}); replaced it")
+                log(f"ray: rerunning shard {shard.key} of dead shard worker {slot}")
+                submit(slot, shard)
+                continue
             if queue:
-                pending[actor.run.remote(queue.pop(0))] = actor
-            yield ray.get(done[0])
+                submit(slot, queue.pop(0))
+            yield result
 
     started_ray = init_ray(object_store_memory=256 * 2**20)
     actors = []
     try:
-        actors = [ShardWorker.remote(config.to_dict(), world_config, dict(arms)) for _ in range(workers)]
+        actors = [start() for _ in range(workers)]
         ray.get([actor.ready.remote() for actor in actors])
         yield run
     finally:

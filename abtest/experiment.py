@@ -102,7 +102,7 @@ def run_experiment(
         for frame in frames.values():
             shown(frame)
         t0 = time.perf_counter()
-        with _executor(config, through, workers, todo, the_world, world_config, arms) as run:
+        with _executor(config, through, workers, todo, the_world, world_config, arms, log) as run:
             timings["setup"], t0 = time.perf_counter() - t0, time.perf_counter()
             for shard, frame in run(todo):
                 frames[shard.key] = frame
@@ -160,15 +160,16 @@ def _executor(
     world: Callable[[], World],
     world_config: WorldConfig,
     arms: Mapping[str, ArmSpec],
+    log: Callable[[str], None],
 ) -> contextlib.AbstractContextManager[executors.Run]:
     """The way the shards left to do run: none needed, Serve, this process or Ray actors."""
     if not todo:
         return contextlib.nullcontext(lambda shards: iter(()))
     if through is Through.SERVE:
-        return executors.served(config, world(), arms)
+        return executors.served(config, world(), arms, log)
     if workers == 1 or len(todo) == 1:
         return executors.in_process(config, world(), arms)
-    return executors.ray_actors(config, world_config, arms, workers)
+    return executors.ray_actors(config, world_config, arms, workers, log)
 
 
 def _stored_frames(store: ShardStore, shards: list[Shard]) -> dict[str, pd.DataFrame]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from abtest.config import ExperimentConfig
 from policies.cascade import PageRanker
@@ -52,13 +52,19 @@ def app_args(config: ExperimentConfig, arms: Mapping) -> dict:
 
 
 @contextlib.contextmanager
-def serve_rankers(config: ExperimentConfig, arms: Mapping) -> Iterator[dict[str, PageRanker]]:
-    """Deploy the experiment's app, yield a forced-arm ranker per arm, delete the app after
-    (and shut down Serve and Ray if this started them)."""
+def serve_rankers(
+    config: ExperimentConfig, arms: Mapping, log: Callable[[str], None] = print
+) -> Iterator[dict[str, PageRanker]]:
+    """Deploy the experiment's app, yield a forced-arm ranker per arm (calls that failed on a
+    dead replica are retried, each retry logged through ``log``), delete the app after (and
+    shut down Serve and Ray if this started them)."""
     from serving.app import start  # noqa: PLC0415 (ray and serve only when serving)
 
     app = start(app_args(config, arms), name=f"ab-{config.name}")
     try:
-        yield {arm: app.ranker(arm=arm, chunk=CHUNK, max_in_flight=MAX_IN_FLIGHT) for arm in config.arm_names}
+        yield {
+            arm: app.ranker(arm=arm, chunk=CHUNK, max_in_flight=MAX_IN_FLIGHT, log=log)
+            for arm in config.arm_names
+        }
     finally:
         app.stop()

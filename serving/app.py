@@ -36,6 +36,8 @@ from serving.model_servers import CoarseServer, FineServer
 from serving.pipeline import PageRequests, PageResults
 
 IMPORT_PATH = "serving.app:build_app"
+HEALTH_CHECK_PERIOD_S = 2.0
+"""How often Serve checks a replica (default 10 s): a dead one is replaced that much sooner."""
 
 
 def coarse_name(arm: str) -> str:
@@ -54,6 +56,7 @@ def build_app(args: AppArgs | dict) -> serve.Application:
         "max_ongoing_requests": args.max_ongoing_requests,
         "graceful_shutdown_wait_loop_s": 0.5,
         "graceful_shutdown_timeout_s": 2.0,
+        "health_check_period_s": HEALTH_CHECK_PERIOD_S,
         "logging_config": {"enable_access_log": args.access_log},
     }
     recall = RecallServer.options(name="recall", **common).bind(config, batching)
@@ -93,9 +96,12 @@ class ServedCascade:
     owns_serve: bool = False
     owns_ray: bool = False
 
-    def ranker(self, arm: str | None = None, chunk: int = 64, max_in_flight: int = 8) -> ServeRanker:
-        """A ``PageRanker`` driving this app (``arm`` forces an arm; None = the assignment)."""
-        return ServeRanker(self.handle, arm=arm, chunk=chunk, max_in_flight=max_in_flight)
+    def ranker(
+        self, arm: str | None = None, chunk: int = 64, max_in_flight: int = 8, **options
+    ) -> ServeRanker:
+        """A ``PageRanker`` driving this app (``arm`` forces an arm; None = the assignment);
+        ``options``: ``ServeRanker``'s (``log``, ``retry_timeout_s``)."""
+        return ServeRanker(self.handle, arm=arm, chunk=chunk, max_in_flight=max_in_flight, **options)
 
     def rank(self, requests: PageRequests) -> PageResults:
         return self.handle.rank_batch.remote(requests).result()

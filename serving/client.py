@@ -4,17 +4,52 @@ gives the same sessions as ``run_sessions(sim, cascade, keys)`` in process.
 It sends each page of running sessions to the ingress's batched entry point
 (``rank_batch``) in chunks, several in flight at once, and maps the returned item ids back
 to the slots of the simulator's recall sets.
+
+Page requests are idempotent (the same keys give the same page, whichever replica ranks
+them), so a call that failed because a replica, worker or node died (``transient``) is sent
+again after a bounded back-off while Ray Serve replaces what died; each retry is one line
+through ``log``. Any other error (a bad request) is raised at once.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import numpy as np
+from ray import exceptions as ray_errors
 from ray import serve
+from ray.serve import exceptions as serve_errors
 from ray.serve.handle import DeploymentHandle
 
 from policies.cascade import Ranked
 from serving.pipeline import PageRequests, PageResults, recall_slots
 from simulator.session import SessionBatch
+
+RETRY_TIMEOUT_S = 180.0
+"""How long a failed call is retried (a replica restart loads torch and the models: ~5-30 s)."""
+BACKOFF_S = (0.25, 4.0)
+"""First and longest wait between retries; the wait doubles."""
+
+_TRANSIENT = (
+    ray_errors.RayActorError,  # a replica died (ActorDiedError) or is unreachable
+    ray_errors.WorkerCrashedError,
+    ray_errors.NodeDiedError,
+    ray_errors.ObjectLostError,  # a stage output held by a dead replica
+    ray_errors.OwnerDiedError,
+    serve_errors.BackPressureError,
+    serve_errors.DeploymentUnavailableError,
+    serve_errors.ReplicaUnavailableError,
+)
+
+
+def transient(err: BaseException) -> bool:
+    """Whether ``err`` (or what it wraps) is a death Ray recovers from, so a retry can succeed."""
+    while err is not None:
+        if isinstance(err, _TRANSIENT):
+            return True
+        err = getattr(err, "cause", None) or err.__cause__
+    return False
 
 
 def shown_items(batch: SessionBatch) -> np.ndarray:
@@ -33,16 +68,25 @@ class ServeRanker:
     ``arm`` forces every request into one arm (per-arm traffic of an A/B engine); None lets
     the ingress assign arms. ``chunk`` requests go in one call, at most ``max_in_flight``
     calls at once (keep it below the ingress's ``max_ongoing_requests``). After a call,
-    ``last`` holds the full results (arms, model versions, coarse lists).
+    ``last`` holds the full results (arms, model versions, coarse lists). A call that failed
+    on a death is retried for up to ``retry_timeout_s`` (each retry logged through ``log``).
     """
 
     def __init__(
-        self, handle: DeploymentHandle, arm: str | None = None, chunk: int = 64, max_in_flight: int = 8
+        self,
+        handle: DeploymentHandle,
+        arm: str | None = None,
+        chunk: int = 64,
+        max_in_flight: int = 8,
+        log: Callable[[str], None] = print,
+        retry_timeout_s: float = RETRY_TIMEOUT_S,
     ) -> None:
         if chunk < 1 or max_in_flight < 1:
             raise ValueError(f"chunk and max_in_flight must be >= 1, got {chunk}, {max_in_flight}")
         self.handle, self.arm, self.chunk, self.max_in_flight = handle, arm, chunk, max_in_flight
+        self.log, self.retry_timeout_s = log, retry_timeout_s
         self.last: PageResults | None = None
+        self.retries = 0
 
     @classmethod
     def connect(cls, app_name: str = "cascade", **options) -> ServeRanker:
@@ -52,15 +96,33 @@ class ServeRanker:
     def rank(self, requests: PageRequests) -> PageResults:
         """Results of any number of requests, in order (chunked and pipelined)."""
         n = len(requests)
-        starts = list(range(0, n, self.chunk))
         pending, results = [], []
-        for lo in starts:
+        for lo in range(0, n, self.chunk):
             if len(pending) >= self.max_in_flight:
-                results.append(pending.pop(0).result())
-            rows = np.arange(lo, min(lo + self.chunk, n))
-            pending.append(self.handle.rank_batch.remote(requests.take(rows)))
-        results.extend(p.result() for p in pending)
+                results.append(self._result(*pending.pop(0)))
+            chunk = requests.take(np.arange(lo, min(lo + self.chunk, n)))
+            pending.append((chunk, self.handle.rank_batch.remote(chunk)))
+        results.extend(self._result(*p) for p in pending)
         return _concat(results, n)
+
+    def _result(self, chunk: PageRequests, response) -> PageResults:
+        """The call's results; sent again after a transient failure, with a bounded back-off."""
+        deadline = time.monotonic() + self.retry_timeout_s
+        wait = BACKOFF_S[0]
+        while True:
+            try:
+                return response.result()
+            except Exception as err:
+                if not transient(err) or time.monotonic() + wait > deadline:
+                    raise
+                self.retries += 1
+                self.log(
+                    f"serve: retrying {len(chunk)} page requests (users {chunk.users.min()}-"
+                    f"{chunk.users.max()}) in {wait:.2f} s after {type(err).__name__}"
+                )
+                time.sleep(wait)
+                wait = min(2 * wait, BACKOFF_S[1])
+                response = self.handle.rank_batch.remote(chunk)
 
     def __call__(self, batch: SessionBatch) -> Ranked:
         """The next page of running sessions (the ``PageRanker`` protocol)."""

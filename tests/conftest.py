@@ -71,3 +71,36 @@ def seeded_models(tmp_path_factory) -> dict[str, str]:
     fine = FineRanker(FineConfig(dim=8, attention_hidden=4, hidden=(16,)), vocab, seed=3)
     save_checkpoint(paths["fine"], fine)
     return paths
+
+
+@pytest.fixture(scope="session")
+def kill_ray_worker(ray_session):
+    """``kill(title)``: SIGKILL the workers of this test session's Ray whose process title
+    starts with ``title`` (``ray::ShardWorker``, ``ray::ServeReplica:<app>:<deployment>``),
+    as a crash would; returns their pids. Only children of this session's raylets are
+    candidates, never another Ray on the machine."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    import ray  # noqa: PLC0415
+
+    def raylets() -> set[int]:
+        node = ray._private.worker._global_node  # the only place Ray keeps the raylet pid
+        return {p.process.pid for p in node.all_processes["raylet"]}
+
+    def kill(title: str, parents: set[int] | None = None) -> list[int]:
+        parents = raylets() if parents is None else parents
+        pids = []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid in parents and cmdline.startswith(title):
+                os.kill(int(proc.name), signal.SIGKILL)
+                pids.append(int(proc.name))
+        return pids
+
+    return kill

@@ -329,3 +329,55 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_results(
         pd.testing.assert_frame_equal(pd.read_parquet(run / name), pd.read_parquet(reference_dir / name))
     ours, reference = (json.loads((d / "results.json").read_text()) for d in (run, reference_dir))
     assert ours["records"] == reference["records"] and ours["funnel"] == reference["funnel"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param(
+            'coarse = "popularity"',
+            'coarse = "missing.pt"',
+            r"missing\.pt",
+            marks=pytest.mark.xfail(strict=True, reason="checked only after the run folder is made"),
+        ),
+        ('coarse = "popularity"', 'coarse = "popularty"', r"popularty"),
+        pytest.param(
+            "coarse_size = 100\n\n[arms.treatment]",
+            "coarse_size = 5001\n\n[arms.treatment]",
+            r"coarse_size",
+            marks=pytest.mark.xfail(strict=True, reason="checked only after the run folder is made"),
+        ),
+        ('world = "small"', 'world = "nowhere.toml"', r"nowhere\.toml"),
+    ],
+    ids=["missing-checkpoint", "unknown-spec", "coarse-above-recall", "missing-world"],
+)
+def test_bad_specs_and_sizes_exit_2_before_any_folder(tmp_path: Path, old, new, message) -> None:
+    path = write_config(tmp_path)
+    path.write_text(path.read_text().replace(old, new, 1))
+    out = run_ab("--config", str(path), "--runs-dir", "runs", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and re.search(message, out.stderr), out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_missing_config_file_exits_2(tmp_path: Path) -> None:
+    out = run_ab("--config", str(tmp_path / "none.toml"), "--runs-dir", "runs", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "none.toml" in out.stderr, out.stderr
+
+
+def test_an_internal_error_exits_4_with_one_line_and_the_traceback_in_the_run_folder(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import abtest.experiment  # noqa: PLC0415
+    import run_ab as cli  # noqa: PLC0415
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("lost the cluster\nsecond line")
+
+    monkeypatch.setattr(abtest.experiment, "run_experiment", broken)
+    code = cli.main(["--config", str(write_config(tmp_path)), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    log = tmp_path / "runs" / "tiny" / "error.log"
+    assert code == cli.EXIT_INTERNAL == 4
+    assert err.count("\n") == 1 and "RuntimeError: lost the cluster" in err and str(log) in err, err
+    assert "Traceback" in log.read_text() and "def broken" not in err

@@ -7,8 +7,11 @@ must not depend on the batch, the process or the replica that ranked it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import warnings
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -18,7 +21,7 @@ import torch
 from abtest import executors
 from abtest.analysis import ExperimentResult
 from abtest.arms import arm_specs, build_cascades
-from abtest.config import ExperimentConfig
+from abtest.config import ExperimentConfig, parse_config
 from abtest.experiment import run_experiment
 from abtest.traffic import Traffic, plan_shards
 from simulator import World
@@ -90,3 +93,47 @@ def test_in_process_runs_every_shard_on_one_torch_thread_and_restores_it(tiny_co
             expected = Traffic(tiny_config, small_world, build_cascades(small_world, arms)).run(shard)
             pd.testing.assert_frame_equal(frame, expected)
     assert seen == [1, 1, 1] and torch.get_num_threads() == threads
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Fail the test (TimeoutError) instead of hanging past ``seconds``."""
+
+    def expire(*_) -> None:
+        raise TimeoutError(f"not done within {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.slow
+def test_a_killed_shard_worker_is_replaced_and_its_shards_rerun(
+    model_config, small_world, ray_session, kill_ray_worker
+) -> None:
+    raw = model_config.to_dict()
+    raw["traffic"]["shard_users"] = 15  # 8 shards: both workers busy when they are killed
+    config = parse_config(raw, "killed")
+    arms = arm_specs(config)
+    shards = plan_shards(config)
+    expected = Traffic(config, small_world, build_cascades(small_world, arms))
+    lines: list[str] = []
+    with (
+        _time_limit(240),
+        executors.ray_actors(config, small_world.config, arms, workers=2, log=lines.append) as run,
+    ):
+        frames = {}
+        for shard, frame in run(shards):
+            if not frames:  # one shard done, others in flight: kill every worker
+                assert len(kill_ray_worker("ray::ShardWorker")) == 2
+            assert shard.key not in frames  # no shard counted twice
+            frames[shard.key] = frame
+    assert sorted(frames) == sorted(s.key for s in shards)  # none lost
+    for shard in shards:
+        pd.testing.assert_frame_equal(frames[shard.key], expected.run(shard))
+    assert sum("replaced it" in line for line in lines) == 2, lines
+    assert any("rerunning shard" in line for line in lines), lines
