@@ -98,17 +98,30 @@ def _config(args: argparse.Namespace):
     flags = {f"traffic.{key}": getattr(args, key) for key in ("users", "days", "through", "workers")}
     flags |= {"name": args.name or None, "assignment.aa": True if args.aa else None}
     config = load_config(args.config, overrides(args.set, flags))
-    specs = {(arm.coarse, "coarse") for arm in config.arms.values()} | {
-        (a.fine, "fine") for a in config.arms.values()
-    }
-    if any(
-        spec.endswith(".toml") for spec, _ in specs
-    ):  # the arms' training configs, before any file is written
-        from policies.config import check_model_spec  # noqa: PLC0415 (torch only when needed)
-
-        for spec, kind in sorted(specs):
-            check_model_spec(spec, kind)
+    _check_arms(config)
     return config
+
+
+def _check_arms(config) -> None:
+    """What the arms name, checked before any file is written: the coarse cut against the
+    world's recall size, checkpoints that must exist, and the training configs (and their
+    teachers') that would be trained."""
+    from abtest.arms import check_coarse_sizes, used_arms  # noqa: PLC0415
+    from common.config import ConfigError  # noqa: PLC0415
+    from policies.baselines import BASELINES  # noqa: PLC0415
+    from policies.config import check_model_spec  # noqa: PLC0415
+    from simulator.config import load_world_config  # noqa: PLC0415
+
+    check_coarse_sizes(config, load_world_config(config.world))
+    arms = used_arms(config).values()
+    specs = {(arm.coarse, "coarse") for arm in arms} | {(arm.fine, "fine") for arm in arms}
+    for spec, kind in sorted(specs):
+        if spec in BASELINES:
+            continue
+        if spec.endswith(".toml"):
+            check_model_spec(spec, kind)
+        elif not Path(spec).is_file():
+            raise ConfigError(f"{kind} checkpoint {spec} does not exist")
 
 
 def _results_config(config) -> dict:
