@@ -13,36 +13,22 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from bench_serving import COARSE, free_port, seeded_cascade
 
-from policies.cascade import Cascade, CascadeSizes, run_sessions
-from policies.checkpoint import save_checkpoint
-from policies.features import FeatureStore, vocab_of
-from policies.models import CoarseConfig, CoarseRanker, FineConfig, FineRanker
-from policies.rankers import load_scorer
+from policies.cascade import run_sessions
+from policies.features import FeatureStore
 from serving.app import init_ray, start
 from serving.args import AppArgs
 from simulator.config import WorldConfig
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
-
-COARSE = {
-    "dssm": CoarseConfig(),
-    "full": CoarseConfig(mlp_scorer=True, fm_cross=True, nova=True, senet_bilinear=True),
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def timed(sim: Simulator, ranker, keys: SessionKeys) -> tuple[float, list[np.ndarray], float]:
@@ -76,15 +62,7 @@ def main() -> None:
     features = FeatureStore.from_world(world)
     sim = Simulator(world)
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        coarse_path, fine_path = Path(tmp, "coarse.pt"), Path(tmp, "fine.pt")
-        save_checkpoint(coarse_path, CoarseRanker(COARSE[args.coarse], vocab_of(config)))
-        save_checkpoint(fine_path, FineRanker(FineConfig(), vocab_of(config)))
-        cascade = Cascade(
-            load_scorer(str(coarse_path), world, features, "coarse"),
-            load_scorer(str(fine_path), world, features, "fine"),
-            CascadeSizes(config.logging_coarse_size, config.page_size),
-        )
+        cascade, coarse_path, fine_path = seeded_cascade(world, features, args.coarse, Path(tmp))
         keys = SessionKeys.of(np.arange(args.sessions), day=0)
         per_page, ref_pages, n = timed(
             sim, lambda b: cascade.rank(b.keys.user, b.recall.items, b.shown), keys
@@ -105,7 +83,7 @@ def main() -> None:
             world="default",
             arms={"control": {"coarse": str(coarse_path)}},
             fine=str(fine_path),
-            port=_free_port(),
+            port=free_port(),
         )
         served = start(app_args, name="bench-cascade")
         try:

@@ -46,8 +46,7 @@ def _items(vocab: Vocab, shape: tuple[int, ...], gen: torch.Generator) -> ItemFe
 def time_config(
     config: CoarseConfig, vocab: Vocab, n_candidates: int, history_len: int, repeats: int
 ) -> tuple[float, float]:
-    torch.manual_seed(0)
-    model = CoarseRanker(config, vocab).eval()
+    model = CoarseRanker(config, vocab, seed=0).eval()
     gen = torch.Generator().manual_seed(0)
     user = UserFeatures(user_id=torch.tensor([3]), history=_items(vocab, (1, history_len), gen))
     with torch.inference_mode():

@@ -43,10 +43,27 @@ COARSE = {
 }
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def seeded_cascade(
+    world: World, features: FeatureStore, coarse: str, folder: Path
+) -> tuple[Cascade, Path, Path]:
+    """The cascade of freshly initialised full-size ``COARSE[coarse]`` and DIN fine models
+    (seeded; timing needs real shapes, not training), and their checkpoints in ``folder``."""
+    vocab = vocab_of(world.config)
+    coarse_path, fine_path = folder / "coarse.pt", folder / "fine.pt"
+    save_checkpoint(coarse_path, CoarseRanker(COARSE[coarse], vocab, seed=0))
+    save_checkpoint(fine_path, FineRanker(FineConfig(), vocab, seed=1))
+    cascade = Cascade(
+        load_scorer(str(coarse_path), world, features, "coarse"),
+        load_scorer(str(fine_path), world, features, "fine"),
+        CascadeSizes(world.config.logging_coarse_size, world.config.page_size),
+    )
+    return cascade, coarse_path, fine_path
 
 
 def _mib(kib: int) -> float:
@@ -128,15 +145,7 @@ def main() -> None:
     features = FeatureStore.from_world(world)
     print(f"world built in {time.perf_counter() - t:.1f} s")
     with tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(0)
-        coarse_path, fine_path = Path(tmp, "coarse.pt"), Path(tmp, "fine.pt")
-        save_checkpoint(coarse_path, CoarseRanker(COARSE[args.coarse], vocab_of(config)))
-        save_checkpoint(fine_path, FineRanker(FineConfig(), vocab_of(config)))
-        cascade = Cascade(
-            load_scorer(str(coarse_path), world, features, "coarse"),
-            load_scorer(str(fine_path), world, features, "fine"),
-            CascadeSizes(config.logging_coarse_size, config.page_size),
-        )
+        cascade, coarse_path, fine_path = seeded_cascade(world, features, args.coarse, Path(tmp))
         users = rng.integers(0, config.n_users, args.requests)
         local = in_process_throughput(world, cascade, users, args.chunk)
         print(f"in-process cascade ({args.coarse} coarse + DIN fine): {local:7.1f} requests/s")
@@ -149,7 +158,7 @@ def main() -> None:
 
         t = time.perf_counter()
         init_ray(object_store_memory=1024 * 2**20)
-        port = _free_port()
+        port = free_port()
         app_args = AppArgs(
             world="default", arms={"control": {"coarse": str(coarse_path)}}, fine=str(fine_path), port=port
         )
