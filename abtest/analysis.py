@@ -6,7 +6,9 @@
 - ``usable_metrics``: the metrics that can be analysed, and why the others cannot.
 - The design's statistics, dispatched in ``analyse_design`` (the one place): split - the SRM
   gate on users per arm, Welch / delta-method tests with CUPED (``stats.analyse``); paired -
-  paired differences (``stats.analyse_paired``); relative lifts, Holm or BH.
+  paired differences (``stats.analyse_paired``); interleave - per-user credit differences
+  with the sign test (``stats.analyse_interleaved``, ``preference_table``); relative lifts,
+  Holm or BH.
 - ``truth_table``: the true effect per metric x treatment on the experiment's users (every
   user under every arm, expected values where the simulator has them) and whether each
   interval covers it; ``expected_table``: the variance an expected-value metric saves over
@@ -27,7 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abtest.config import DesignKind, ExperimentConfig
+from abtest.config import ExperimentConfig
+from abtest.interleave import CREDIT_METRICS
 from abtest.outcomes import EXPECTED_TWINS, SESSION_COLUMNS
 from abtest.stats import (
     EffectRecord,
@@ -37,8 +40,10 @@ from abtest.stats import (
     SRMResult,
     always_valid_ci,
     analyse,
+    analyse_interleaved,
     analyse_paired,
     effective_users,
+    interleave_test,
     mde,
     metric_value,
     mixture_tau,
@@ -57,10 +62,11 @@ def per_user_table(
     """One row per user and arm it ran under (by user, then arm): arm, days, the summed counts,
     clicked (clicks > 0), expected_clicked (1 - P(no click on any item shown)), pre_* columns."""
     grouped = user_days.groupby(["user", "arm"], sort=True)
-    users = grouped[list(SESSION_COLUMNS)].sum()
+    users = grouped[[c for c in SESSION_COLUMNS if c in user_days.columns]].sum()
     users.insert(0, "days", grouped.size().astype(np.float64))
-    users["clicked"] = (users["clicks"] > 0).astype(np.float64)
-    users["expected_clicked"] = -np.expm1(users["log_no_click"])
+    if "log_no_click" in users.columns:  # not in an interleaved table: credits only
+        users["clicked"] = (users["clicks"] > 0).astype(np.float64)
+        users["expected_clicked"] = -np.expm1(users["log_no_click"])
     users = users.reset_index()
     if pre is not None:
         users = users.merge(pre, on="user", how="left").fillna({c: 0.0 for c in pre.columns})
@@ -94,6 +100,11 @@ def usable_metrics(
     usable, skipped = {}, {}
     for name, declared in specs.items():
         metric = declared
+        if config.interleave:
+            column = metric.column if isinstance(metric, Mean) else None
+            if column not in users.columns:
+                skipped[name] = "interleaving credits only per-user sums of " + ", ".join(CREDIT_METRICS)
+                continue
         if isinstance(metric, Ratio):
             empty = [
                 a
@@ -124,8 +135,9 @@ def analyse_design(
 ) -> Results:
     """The records of the design's test on a per-user table (``per_user_table``)."""
     s = config.stats
-    if config.design.kind is DesignKind.PAIRED:
-        return analyse_paired(
+    if not config.split:
+        analyse_every_arm = analyse_paired if config.paired else analyse_interleaved
+        return analyse_every_arm(
             users,
             "arm",
             "user",
@@ -163,12 +175,12 @@ def power_table(
     rows = []
     for r in records:
         pair = (shares[r.control], shares[r.treatment])
-        if config.paired:
+        if not config.split:
             std = r.std_err * math.sqrt(r.n_control)
             mde_abs = paired_mde(std, r.n_control, s.alpha, s.power) if std > 0 else 0.0
             needed = _or_nan(paired_users_needed, 0.01 * r.control_value, std, s.alpha, s.power)
             arm_vars = [_arm_std(users, arm, specs[r.metric]) ** 2 for arm in (r.control, r.treatment)]
-            split_std = math.sqrt(sum(arm_vars) / 2)
+            split_std = math.sqrt(sum(arm_vars) / 2) if config.paired else math.nan  # credits: no A/B
         else:
             std = r.std_err / math.sqrt(1 / r.n_control + 1 / r.n_treatment)
             mde_abs = mde(std, (r.n_control, r.n_treatment), s.alpha, s.power) if std > 0 else 0.0
@@ -222,9 +234,12 @@ def truth_table(
     """Per record: the true effect on the truth users (every one under every arm, the same days
     and random numbers): the metric on its expected-value columns (``EXPECTED_TWINS``; the
     hitrates have none and use the realised counts) per arm, their difference and ratio, and
-    whether the record's effect and lift intervals cover them. Empty without truth users."""
+    whether the record's effect and lift intervals cover them (not for interleaving, whose
+    estimates are credit differences, another quantity than the A/B effect: there only
+    ``same_sign``, whether estimate and truth point the same way). Empty without truth users."""
     if truth_users is None or truth_users.empty:
         return pd.DataFrame()
+    credits = config.interleave
     rows = []
     for r in records:
         spec = _truth_columns(config.metrics[r.metric])
@@ -245,10 +260,38 @@ def truth_table(
                 "true_effect": effect,
                 "true_rel_effect": rel,
                 "truth_users": int((truth_users["arm"] == r.control).sum()),
-                "covered": _covers(r.effect_ci_lower, r.effect_ci_upper, effect),
-                "rel_covered": _covers(r.rel_ci_lower, r.rel_ci_upper, rel),
+                "covered": None if credits else _covers(r.effect_ci_lower, r.effect_ci_upper, effect),
+                "rel_covered": None if credits else _covers(r.rel_ci_lower, r.rel_ci_upper, rel),
+                "same_sign": _same_sign(r.effect, effect),
             }
         )
+    return pd.DataFrame(rows)
+
+
+def _same_sign(estimate: float, truth: float) -> bool | None:
+    """Estimate and true effect have the same sign; None when either is 0 or undefined."""
+    if math.isnan(estimate) or math.isnan(truth) or estimate == 0 or truth == 0:
+        return None
+    return bool((estimate > 0) == (truth > 0))
+
+
+def preference_table(
+    config: ExperimentConfig, records: tuple[EffectRecord, ...], users: pd.DataFrame
+) -> pd.DataFrame:
+    """Interleaving: per credited metric x treatment, the sign test's users who prefer the
+    treatment (wins), the control (losses) or neither (ties), the win share with its
+    Clopper-Pearson interval and p-value (``stats.interleave_test``). Empty in other designs."""
+    if not config.interleave:
+        return pd.DataFrame()
+    rows = []
+    for r in records:
+        column = config.metrics[r.metric]
+        credit = {
+            a: users.loc[users["arm"] == a].sort_values("user")[column].to_numpy()
+            for a in (r.control, r.treatment)
+        }
+        p = interleave_test(credit[r.treatment], credit[r.control], config.stats.alpha)
+        rows.append({"metric": r.metric, "treatment": r.treatment} | dataclasses.asdict(p))
     return pd.DataFrame(rows)
 
 
@@ -339,7 +382,9 @@ def daily_table(
 
 def funnel_table(config: ExperimentConfig, user_days: pd.DataFrame) -> pd.DataFrame:
     """Per arm and stage: the share of the truly best items lost there (``kept`` = on the
-    first page), with a user-level standard error."""
+    first page), with a user-level standard error; empty without funnel columns."""
+    if not set(FUNNEL_COLUMNS) <= set(user_days.columns):
+        return pd.DataFrame()
     sample = user_days.dropna(subset=list(FUNNEL_COLUMNS))
     k = config.stats.funnel_k
     rows = []
@@ -361,12 +406,16 @@ def funnel_table(config: ExperimentConfig, user_days: pd.DataFrame) -> pd.DataFr
 
 
 def arm_table(config: ExperimentConfig, users: pd.DataFrame) -> pd.DataFrame:
-    """Per arm: users and the raw (unadjusted) value of every metric."""
+    """Per arm: users and the raw (unadjusted) value of every metric (interleave: of every
+    credited one)."""
     rows = []
     for arm in config.arm_names:
         mine = users[users["arm"] == arm]
         row: dict[str, Any] = {"arm": arm, "users": len(mine)}
         for name, spec in config.metrics.items():
+            needs = {spec} if isinstance(spec, str) else set(spec)
+            if not needs <= set(users.columns):
+                continue  # interleaving: not a credited column
             if isinstance(spec, str):
                 row[name] = float(mine[spec].mean()) if len(mine) else math.nan
             else:
@@ -405,6 +454,8 @@ class ExperimentResult:
     """The per-user rows the truth rests on: every truth user under every arm (paired: users)."""
     expected: pd.DataFrame
     """Expected-value metrics: the variance reduction against their realised twins."""
+    preferences: pd.DataFrame
+    """Interleaving: per credited metric x treatment, wins, losses, ties and the win share."""
     versions: dict[str, dict[str, str]]
     """Per arm: the coarse and fine ranker specs and model versions."""
     through: str
@@ -455,6 +506,7 @@ class ExperimentResult:
             "records": plain(records),
             "truth_users": int(self.truth["truth_users"].max()) if len(self.truth) else 0,
             "expected_metrics": plain(self.expected),
+            "preferences": plain(self.preferences),
             "skipped_metrics": self.skipped,
             "arm_values": plain(self.arms),
             "power": plain(self.power),
@@ -476,12 +528,14 @@ def analyse_experiment(
 
     ``counterfactual``: split design, the user-days of the truth users under the arms they
     were not assigned; with their assigned rows they give the true effect. A paired run's
-    truth is its own table.
+    truth is its own table; interleave: the truth users' runs under every arm on its own.
     """
+    if counterfactual is None:
+        counterfactual = user_days.iloc[:0]
     users = per_user_table(config, user_days, pre)
     counts = users["arm"].value_counts().reindex(list(config.arm_names), fill_value=0)
     shares, threshold = config.shares, config.stats.srm_threshold
-    srm = None if config.paired else srm_test(counts.to_numpy(np.int64), shares, threshold)
+    srm = srm_test(counts.to_numpy(np.int64), shares, threshold) if config.split else None
     metrics, skipped = usable_metrics(config, users)
     results = analyse_design(config, users, metrics) if metrics else Results(())
     daily = (
@@ -489,7 +543,9 @@ def analyse_experiment(
     )
     if config.paired:
         truth_users = users
-    elif counterfactual is not None and len(counterfactual):
+    elif config.interleave and len(counterfactual):
+        truth_users = per_user_table(config, counterfactual, None)  # every arm on its own
+    elif len(counterfactual):
         sample = user_days[user_days["user"].isin(counterfactual["user"].unique())]
         truth_users = per_user_table(config, pd.concat([sample, counterfactual], ignore_index=True), None)
     else:
@@ -505,7 +561,8 @@ def analyse_experiment(
         arms=arm_table(config, users),
         daily=daily,
         power=power_table(config, results.records, users),
-        funnel=funnel_table(config, user_days),
+        funnel=funnel_table(config, counterfactual if config.interleave else user_days),
+        preferences=preference_table(config, results.records, users),
         truth=truth_table(config, results.records, truth_users),
         truth_users=truth_users,
         expected=expected_table(config, results.records),

@@ -96,16 +96,22 @@ class DesignKind(enum.StrEnum):
     """Every user runs through every arm on the same random numbers (the counterfactual only
     a simulator owns): paired per-user differences; no SRM gate (nothing is split) and no
     CUPED (a covariate common to both arms of a user cancels in the difference)."""
+    INTERLEAVE = "interleave"
+    """Every user's sessions run on team-draft pages of all arms (multileaving for more than
+    two); each click, purchase and GMV (and their expected values) is credited to the arm that
+    contributed the item, and the per-user credit difference is tested by the sign test
+    (``abtest.stats.analyse_interleaved``). Only credited metrics apply; no SRM gate, no CUPED."""
 
 
 @config
 class DesignConfig:
     kind: DesignKind = DesignKind.SPLIT
-    """"split" (the default: what production can do) or "paired"."""
+    """"split" (the default: what production can do), "paired" or "interleave"."""
     truth_users: int = setting(2_000, ge=0)
-    """split: users (a hash-chosen sample of 0..users-1, all if fewer) also run through the arms
-    they were not assigned, for the true effect in the report; 0 = no truth. paired: unused,
-    the truth comes from the same runs on every user."""
+    """split and interleave: users (a hash-chosen sample of 0..users-1, all if fewer) also run
+    through every arm on its own (split: the arms they were not assigned), for the true effect
+    in the report; 0 = no truth. paired: unused, the truth comes from the same runs on every
+    user."""
 
 
 class PreSource(enum.StrEnum):
@@ -306,17 +312,26 @@ class ExperimentConfig:
         return self.design.kind is DesignKind.PAIRED
 
     @property
+    def split(self) -> bool:
+        """Users are split between the arms (the only design with an SRM gate and CUPED)."""
+        return self.design.kind is DesignKind.SPLIT
+
+    @property
+    def interleave(self) -> bool:
+        return self.design.kind is DesignKind.INTERLEAVE
+
+    @property
     def pre_days(self) -> list[int]:
         """Days simulated as the pre-period (source = "simulate", split design), else []."""
-        if self.pre_period.source is not PreSource.SIMULATE or self.paired:
+        if self.pre_period.source is not PreSource.SIMULATE or not self.split:
             return []
         return list(range(self.traffic.first_day - self.pre_period.days, self.traffic.first_day))
 
     def metric_specs(self, columns: set[str] | None = None) -> dict[str, Metric]:
         """The metrics as ``abtest.stats`` objects; CUPED covariates pre_<column> are attached
-        when ``columns`` (the per-user table's columns) holds all of them (never in a paired
-        design: there is no CUPED there)."""
-        if self.paired:
+        when ``columns`` (the per-user table's columns) holds all of them (only in a split
+        design: there is no CUPED in the others)."""
+        if not self.split:
             columns = None
         out: dict[str, Metric] = {}
         for name, spec in self.metrics.items():

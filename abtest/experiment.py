@@ -20,12 +20,14 @@ The experiment, top to bottom, one module per step:
    simulated as "pre" shards through the control's cascade.
 3. Traffic (``abtest.traffic``): shards of users x days, each user's arm by
    ``common.assignment`` (design split; a sample of users also runs its other arms for the
-   true effect) or every arm for every user (design paired), per-user outcomes by
+   true effect), every arm for every user (design paired), or team-draft pages of all arms
+   with each arm's credit (design interleave, ``abtest.interleave``), per-user outcomes by
    ``abtest.outcomes``; the shards run through an
    executor (``abtest.executors``: this process, Ray actors, or the cascade on Ray Serve), with
    identical results either way.
 4. Statistics (``abtest.analysis`` over ``abtest.stats``): SRM gate, Welch / delta-method tests
-   with CUPED (split) or paired differences (paired), lifts, Holm or BH, daily looks with
+   with CUPED (split), paired differences (paired) or sign tests of credits (interleave),
+   lifts, Holm or BH, daily looks with
    always-valid intervals, power, funnel, and the true effect beside every estimate.
 
 ``run_experiment`` with ``run_dir`` checkpoints every finished shard (atomically) under
@@ -47,6 +49,7 @@ from abtest import executors
 from abtest.analysis import ExperimentResult, analyse_experiment
 from abtest.arms import ArmSpec, arm_specs, check_coarse_sizes, versions
 from abtest.config import ExperimentConfig, Through
+from abtest.interleave import CREDIT_METRICS
 from abtest.pre_period import pre_from_shards, pre_period_from_logs
 from abtest.store import ShardStore
 from abtest.traffic import Shard, plan_shards
@@ -116,6 +119,8 @@ def run_experiment(
     runs = _concat([frames[s.key] for s in shards if s.period == "exp"])
     assigned = runs.pop("assigned").to_numpy(bool)
     user_days = runs[assigned].reset_index(drop=True)
+    if config.interleave:  # an arm's credit: only the credited columns are defined
+        user_days = user_days[["user", "day", "arm", *CREDIT_METRICS]]
     counterfactual = runs[~assigned].reset_index(drop=True)
     if config.pre_days:
         pre_days = pd.concat([frames[s.key] for s in shards if s.period == "pre"], ignore_index=True)

@@ -16,7 +16,7 @@ statistics live in ``abtest.stats`` (``interleave_test``). The engine's design s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,8 +26,19 @@ from policies.interleave import Interleaved, TeamDraft
 from simulator.recall import SessionKeys
 from simulator.session import PageOutcome, SessionBatch, Simulator, run_pages
 
-CREDIT_METRICS = ("clicks", "purchases", "gmv")
-"""What is credited to the arm that contributed the item: ``<metric>_<arm>`` columns."""
+CREDIT_METRICS = (
+    "impressions",
+    "clicks",
+    "purchases",
+    "gmv",
+    "expected_clicks",
+    "expected_purchases",
+    "expected_gmv",
+)
+"""What is credited to the arm that contributed the item (``<metric>_<arm>`` columns): the
+slots it filled, their clicks, purchases and GMV, and the simulator's expected values of
+these given the page (P(click), P(click) P(purchase | click), times the price), which remove
+the coin flips as ``abtest.outcomes``' expected_* columns do."""
 
 SESSION_TOTALS = ("pages", "impressions", "clicks", "purchases", "gmv")
 """The interleaved sessions' own totals (whatever arm contributed), kept beside the credit."""
@@ -54,10 +65,16 @@ def run_interleaved(
 
     def observe(rows: np.ndarray, out: PageOutcome) -> None:
         shown = out.items >= 0  # a slot the simulator left empty earns no arm anything
+        item_price = price[np.maximum(out.items, 0)].astype(np.float64)
+        p_buy = out.p_click * out.p_purchase
         gain = {
+            "impressions": shown,
             "clicks": out.clicks,
             "purchases": out.purchases,
-            "gmv": out.purchases * price[np.maximum(out.items, 0)].astype(np.float64),
+            "gmv": out.purchases * item_price,
+            "expected_clicks": out.p_click,
+            "expected_purchases": p_buy,
+            "expected_gmv": p_buy * item_price,
         }
         for metric, values in gain.items():
             r, k = np.nonzero(shown & (values != 0))
@@ -70,6 +87,21 @@ def run_interleaved(
     for metric in CREDIT_METRICS:
         for j, arm in enumerate(arms):
             frame[f"{metric}_{arm}"] = credit[metric][:, j]
+    return pd.DataFrame(frame)
+
+
+def credit_by_arm(sessions: pd.DataFrame, arms: Sequence[str]) -> pd.DataFrame:
+    """``run_interleaved``'s rows in the engine's long form: one row per session and arm
+    (by session, then arm) with columns user, day, arm and ``CREDIT_METRICS`` (that arm's
+    credit), so a per-user table of them is analysed like a paired one."""
+    n = len(sessions)
+    frame = {
+        "user": np.repeat(sessions["user"].to_numpy(), len(arms)),
+        "day": np.repeat(sessions["day"].to_numpy(), len(arms)),
+        "arm": np.tile(np.asarray(arms, dtype=object), n),
+    }
+    for metric in CREDIT_METRICS:
+        frame[metric] = np.column_stack([sessions[f"{metric}_{a}"].to_numpy() for a in arms]).ravel()
     return pd.DataFrame(frame)
 
 

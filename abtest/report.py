@@ -54,7 +54,8 @@ def srm_lines(result: ExperimentResult) -> list[str]:
     s, c = result.srm, result.config
     if s is None:
         n = ", ".join(f"{arm} {count:,}" for arm, count in result.arm_counts.items())
-        return [f"SRM gate: not applicable (paired design: every user ran under every arm; users: {n})"]
+        how = "interleaved pages of every arm" if c.interleave else "every arm"
+        return [f"SRM gate: not applicable ({c.design.kind} design: every user saw {how}; users: {n})"]
     total = sum(result.arm_counts.values())
     parts = [
         f"{arm} {result.arm_counts[arm]:,} (expected {share * total:,.0f})"
@@ -74,7 +75,11 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
     rows = []
     for r in result.results.records:
         row = {}
-        if truth is not None:
+        if truth is not None and result.config.interleave:  # credits: only the direction compares
+            t = truth.loc[(r.metric, r.treatment)]
+            same = {True: "yes", False: "NO"}.get(t["same_sign"], "–")
+            row = {"true A/B lift": _pct(t["true_rel_effect"]), "same sign": same}
+        elif truth is not None:
             t = truth.loc[(r.metric, r.treatment)]
             covered = {True: "yes", False: "NO"}.get(t["rel_covered"], "–")
             row = {"true lift": _pct(t["true_rel_effect"]), "covers": covered}
@@ -84,7 +89,7 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
                 "treatment": r.treatment,
                 "control": _fmt(r.control_value),
                 "treat.": _fmt(r.treatment_value),
-                "lift": _pct(r.rel_effect),
+                ("credit ratio" if result.config.interleave else "lift"): _pct(r.rel_effect),
                 ci: f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]",
                 **row,
                 "p": _pvalue(r.pvalue),
@@ -94,8 +99,8 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
             }
         )
     frame = pd.DataFrame(rows)
-    if result.config.paired and len(frame):
-        frame = frame.drop(columns="CUPED")  # none in a paired design
+    if not result.config.split and len(frame):
+        frame = frame.drop(columns="CUPED")  # none in a paired or interleaved design
     return frame
 
 
@@ -104,13 +109,21 @@ def truth_line(result: ExperimentResult) -> str:
     t, c = result.truth, result.config
     if not len(t):
         return "true effect: not computed ([design] truth_users = 0)"
-    covered = t["rel_covered"].dropna()
     who = (
         f"all {c.traffic.users:,} users under every arm (the paired runs themselves)"
         if c.paired
         else f"a random sample of {int(t['truth_users'].max()):,} of the {c.traffic.users:,} users, "
-        "each also run under the arms it was not assigned"
+        + ("each also run under every arm on its own" if c.interleave else "each also run under the arms")
+        + ("" if c.interleave else " it was not assigned")
     )
+    if c.interleave:
+        agree = t["same_sign"].dropna()
+        return (
+            f"true A/B lift: the effect on {who}, same days and random numbers, on expected values; "
+            f"the interleaving estimate (credit difference) points the same way in {int(agree.sum())} "
+            f"of {len(agree)} comparisons"
+        )
+    covered = t["rel_covered"].dropna()
     return (
         f"true lift: the effect on {who}, same days and random numbers, on expected values "
         f"(clicks, purchases, GMV, uCTR by their expected twins); the lift interval covers it in "
@@ -126,6 +139,12 @@ def decision_lines(result: ExperimentResult) -> list[str]:
         return []
     lines = []
     for _, row in power[power["metric"] == "clicks"].iterrows():
+        if result.config.interleave:
+            lines.append(
+                f"clicks credit ({row['treatment']}): MDE {_pct(row['mde_rel'])} of the control's credit "
+                f"at this size (power {result.config.stats.power:g}; the sign test is the decision)"
+            )
+            continue
         needed = row["split_users_for_lift"]
         measured = result.record("clicks", row["treatment"]).rel_effect
         lines.append(
@@ -288,6 +307,7 @@ def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
     setup = (
         f"World `{c.world}`; design `{c.design.kind}`"
         + (" (every user under every arm, same random numbers; paired differences)" if c.paired else "")
+        + (" (team-draft pages of every arm; credit per arm, sign tests)" if c.interleave else "")
         + f"; users 0..{t.users - 1}, {t.days} day(s) from day {t.first_day}, one session "
         f"per user-day; traffic {result.through}"
         + (f" on {result.workers} worker(s)" if result.through == "inprocess" else "")
@@ -306,6 +326,13 @@ def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
     ]
     if len(result.truth):
         sections.append(("True effect per comparison", result.truth.round(6)))
+    if len(result.preferences):
+        sections.append(
+            (
+                "Interleaving preferences (per user: wins = more credit to the treatment; sign test)",
+                result.preferences.round(5),
+            )
+        )
     if len(result.expected):
         sections.append(
             (
@@ -403,7 +430,7 @@ def write_run(result: ExperimentResult, folder: str | Path, images: list[str] | 
     write_text_atomic(folder / "results.json", json.dumps(result.summary(), indent=2, allow_nan=True) + "\n")
     if images is None:
         write_parquet_atomic(folder / "per_user.parquet", result.users)
-        if not result.config.paired and len(result.truth_users):
+        if not result.config.paired and len(result.truth_users):  # split, interleave
             write_parquet_atomic(folder / "truth_users.parquet", result.truth_users)
         write_parquet_atomic(folder / "user_days.parquet", result.user_days)
         write_parquet_atomic(folder / "daily.parquet", result.daily)

@@ -763,6 +763,46 @@ def analyse_paired(
     return _corrected(records, alpha, correction)
 
 
+def analyse_interleaved(
+    data: pd.DataFrame,
+    arm: str,
+    unit: str,
+    control: str,
+    metrics: Mapping[str, Metric],
+    alpha: float = 0.05,
+    correction: Literal["holm", "bh", "none"] = "holm",
+    lift_ci: Literal["delta", "fieller"] = "delta",
+) -> Results:
+    """Compare every other arm's credit with ``control``'s in an interleaved experiment.
+
+    ``data`` has one row per (unit, arm): the clicks, purchases, GMV ... credited to that arm
+    (``abtest.interleave``). Every unit saw every arm's items on the same pages, so the
+    estimates, intervals and relative lift are those of ``analyse_paired`` on the credits (the
+    mean credit difference, paired t interval; the lift is the ratio of mean credits, not an
+    A/B lift), but the p-value is the exact sign test of the per-unit differences
+    (``interleave_test``): calibrated at every n under the design's null, where the t-test is
+    only asymptotically so. Means only: a ratio's per-unit linearisation depends on both arms'
+    estimates, so its sign is not exchangeable under the null.
+    """
+    ratios = [name for name, m in metrics.items() if isinstance(m, Ratio)]
+    if ratios:
+        raise ValueError(f"interleaving tests per-user credits (means); ratio metrics {ratios}")
+    paired = analyse_paired(data, arm, unit, control, metrics, alpha, "none", lift_ci)
+    ordered = data.sort_values([arm, unit], kind="stable")
+    records = []
+    for r in paired.records:
+        column = metrics[r.metric].column
+
+        def credit(name: str, column: str = column) -> np.ndarray:
+            return ordered.loc[ordered[arm] == name, column].to_numpy(np.float64)
+
+        preference = interleave_test(credit(r.treatment), credit(r.control), alpha)
+        record = dataclasses.asdict(r)
+        del record["pvalue_adjusted"], record["significant"]
+        records.append(record | {"pvalue": preference.sign_pvalue})
+    return _corrected(records, alpha, correction)
+
+
 def _compare_paired(
     name: str, control: str, treatment: str, c: _Estimate, t: _Estimate, alpha: float, lift_ci: str
 ) -> dict:

@@ -6,7 +6,10 @@ users (``common.assignment``: a hash of (layer, salt, user id), the same on ever
 and worker) through that arm's page ranker with ``run_sessions``. Which arms a user runs
 through depends on the design: split - the assigned arm (column ``assigned`` true), and for
 the users of ``truth_sample`` also every other arm (``assigned`` false: the counterfactual
-runs that give the true effect); paired - every arm (all ``assigned``). Pre-period shards run
+runs that give the true effect); paired - every arm (all ``assigned``); interleave - the
+team-draft pages of all arms (``abtest.interleave``; one ``assigned`` row per user and arm
+holding that arm's credit), and the users of ``truth_sample`` also through every arm on its
+own (not ``assigned``: the true effect). Pre-period shards run
 every user once, through the control's cascade. All arms share the world and
 the simulator's counter-based random numbers (common random numbers): a user's recall set and
 its coin flips for an item do not depend on the arm, and every draw is keyed by (user, day,
@@ -24,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from abtest.config import ExperimentConfig
+from abtest.interleave import credit_by_arm, run_interleaved
 from abtest.outcomes import session_outcomes
 from common.assignment import Assignment, user_buckets
 from policies.cascade import PageRanker, Ranked, run_sessions
@@ -64,6 +68,13 @@ def plan_shards(config: ExperimentConfig) -> list[Shard]:
     return [Shard(period, day, i, lo, hi) for period, day in days for i, (lo, hi) in enumerate(bounds)]
 
 
+def interleave_seed(config: ExperimentConfig) -> int:
+    """The team-draft picking order's seed: a hash of the experiment's salt (and layer), so
+    two experiments' coins are independent and a rerun's are the same."""
+    key = f"interleave:{config.assignment.layer}:{config.assignment.salt}"
+    return int(user_buckets(key, np.zeros(1, dtype=np.int64), 2**62)[0])
+
+
 def assign_arms(config: ExperimentConfig, users: np.ndarray) -> np.ndarray:
     """Arm index (into ``config.arm_names``) of each user, routed by the traffic shares."""
     assignment = Assignment(
@@ -73,10 +84,10 @@ def assign_arms(config: ExperimentConfig, users: np.ndarray) -> np.ndarray:
 
 
 def truth_sample(config: ExperimentConfig) -> np.ndarray:
-    """The split design's truth users, sorted: the ``[design] truth_users`` of 0..users-1 with
-    the smallest hash of (salt, user), a uniform random sample independent of the arm
-    assignment (a different salt); every user when there are fewer. Empty for paired (every
-    user is in the truth there)."""
+    """The truth users of a split or interleaved design, sorted: the ``[design] truth_users``
+    of 0..users-1 with the smallest hash of (salt, user), a uniform random sample independent
+    of the arm assignment (a different salt); every user when there are fewer. Empty for
+    paired (every user is in the truth there)."""
     users, n = config.traffic.users, config.design.truth_users
     if config.paired:
         return np.empty(0, dtype=np.int64)
@@ -113,18 +124,21 @@ class Traffic:
         self.config, self.world, self.rankers = config, world, dict(rankers)
         self.sim = Simulator(world)
         self.truth = truth_sample(config)
+        self.seed = interleave_seed(config)
 
     def run(self, shard: Shard) -> pd.DataFrame:
         """One row per user-day and arm run of the shard, by user then arm (columns: user, day,
-        arm, SESSION_COLUMNS, FUNNEL_COLUMNS, assigned)."""
+        arm, SESSION_COLUMNS, FUNNEL_COLUMNS, assigned; an interleaved row: user, day, arm,
+        ``CREDIT_METRICS``, assigned)."""
         config = self.config
         users = np.arange(shard.lo, shard.hi, dtype=np.int64)
         arm_index = assign_arms(config, users)
-        everyone = shard.period == "exp" and config.paired
-        counterfactual = np.isin(users, self.truth) if shard.period == "exp" else np.zeros(len(users), bool)
-        parts = []
+        experiment = shard.period == "exp"
+        interleaved, everyone = experiment and config.interleave, experiment and config.paired
+        counterfactual = np.isin(users, self.truth) if experiment else np.zeros(len(users), bool)
+        parts = [self._interleaved(users, shard)] if interleaved else []
         for k, arm in enumerate(config.arm_names):
-            assigned = everyone | (arm_index == k)
+            assigned = np.zeros(len(users), bool) if interleaved else everyone | (arm_index == k)
             runs = assigned | counterfactual
             mine = users[runs]
             if mine.size == 0:
@@ -135,6 +149,15 @@ class Traffic:
             part["assigned"] = assigned[runs]
             parts.append(part)
         return pd.concat(parts, ignore_index=True).sort_values("user", kind="stable").reset_index(drop=True)
+
+    def _interleaved(self, users: np.ndarray, shard: Shard) -> pd.DataFrame:
+        """The shard's users on team-draft pages of every arm: per user and arm, its credit."""
+        arms = self.config.arm_names
+        keys = SessionKeys.of(users, day=shard.day)
+        sessions = run_interleaved(self.sim, {a: self.rankers[a] for a in arms}, keys, self.seed)
+        part = credit_by_arm(sessions, arms)
+        part["assigned"] = True
+        return part
 
     def _sessions(self, ranker: PageRanker, users: np.ndarray, shard: Shard) -> pd.DataFrame:
         recorder = _FirstPage(ranker)
