@@ -31,7 +31,7 @@ import pandas as pd
 
 from abtest.config import ExperimentConfig
 from abtest.interleave import CREDIT_METRICS
-from abtest.outcomes import EXPECTED_TWINS, SESSION_COLUMNS
+from abtest.outcomes import EXACT_COLUMNS, EXACT_TWINS, EXPECTED_TWINS, SESSION_COLUMNS
 from abtest.stats import (
     EffectRecord,
     Mean,
@@ -62,11 +62,12 @@ def per_user_table(
     """One row per user and arm it ran under (by user, then arm): arm, days, the summed counts,
     clicked (clicks > 0), expected_clicked (1 - P(no click on any item shown)), pre_* columns."""
     grouped = user_days.groupby(["user", "arm"], sort=True)
-    users = grouped[[c for c in SESSION_COLUMNS if c in user_days.columns]].sum()
+    users = grouped[[c for c in (*SESSION_COLUMNS, *EXACT_COLUMNS) if c in user_days.columns]].sum()
     users.insert(0, "days", grouped.size().astype(np.float64))
     if "log_no_click" in users.columns:  # not in an interleaved table: credits only
         users["clicked"] = (users["clicks"] > 0).astype(np.float64)
         users["expected_clicked"] = -np.expm1(users["log_no_click"])
+        users["exact_clicked"] = -np.expm1(users["exact_log_no_click"])
     users = users.reset_index()
     if pre is not None:
         users = users.merge(pre, on="user", how="left").fillna({c: 0.0 for c in pre.columns})
@@ -222,18 +223,23 @@ def _arm_std(users: pd.DataFrame, arm: str, metric: Mean | Ratio) -> float:
 
 
 def _truth_columns(spec: str | tuple[str, str]) -> str | tuple[str, str]:
-    """The columns of a metric's truth: each realised column by its expected twin, if any."""
-    if isinstance(spec, str):
-        return EXPECTED_TWINS.get(spec, spec)
-    return tuple(EXPECTED_TWINS.get(c, c) for c in spec)
+    """The columns of a metric's truth: each realised or expected-given-the-pages column by its
+    exact twin (``EXACT_TWINS``), if any."""
+    realised = {v: k for k, v in EXPECTED_TWINS.items()}
+
+    def exact(column: str) -> str:
+        return EXACT_TWINS.get(realised.get(column, column), column)
+
+    return exact(spec) if isinstance(spec, str) else tuple(exact(c) for c in spec)
 
 
 def truth_table(
     config: ExperimentConfig, records: tuple[EffectRecord, ...], truth_users: pd.DataFrame
 ) -> pd.DataFrame:
     """Per record: the true effect on the truth users (every one under every arm, the same days
-    and random numbers): the metric on its expected-value columns (``EXPECTED_TWINS``; the
-    hitrates have none and use the realised counts) per arm, their difference and ratio, and
+    and random numbers): the metric on its exact-expectation columns (``EXACT_TWINS``: over
+    every click, purchase and continue/leave draw; the hitrates have none and use the realised
+    counts) per arm, their difference and ratio, and
     whether the record's effect and lift intervals cover them (not for interleaving, whose
     estimates are credit differences, another quantity than the A/B effect: there only
     ``same_sign``, whether estimate and truth point the same way). Empty without truth users."""
@@ -303,14 +309,19 @@ def _covers(lower: float, upper: float, value: float) -> bool | None:
 
 
 def expected_table(config: ExperimentConfig, records: tuple[EffectRecord, ...]) -> pd.DataFrame:
-    """Per expected-value metric whose realised twin is analysed too (its columns the twins of
-    the other's, e.g. expected_clicks of clicks): both standard errors and the variance
-    reduction 1 - SE²(expected) / SE²(realised)."""
+    """Per expected-value metric (given the pages shown, ``EXPECTED_TWINS``, or exact,
+    ``EXACT_TWINS``) whose realised twin is analysed too (e.g. expected_clicks and exact_clicks
+    of clicks): both standard errors and the variance reduction 1 - SE²(expected) /
+    SE²(realised)."""
     twin_of = {}
     for name, spec in config.metrics.items():
         for other, other_spec in config.metrics.items():
-            if other != name and _truth_columns(spec) == other_spec and spec != other_spec:
-                twin_of[other] = name
+            columns = [spec] if isinstance(spec, str) else list(spec)
+            for twins in (EXPECTED_TWINS, EXACT_TWINS):
+                replaced = [twins.get(c, c) for c in columns]
+                twin = replaced[0] if isinstance(spec, str) else tuple(replaced)
+                if other != name and twin == other_spec and spec != other_spec:
+                    twin_of[other] = name
     by_key = {(r.metric, r.treatment): r for r in records}
     rows = []
     for r in records:

@@ -40,7 +40,7 @@ slots it filled, their clicks, purchases and GMV, and the simulator's expected v
 these given the page (P(click), P(click) P(purchase | click), times the price), which remove
 the coin flips as ``abtest.outcomes``' expected_* columns do."""
 
-SESSION_TOTALS = ("pages", "impressions", "clicks", "purchases", "gmv")
+SESSION_TOTALS = ("pages", *CREDIT_METRICS)
 """The interleaved sessions' own totals (whatever arm contributed), kept beside the credit."""
 
 

@@ -161,7 +161,7 @@ class Traffic:
 
     def _sessions(self, ranker: PageRanker, users: np.ndarray, shard: Shard) -> pd.DataFrame:
         recorder = _FirstPage(ranker)
-        out = run_sessions(self.sim, recorder, SessionKeys.of(users, day=shard.day))
+        out = run_sessions(self.sim, recorder, SessionKeys.of(users, day=shard.day), exact=True)
         b = len(users)
         frame = {"user": users, "day": np.full(b, shard.day, dtype=np.int64)}
         frame |= session_outcomes(self.world, out, users, shard.day)

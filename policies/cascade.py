@@ -330,9 +330,13 @@ PageRanker = Callable[[SessionBatch], Ranked]
 cascade served on Ray Serve (``serving``); both must return the same pages."""
 
 
-def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> CascadeSessions:
+def run_sessions(
+    sim: Simulator, rank_page: PageRanker, keys: SessionKeys, exact: bool = False
+) -> CascadeSessions:
     """Run sessions ``keys`` to their end, each page ranked by ``rank_page``; a ``Cascade``
-    (also wrapped) scores each session once per stage meanwhile."""
+    (also wrapped) scores each session once per stage meanwhile. ``exact``: also the sessions'
+    totals in expectation over every draw (``simulator.session.ExactTotals``; ranks the pages
+    beyond where each user left too)."""
     batch = sim.start(keys)
     recall = batch.recall.items.copy()
     first_coarse = np.empty((0, 0), dtype=np.int64)
@@ -351,7 +355,7 @@ def run_sessions(sim: Simulator, rank_page: PageRanker, keys: SessionKeys) -> Ca
         bought_items.append(out.items[r, k])
 
     with session_scores():
-        totals = run_pages(sim, batch, choose, observe)
+        totals = run_pages(sim, batch, choose, observe, exact)
     bought_rows, bought_items = np.concatenate(bought_rows), np.concatenate(bought_items)
     order = np.argsort(bought_rows, kind="stable")
     purchased = np.split(bought_items[order], np.searchsorted(bought_rows[order], np.arange(1, len(keys))))

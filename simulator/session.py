@@ -147,7 +147,8 @@ class SessionTotals:
 
     The expected values are the simulator's, given the pages actually shown: they remove the
     click and purchase coin flips of those pages but keep the policy's effect (and the
-    continue/leave draws that decided how many pages were shown).
+    continue/leave draws that decided how many pages were shown). ``exact`` (when
+    ``run_pages`` computed it) removes those too.
     """
 
     pages: np.ndarray
@@ -162,6 +163,94 @@ class SessionTotals:
     """Sum over shown items of P(click) * P(purchase | click) * price."""
     log_no_click: np.ndarray
     """Sum over shown items of log(1 - P(click)): P(no click in the session) = exp of it."""
+    exact: ExactTotals | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ExactTotals:
+    """Per session, the expectation of its totals over *every* draw - clicks, purchases and the
+    continue/leave decisions - given the policy (arrays of shape (B,)).
+
+    A page ranker sees what was shown, never the responses, so a session's p-th page is the
+    same whatever the user did before; only whether the user reaches it is random. With
+    ``reach_p`` = P(the user sees page p) and ``stay_p`` = P(continue | page p) =
+    E_N[sigmoid(a + s E[clicks_p] + b N)], N ~ Poisson-binomial(P(click) of the page's slots)
+    (the click coins are independent), ``reach_{p+1} = reach_p stay_p`` (clicks on different
+    pages are independent) and E[total] = sum_p reach_p E[total on page p]. P(no click) sums,
+    over the page L the user leaves after, P(no click on pages 1..L, stay after 1..L-1, leave
+    after L). Rao-Blackwellised session totals: the same means as the realised ones, less
+    variance. Sessions whose reach probability falls below ``EXACT_TOLERANCE`` stop (their
+    remaining pages change any total by less than that times the page size times max_pages).
+    """
+
+    pages: np.ndarray
+    impressions: np.ndarray
+    clicks: np.ndarray
+    purchases: np.ndarray
+    gmv: np.ndarray
+    clicked: np.ndarray
+    """P(at least one click in the session)."""
+
+
+EXACT_TOLERANCE = 1e-9
+"""A session's exact totals stop once its reach probability is below this."""
+
+
+def stay_probability(world: World, p_click: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """P(continue after a page) for pages of slot click probabilities ``p_click`` (B, K), and
+    P(no click on the page) (both (B,)): the continue logit a + s E[N] + b N averaged over the
+    page's click count N ~ Poisson-binomial(p_click)."""
+    c = world.config
+    b, k = p_click.shape
+    dist = np.zeros((b, k + 1))
+    dist[:, 0] = 1.0
+    for j in range(k):  # add slot j: N -> N + 1 with its click probability
+        p = p_click[:, j : j + 1]
+        dist[:, 1:] = dist[:, 1:] * (1 - p) + dist[:, :-1] * p
+        dist[:, :1] *= 1 - p
+    logit = c.continue_intercept + c.continue_slope * p_click.sum(axis=1, keepdims=True)
+    logit = logit + c.continue_click_bonus * np.arange(k + 1)
+    return (dist * sigmoid(logit)).sum(axis=1), dist[:, 0]
+
+
+class _Exact:
+    """The running sums of ``ExactTotals`` (one row per session of the original batch)."""
+
+    def __init__(self, b: int) -> None:
+        self.reach = np.ones(b)  # P(the user sees the next page)
+        self.quiet = np.ones(b)  # P(the user sees the next page and has not clicked yet)
+        self.sums = {name: np.zeros(b) for name in ("pages", "impressions", "clicks", "purchases", "gmv")}
+        self.no_click = np.zeros(b)
+
+    def add(self, world: World, rows: np.ndarray, out: PageOutcome, last: bool) -> None:
+        reach, quiet = self.reach[rows], self.quiet[rows]
+        shown = out.items >= 0
+        p_buy = out.p_click * out.p_purchase
+        price = world.item_price[np.maximum(out.items, 0)]
+        page = {
+            "pages": np.ones(len(rows)),
+            "impressions": shown.sum(axis=1).astype(np.float64),
+            "clicks": out.p_click.sum(axis=1),
+            "purchases": p_buy.sum(axis=1),
+            "gmv": (p_buy * price).sum(axis=1),
+        }
+        for name, value in page.items():
+            self.sums[name][rows] += reach * value
+        stay, none = stay_probability(world, out.p_click)
+        if last:  # truncated after this page: the session ends whatever the user does
+            self.no_click[rows] += quiet * none
+            self.reach[rows] = 0.0
+            self.quiet[rows] = 0.0
+            return
+        stay_quiet = none * sigmoid(
+            world.config.continue_intercept + world.config.continue_slope * page["clicks"]
+        )
+        self.no_click[rows] += quiet * (none - stay_quiet)  # no click on the page, then leaves
+        self.reach[rows] = reach * stay
+        self.quiet[rows] = quiet * stay_quiet
+
+    def totals(self) -> ExactTotals:
+        return ExactTotals(**self.sums, clicked=1.0 - self.no_click - self.quiet)
 
 
 def page_order(scores: np.ndarray, n_slots: int) -> np.ndarray:
@@ -194,39 +283,78 @@ def run_pages(
     batch: SessionBatch,
     choose: PageChooser,
     observe: Callable[[np.ndarray, PageOutcome], None] | None = None,
+    exact: bool = False,
 ) -> SessionTotals:
     """Run started sessions to their end, showing the pages ``choose`` picks; ``observe``
-    sees every page's outcome with the original row of each session."""
-    names = [f.name for f in dataclasses.fields(SessionTotals)]
+    sees every page's outcome with the original row of each session.
+
+    ``exact``: also the ``ExactTotals``. Every session is then shown its pages beyond where
+    the user left (while its reach probability is above ``EXACT_TOLERANCE``): ``choose`` is
+    called for those too; the realised totals and what ``observe`` sees stop where the user
+    left, so they are the same as without ``exact``.
+    """
+    names = [f.name for f in dataclasses.fields(SessionTotals) if f.name != "exact"]
     price = sim.world.item_price
     totals = {name: np.zeros(len(batch)) for name in names}
     rows = np.arange(len(batch))  # original row of each row still in `batch`
-    for page in range(sim.world.config.max_pages):
-        if not batch.active.any():
+    real = np.ones(len(batch), dtype=bool)  # exact: the user is still browsing (by the draws)
+    ev = _Exact(len(batch)) if exact else None
+    max_pages = sim.world.config.max_pages
+    for page in range(max_pages):
+        alive = batch.active if ev is None else (ev.reach[rows] >= EXACT_TOLERANCE) | real[rows]
+        if not alive.any():
             break
-        if batch.active.mean() < 0.5:  # drop finished sessions so they cost nothing
-            live = np.flatnonzero(batch.active)
+        if alive.mean() < 0.5:  # drop finished sessions so they cost nothing
+            live = np.flatnonzero(alive)
             batch, rows = batch.take(live), rows[live]
         out = sim.show(batch, choose(batch, page, rows))
-        totals["pages"][rows] += out.viewed
-        totals["impressions"][rows] += (out.items >= 0).sum(1)
-        totals["clicks"][rows] += out.clicks.sum(1)
-        totals["purchases"][rows] += out.purchases.sum(1)
-        totals["gmv"][rows] += out.gmv
-        totals["expected_clicks"][rows] += out.expected_clicks
-        p_buy = out.p_click * out.p_purchase
-        totals["expected_purchases"][rows] += p_buy.sum(1)
-        totals["expected_gmv"][rows] += (p_buy * price[np.maximum(out.items, 0)]).sum(1)
-        totals["log_no_click"][rows] += np.log1p(-out.p_click).sum(1)
+        if ev is not None:
+            ev.add(sim.world, rows, out, last=page == max_pages - 1)
+            seen = real[rows]
+            real[rows] = seen & ~out.terminated & ~out.truncated
+            batch.active[:] = True  # shown the next page whatever the draw said
+            out, kept = _realised(out, seen), np.flatnonzero(seen)
+        else:
+            kept = np.arange(len(rows))
+        at = rows[kept]
+        totals["pages"][at] += out.viewed[kept]
+        totals["impressions"][at] += (out.items[kept] >= 0).sum(1)
+        totals["clicks"][at] += out.clicks[kept].sum(1)
+        totals["purchases"][at] += out.purchases[kept].sum(1)
+        totals["gmv"][at] += out.gmv[kept]
+        totals["expected_clicks"][at] += out.expected_clicks[kept]
+        p_buy = out.p_click[kept] * out.p_purchase[kept]
+        totals["expected_purchases"][at] += p_buy.sum(1)
+        totals["expected_gmv"][at] += (p_buy * price[np.maximum(out.items[kept], 0)]).sum(1)
+        totals["log_no_click"][at] += np.log1p(-out.p_click[kept]).sum(1)
         if observe is not None:
             observe(rows, out)
-    return SessionTotals(**totals)
+    return SessionTotals(**totals, exact=None if ev is None else ev.totals())
 
 
-def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn) -> SessionTotals:
+def _realised(out: PageOutcome, seen: np.ndarray) -> PageOutcome:
+    """``out`` as the realised sessions saw it: rows whose user had left show nothing."""
+    gone = ~seen
+    return dataclasses.replace(
+        out,
+        items=np.where(gone[:, None], -1, out.items),
+        clicks=out.clicks & seen[:, None],
+        purchases=out.purchases & seen[:, None],
+        gmv=np.where(seen, out.gmv, 0.0),
+        expected_clicks=np.where(seen, out.expected_clicks, 0.0),
+        p_click=np.where(gone[:, None], 0.0, out.p_click),
+        p_purchase=np.where(gone[:, None], 0.0, out.p_purchase),
+        viewed=out.viewed & seen,
+        terminated=out.terminated & seen,
+        truncated=out.truncated & seen,
+    )
+
+
+def run_static(sim: Simulator, keys: SessionKeys, score: ScoreFn, exact: bool = False) -> SessionTotals:
     """Run sessions to the end under a ranking fixed at session start (page p shows ranks
-    pK..pK+K-1 of the order), the way a feed without re-ranking behaves."""
+    pK..pK+K-1 of the order), the way a feed without re-ranking behaves; ``exact`` as in
+    ``run_pages``."""
     batch = sim.start(keys)
     order = page_order(score(batch), sim.world.config.max_pages * sim.world.config.page_size)
     page_size = sim.world.config.page_size
-    return run_pages(sim, batch, lambda _, page, rows: page_slots(order[rows], page, page_size))
+    return run_pages(sim, batch, lambda _, page, rows: page_slots(order[rows], page, page_size), exact=exact)

@@ -106,7 +106,8 @@ def session_outcomes(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dic
     days = np.unique(keys.day)
     if len(days) != 1:
         raise ValueError(f"sessions of one day only, got days {days.tolist()}")
-    columns = abtest_outcomes(sim.world, run_sessions(sim, cascade, keys), keys.user, int(days[0]))
+    sessions = run_sessions(sim, cascade, keys, exact=True)
+    columns = abtest_outcomes(sim.world, sessions, keys.user, int(days[0]))
     columns["uctr"] = (columns["clicks"] > 0).astype(np.float64)
     return {name: columns[name] for name in OUTCOMES}
 
