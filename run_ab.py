@@ -104,24 +104,25 @@ def _config(args: argparse.Namespace):
 
 def _check_arms(config) -> None:
     """What the arms name, checked before any file is written: the coarse cut against the
-    world's recall size, checkpoints that must exist, and the training configs (and their
-    teachers') that would be trained."""
-    from abtest.arms import check_coarse_sizes, used_arms  # noqa: PLC0415
+    world's recall size, checkpoints that must exist, the training configs (and their
+    teachers') that would be trained, and custom rankers (imported and probed on the world)."""
+    from abtest.arms import check_coarse_sizes, check_custom_rankers, used_arms  # noqa: PLC0415
     from common.config import ConfigError  # noqa: PLC0415
-    from policies.baselines import BASELINES  # noqa: PLC0415
     from policies.config import check_model_spec  # noqa: PLC0415
+    from policies.custom import is_ranker_name  # noqa: PLC0415
     from simulator.config import load_world_config  # noqa: PLC0415
 
     check_coarse_sizes(config, load_world_config(config.world))
     arms = used_arms(config).values()
     specs = {(arm.coarse, "coarse") for arm in arms} | {(arm.fine, "fine") for arm in arms}
     for spec, kind in sorted(specs):
-        if spec in BASELINES:
+        if is_ranker_name(spec):
             continue
         if spec.endswith(".toml"):
             check_model_spec(spec, kind)
         elif not Path(spec).is_file():
             raise ConfigError(f"{kind} checkpoint {spec} does not exist")
+    check_custom_rankers(config)
 
 
 def _results_config(config) -> dict:
