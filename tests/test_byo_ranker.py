@@ -188,7 +188,9 @@ def test_the_engine_builds_and_versions_the_two_tower_from_its_spec(small_world)
 
 
 @pytest.mark.slow
-def test_a_custom_arm_runs_in_process_and_on_ray_actors_with_identical_pages(ray_session, small_world) -> None:
+def test_a_custom_arm_runs_in_process_and_on_ray_actors_with_identical_pages(
+    ray_session, small_world
+) -> None:
     """~20-40 s: every process (this one, two Ray actors) trains the two-tower itself."""
     config = experiment()
     here = run_experiment(config, through="inprocess", workers=1, world=small_world)
