@@ -20,6 +20,7 @@ from policies.custom import custom_version, is_custom_spec
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from serving.args import AppArgs
+from tuning.config import ControlSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 TWO_TOWER = "examples.two_tower:TwoTower"
@@ -133,6 +134,7 @@ def test_a_module_attribute_spec_is_a_name_not_a_path(tmp_path: Path) -> None:
     (tmp_path / "again.toml").write_text(config.to_toml())
     assert load_config(tmp_path / "again.toml").arms == config.arms
     assert AppArgs(arms={"a": {"coarse": TWO_TOWER}}, fine=TWO_TOWER).arms["a"].coarse == TWO_TOWER
+    assert ControlSettings(coarse=TWO_TOWER).coarse == TWO_TOWER  # a search's control
     assert not is_custom_spec("models/coarse.pt") and not is_custom_spec("c:/x.toml")
 
 
