@@ -148,7 +148,8 @@ def build_cascades(world: World, arms: Mapping[str, ArmSpec]) -> dict[str, Casca
 
 
 def versions(arms: Mapping[str, ArmSpec]) -> dict[str, dict[str, Any]]:
-    """Per arm: ranker specs and model versions (read from the checkpoints when not loaded)."""
+    """Per arm: ranker specs and model versions (read from the checkpoints when not loaded; a
+    custom factory is built on the arm's world, once per process)."""
     cache: dict[str, str] = {}
 
     def version(spec: str, stage: str, world: str) -> str:
