@@ -198,7 +198,8 @@ def _ray_output_to(path: Path, serve: bool) -> Iterator[None]:
 
 def _shard_lines(config, run_dir: Path, resume: bool, say: Callable[[str], None]) -> Callable:
     """``on_shard`` for run_experiment: a line per finished shard, counting those a resumed
-    run reuses, e.g. "shard 3/10 done, 1,000 user-days, 12 s" (seconds since traffic began)."""
+    run reuses, e.g. "shard 3/10 done, 1,000 user-days, 12 s" (seconds since the traffic stage
+    began, its set-up of Ray actors or the Serve app included)."""
     from abtest.store import ShardStore  # noqa: PLC0415
     from abtest.traffic import plan_shards  # noqa: PLC0415
 
