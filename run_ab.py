@@ -18,14 +18,17 @@ traceback in the run folder's error.log, or on stderr before the folder exists);
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from common.config import ConfigError, add_set_argument, overrides
-from common.version import add_version_argument, command_name
+from common.version import add_version_argument, command_name, run_metadata, utc_now
 
 EXIT_OK, EXIT_SRM, EXIT_CONFIG, EXIT_EXISTS, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -77,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="exit 0 and print the results even when the sample-ratio-mismatch gate fails",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (on a terminal) or progress lines (otherwise: a line per stage and shard)",
+    )
     add_version_argument(parser)
     return parser
 
@@ -104,24 +111,25 @@ def _config(args: argparse.Namespace):
 
 def _check_arms(config) -> None:
     """What the arms name, checked before any file is written: the coarse cut against the
-    world's recall size, checkpoints that must exist, and the training configs (and their
-    teachers') that would be trained."""
-    from abtest.arms import check_coarse_sizes, used_arms  # noqa: PLC0415
+    world's recall size, checkpoints that must exist, the training configs (and their
+    teachers') that would be trained, and custom rankers (imported and probed on the world)."""
+    from abtest.arms import check_coarse_sizes, check_custom_rankers, used_arms  # noqa: PLC0415
     from common.config import ConfigError  # noqa: PLC0415
-    from policies.baselines import BASELINES  # noqa: PLC0415
     from policies.config import check_model_spec  # noqa: PLC0415
+    from policies.custom import is_ranker_name  # noqa: PLC0415
     from simulator.config import load_world_config  # noqa: PLC0415
 
     check_coarse_sizes(config, load_world_config(config.world))
     arms = used_arms(config).values()
     specs = {(arm.coarse, "coarse") for arm in arms} | {(arm.fine, "fine") for arm in arms}
     for spec, kind in sorted(specs):
-        if spec in BASELINES:
+        if is_ranker_name(spec):
             continue
         if spec.endswith(".toml"):
             check_model_spec(spec, kind)
         elif not Path(spec).is_file():
             raise ConfigError(f"{kind} checkpoint {spec} does not exist")
+    check_custom_rankers(config)
 
 
 def _results_config(config) -> dict:
@@ -158,6 +166,57 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
     return run_dir
 
 
+@contextlib.contextmanager
+def _ray_output_to(path: Path, serve: bool) -> Iterator[None]:
+    """Ray's and Serve's output in this process goes to ``path`` (appended) while the run
+    lasts: their loggers ("Started a local Ray instance", Serve's deploy and delete lines) and
+    what Ray's threads print on stdout (the raylet's errors, e.g. "Task
+    ServeController.graceful_shutdown failed ... killed by ray.kill" at shutdown). The
+    workers' output stays in Ray's session logs (``log_to_driver`` is off)."""
+    import importlib  # noqa: PLC0415
+
+    importlib.import_module("ray")  # configures Ray's logger on import (the run imports it anyway)
+    if serve:
+        importlib.import_module("ray.serve")  # configures Serve's driver logger on import
+
+    with path.open("a", buffering=1) as out:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        names = [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]
+        loggers = [logger for logger in map(logging.getLogger, names) if logger.handlers]
+        saved = [logger.handlers for logger in loggers]
+        stdout, sys.stdout = sys.stdout, out
+        for logger in loggers:
+            logger.handlers = [handler]
+        try:
+            yield
+        finally:
+            sys.stdout = stdout
+            for logger, handlers in zip(loggers, saved, strict=True):
+                logger.handlers = handlers
+
+
+def _shard_lines(config, run_dir: Path, resume: bool, say: Callable[[str], None]) -> Callable:
+    """``on_shard`` for run_experiment: a line per finished shard, counting those a resumed
+    run reuses, e.g. "shard 3/10 done, 1,000 user-days, 12 s" (seconds since the traffic stage
+    began, its set-up of Ray actors or the Serve app included)."""
+    from abtest.store import ShardStore  # noqa: PLC0415
+    from abtest.traffic import plan_shards  # noqa: PLC0415
+
+    shards, store = plan_shards(config), ShardStore(run_dir / "shards")
+    done = sum(store.path(s.key).is_file() for s in shards) if resume else 0
+    start = time.perf_counter()
+    say(f"traffic: {len(shards) - done} of {len(shards)} shards to run")
+
+    def on_shard(shard) -> None:
+        nonlocal done
+        done += 1
+        seconds = time.perf_counter() - start
+        say(f"shard {done}/{len(shards)} done, {shard.n_users:,} user-days, {seconds:.0f} s")
+
+    return on_shard
+
+
 def _internal_error(err: Exception, run_dir: Path | None) -> int:
     """One line on stderr; the traceback in ``run_dir/error.log`` (stderr without a folder)."""
     trace = "".join(traceback.format_exception(err))
@@ -175,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # imports after argument parsing, and the heavy ones (torch, Ray) after the config is
     # validated: --help and a bad config answer at once
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), utc_now()
+    console = sys.stdout  # progress, the SRM gate and the results; Ray's output goes to ray.log
+    if not console.isatty() and hasattr(console, "reconfigure"):
+        console.reconfigure(line_buffering=True)  # a log file follows every line as it comes
+    log = lambda m: print(m, file=console)  # noqa: E731
     run_dir = None
     try:
         config = _config(args)
@@ -185,20 +248,24 @@ def main(argv: list[str] | None = None) -> int:
         from abtest.report import terminal_report, write_run  # noqa: PLC0415
         from simulator.config import load_world_config  # noqa: PLC0415
 
-        progress = not args.no_progress and sys.stderr.isatty()
-        log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+        bar = not args.no_progress and console.isatty() and sys.stderr.isatty()
+        say = (lambda m: None) if args.no_progress or bar else log  # stage and shard lines
+        say("models: training the missing ones (their logs simulated first if missing)")
         t_models = time.perf_counter()
-        resolved = resolve_arms(config, load_world_config(config.world), progress=progress, log=log)
+        resolved = resolve_arms(config, load_world_config(config.world), progress=bar, log=log)
         t_models = time.perf_counter() - t_models
-        result = run_experiment(
-            resolved,
-            through=None,  # the config's, after --through
-            workers=None,  # the config's, after --workers
-            run_dir=run_dir,
-            resume=args.resume,
-            progress=progress,
-            log=log,
-        )
+        say(f"models ready, {t_models:.0f} s")
+        with _ray_output_to(run_dir / "ray.log", serve=config.traffic.through == "serve"):
+            result = run_experiment(
+                resolved,
+                through=None,  # the config's, after --through
+                workers=None,  # the config's, after --workers
+                run_dir=run_dir,
+                resume=args.resume,
+                progress=bar,
+                log=log,
+                on_shard=_shard_lines(config, run_dir, args.resume, say),
+            )
         result.timings = {"models": t_models, **result.timings}
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
@@ -216,17 +283,21 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # a bug or a lost cluster, not the user's input
         return _internal_error(err, run_dir)
 
+    say("statistics done; writing the report")
     t_report = time.perf_counter()
-    images = write_run(result, run_dir)
+    images = write_run(result, run_dir, run=run_metadata(started))
     result.timings["report"] = time.perf_counter() - t_report
     result.timings["total"] = time.perf_counter() - t0
-    write_run(result, run_dir, images)  # again with the report's own wall time (texts only)
+    write_run(result, run_dir, images, run=run_metadata(started))  # with the report's own wall time
     show = result.srm_passed or args.ignore_srm
-    print(terminal_report(result, show_results=show))
+    print(terminal_report(result, show_results=show), file=console)
     if not show:
-        print("results withheld because the SRM gate failed (pass --ignore-srm to print them)")
+        print("results withheld because the SRM gate failed (pass --ignore-srm to print them)", file=console)
     times = ", ".join(f"{k} {v:.1f}s" for k, v in result.timings.items())
-    print(f"\nwall time: {times}\nreport: {run_dir / 'report.md'} (also report.html, results.json)")
+    print(
+        f"\nwall time: {times}\nreport: {run_dir / 'report.md'} (also report.html, results.json)",
+        file=console,
+    )
     return EXIT_OK if show else EXIT_SRM
 
 

@@ -2,13 +2,16 @@
 
 ``resolve_arms`` is the step *before* the engine (``run_ab.py``, tuning or a caller runs it):
 it trains missing models (``policies.train.ensure_checkpoint``) and returns the config with
-every used spec a baseline name or an absolute checkpoint path. The engine only reads those
-(``arm_specs``) and refuses a training config, so it never trains.
+every used spec a baseline name, a "module:attribute" ranker of your own (``policies.custom``)
+or an absolute checkpoint path. The engine only reads those (``arm_specs``) and refuses a
+training config, so it never trains. Specs are strings wherever cascades are built (this
+process, Ray actors, Serve replicas): each process imports a custom ranker itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -16,19 +19,23 @@ from typing import Any
 from abtest.config import BASELINES, ArmConfig, ExperimentConfig
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
+from policies.custom import custom_version, is_custom_spec, is_ranker_name, load_custom
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
-from simulator.config import ConfigError, WorldConfig
+from simulator.config import ConfigError, WorldConfig, load_world_config
 from simulator.world import World
 
 
 @dataclasses.dataclass(frozen=True)
 class ArmSpec:
-    """An arm's resolved rankers: baseline names or absolute checkpoint paths."""
+    """An arm's resolved rankers: baseline names, "module:attribute" specs or absolute
+    checkpoint paths; ``world`` is the experiment's world spec (a custom factory's version
+    needs the world)."""
 
     coarse: str
     fine: str
     coarse_size: int
+    world: str
 
 
 def check_coarse_sizes(config: ExperimentConfig, world_config: WorldConfig) -> None:
@@ -52,8 +59,9 @@ def resolve_arms(
     progress: bool = False,
     log: Callable[[str], None] = print,
 ) -> ExperimentConfig:
-    """``config`` with the specs of every used arm resolved: baselines unchanged, checkpoints
-    made absolute, training configs trained first if their checkpoint is missing."""
+    """``config`` with the specs of every used arm resolved: baselines and custom rankers
+    unchanged, checkpoints made absolute, training configs trained first if their checkpoint
+    is missing."""
     from policies.train import ensure_checkpoint  # noqa: PLC0415 (the training stack only here)
 
     check_coarse_sizes(config, world_config)
@@ -61,7 +69,7 @@ def resolve_arms(
 
     def resolve(spec: str, kind: str) -> str:
         if spec not in resolved:
-            resolved[spec] = spec if spec in BASELINES else ensure_checkpoint(spec, kind, progress, log)
+            resolved[spec] = spec if is_ranker_name(spec) else ensure_checkpoint(spec, kind, progress, log)
         return resolved[spec]
 
     arms = dict(config.arms)
@@ -80,13 +88,30 @@ def arm_specs(config: ExperimentConfig) -> dict[str, ArmSpec]:
         coarse, fine = (
             _resolved(name, stage, spec) for stage, spec in (("coarse", arm.coarse), ("fine", arm.fine))
         )
-        out[name] = ArmSpec(coarse, fine, arm.coarse_size)
+        out[name] = ArmSpec(coarse, fine, arm.coarse_size, config.world)
     return out
 
 
+def check_custom_rankers(config: ExperimentConfig) -> None:
+    """Load every "module:attribute" ranker the used arms name on the experiment's world and
+    probe it (``policies.custom.load_custom``): a ConfigError before any traffic."""
+    for arm in used_arms(config).values():
+        for spec in (arm.coarse, arm.fine):
+            if is_custom_spec(spec):
+                load_custom(spec, *_world_and_features(config.world))
+
+
+@functools.lru_cache(maxsize=1)
+def _world_and_features(world: str) -> tuple[World, FeatureStore]:
+    """The world of a spec and its features, built once (custom factories need them outside
+    the executors: checks and versions)."""
+    built = World(load_world_config(world))
+    return built, FeatureStore.from_world(built)
+
+
 def _resolved(arm: str, stage: str, spec: str) -> str:
-    """A baseline name, or the absolute path of an existing checkpoint."""
-    if spec in BASELINES:
+    """A baseline name, a custom ranker, or the absolute path of an existing checkpoint."""
+    if is_ranker_name(spec):
         return spec
     if not spec.endswith(".pt"):
         raise ConfigError(
@@ -123,23 +148,30 @@ def build_cascades(world: World, arms: Mapping[str, ArmSpec]) -> dict[str, Casca
 
 
 def versions(arms: Mapping[str, ArmSpec]) -> dict[str, dict[str, Any]]:
-    """Per arm: ranker specs and model versions (read from the checkpoints when not loaded)."""
+    """Per arm: ranker specs and model versions (read from the checkpoints when not loaded; a
+    custom factory is built on the arm's world, once per process)."""
     cache: dict[str, str] = {}
 
-    def version(spec: str, stage: str) -> str:
+    def version(spec: str, stage: str, world: str) -> str:
         if spec in BASELINES:
             return spec
         if spec not in cache:
-            cache[spec] = load_checkpoint(spec, kind=stage).version
+            if is_custom_spec(spec):
+                found = custom_version(spec)  # None: a factory, built to ask its scorer
+                if found is None:
+                    found = load_custom(spec, *_world_and_features(world)).version
+                cache[spec] = found
+            else:
+                cache[spec] = load_checkpoint(spec, kind=stage).version
         return cache[spec]
 
     out = {}
     for name, arm in arms.items():
         out[name] = {
             "coarse": arm.coarse,
-            "coarse_version": version(arm.coarse, "coarse"),
+            "coarse_version": version(arm.coarse, "coarse", arm.world),
             "fine": arm.fine,
-            "fine_version": version(arm.fine, "fine"),
+            "fine_version": version(arm.fine, "fine", arm.world),
             "coarse_size": arm.coarse_size,
         }
     return out

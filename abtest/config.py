@@ -20,6 +20,7 @@ from abtest.outcomes import USER_COLUMNS
 from abtest.stats import Mean, Metric, Ratio
 from common.config import ConfigError, config, dumps_toml, from_mapping, load_toml, setting, to_plain
 from policies.baselines import BASELINES
+from policies.custom import is_ranker_name
 from simulator.config import WORLD_NAMES, load_world_config
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -33,10 +34,10 @@ def _check_name(value: str, key: str, table: str | None = None) -> None:
 def _check_ranker(name: str, spec: str) -> None:
     if not spec:
         raise ConfigError("must be a non-empty string", key=name)
-    if spec not in BASELINES and not spec.endswith((".pt", ".toml")):
+    if not is_ranker_name(spec) and not spec.endswith((".pt", ".toml")):
         raise ConfigError(
-            f"{spec!r} is neither a baseline {list(BASELINES)}, a checkpoint (.pt) nor a training "
-            "config (.toml)",
+            f"{spec!r} is neither a baseline {list(BASELINES)}, a checkpoint (.pt), a training "
+            "config (.toml) nor a Python object (module:attribute)",
             key=name,
         )
 
@@ -45,10 +46,12 @@ def _check_ranker(name: str, spec: str) -> None:
 class ArmConfig:
     """One arm: a cascade whose stages are named by spec."""
 
-    coarse: str = setting(path=True, keep=BASELINES)
-    """Coarse ranker: "random" | "popularity" | "oracle", a checkpoint (.pt), or a training
-    config (.toml) whose checkpoint is trained first if missing (``policies.train``)."""
-    fine: str = setting("configs/models/fine.toml", path=True, keep=BASELINES)
+    coarse: str = setting(path=True, keep=is_ranker_name)
+    """Coarse ranker: "random" | "popularity" | "oracle", a checkpoint (.pt), a training
+    config (.toml) whose checkpoint is trained first if missing (``policies.train``), or
+    "module:attribute" naming your own scorer or a factory ``f(world, features)`` of one
+    (``policies.custom``)."""
+    fine: str = setting("configs/models/fine.toml", path=True, keep=is_ranker_name)
     """Fine ranker, the same kinds of spec; usually shared by every arm."""
     coarse_size: int = setting(600, ge=1)
     """Candidates the coarse stage passes to the fine stage (the page size is the world's)."""

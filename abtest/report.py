@@ -21,7 +21,9 @@ import html
 import io
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -286,8 +288,23 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
 # Markdown and HTML
 
 
-def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
-    """(title, text or table) pairs shared by the Markdown and HTML reports."""
+def run_lines(run: Mapping[str, Any]) -> str:
+    """The run's code version, environment and times (``common.version.run_metadata``)."""
+    libraries = ", ".join(f"{name} {run.get(name) or 'not installed'}" for name in ("torch", "ray", "numpy"))
+    return "\n".join(
+        [
+            f"- code: {run['package']}, git commit {run['git_commit'] or 'unknown (not a git checkout)'}",
+            f"- Python {run['python']}, {libraries}; {run['cpu_count']} CPUs",
+            f"- started {run['started']}, finished {run['finished']} (UTC)",
+        ]
+    )
+
+
+def _sections(
+    result: ExperimentResult, run: Mapping[str, Any] | None = None
+) -> list[tuple[str, str | pd.DataFrame]]:
+    """(title, text or table) pairs shared by the Markdown and HTML reports; ``run``: the
+    run's metadata, a section of its own."""
     c = result.config
     arms = pd.DataFrame(
         [
@@ -367,6 +384,8 @@ def _sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
         cols += ["av_ci_lower", "av_ci_upper", "pvalue"]
         sections.append(("Daily looks (cumulative; always-valid intervals)", result.daily[cols].round(5)))
     sections.append(("Wall time", timings))
+    if run is not None:
+        sections.append(("Run", run_lines(run)))
     return sections
 
 
@@ -382,12 +401,12 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def markdown_report(result: ExperimentResult, images: list[str]) -> str:
+def markdown_report(result: ExperimentResult, images: list[str], run: Mapping[str, Any] | None = None) -> str:
     c = result.config
     out = [f"# A/B experiment `{c.name}`", ""]
     if not result.srm_passed:
         out += ["> **SRM gate FAILED**: the users per arm do not match the designed split.", ""]
-    for title, body in _sections(result):
+    for title, body in _sections(result, run):
         out.append(f"## {title}\n")
         out.append(_markdown_table(body) if isinstance(body, pd.DataFrame) else body)
         out.append("")
@@ -396,12 +415,12 @@ def markdown_report(result: ExperimentResult, images: list[str]) -> str:
     return "\n".join(out)
 
 
-def html_report(result: ExperimentResult, images: list[str]) -> str:
+def html_report(result: ExperimentResult, images: list[str], run: Mapping[str, Any] | None = None) -> str:
     c = result.config
     body = [f"<h1>A/B experiment <code>{html.escape(c.name)}</code></h1>"]
     if not result.srm_passed:
         body.append('<p class="srm"><b>SRM gate FAILED</b>: the users per arm do not match the split.</p>')
-    for title, content in _sections(result):
+    for title, content in _sections(result, run):
         body.append(f"<h2>{html.escape(title)}</h2>")
         if isinstance(content, pd.DataFrame):
             body.append(content.to_html(index=False, border=0, classes="t"))
@@ -421,13 +440,21 @@ def html_report(result: ExperimentResult, images: list[str]) -> str:
     )
 
 
-def write_run(result: ExperimentResult, folder: str | Path, images: list[str] | None = None) -> list[str]:
+def write_run(
+    result: ExperimentResult,
+    folder: str | Path,
+    images: list[str] | None = None,
+    run: Mapping[str, Any] | None = None,
+) -> list[str]:
     """Write every output of a finished experiment into ``folder``; returns the plot names.
     With ``images`` (the names a previous call returned) only the texts are rewritten: that is
-    how run_ab.py adds the report's own wall time."""
+    how run_ab.py adds the report's own wall time. ``run``: the run's metadata (code version,
+    environment, start and end times: ``common.version.run_metadata``), recorded as
+    results.json's ``run`` and the reports' last section."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(folder / "results.json", json.dumps(result.summary(), indent=2, allow_nan=True) + "\n")
+    summary = result.summary() | ({"run": dict(run)} if run is not None else {})
+    write_text_atomic(folder / "results.json", json.dumps(summary, indent=2, allow_nan=True) + "\n")
     if images is None:
         write_parquet_atomic(folder / "per_user.parquet", result.users)
         if not result.config.paired and len(result.truth_users):  # split, interleave
@@ -435,6 +462,6 @@ def write_run(result: ExperimentResult, folder: str | Path, images: list[str] | 
         write_parquet_atomic(folder / "user_days.parquet", result.user_days)
         write_parquet_atomic(folder / "daily.parquet", result.daily)
         images = _plots(result, folder)
-    write_text_atomic(folder / "report.md", markdown_report(result, images))
-    write_text_atomic(folder / "report.html", html_report(result, images))
+    write_text_atomic(folder / "report.md", markdown_report(result, images, run))
+    write_text_atomic(folder / "report.html", html_report(result, images, run))
     return images

@@ -73,15 +73,17 @@ def setting(
     le: float | None = None,
     lt: float | None = None,
     path: bool = False,
-    keep: Iterable[str] = (),
+    keep: Iterable[str] | Callable[[str], bool] = (),
     table: type | None = None,
 ) -> Any:
     """A config field with bounds (checked on every number of the value, tuples element-wise)
     and, with ``path``, a file path resolved relative to the config file; the words in
-    ``keep`` (e.g. "default", "random") are names, not paths. A field holding a loose table
+    ``keep`` (e.g. "default", "random"; or the values a predicate ``keep(value)`` accepts) are
+    names, not paths. A field holding a loose table
     (a dict) of the config ``table`` (e.g. overrides of it, or an inline training config) has
     that table's paths resolved in it."""
-    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "path": path, "keep": frozenset(keep), "table": table}
+    kept = keep if callable(keep) else frozenset(keep).__contains__
+    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "path": path, "keep": kept, "table": table}
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -312,8 +314,8 @@ def relative_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> di
     """The inverse of ``resolve_paths``: absolute paths of path fields made relative to
     ``base`` (what stays equal when a folder tree moves as a whole)."""
 
-    def relative(value: str, keep: frozenset[str]) -> str:
-        if not value or value in keep or not os.path.isabs(value):
+    def relative(value: str, keep: Callable[[str], bool]) -> str:
+        if not value or keep(value) or not os.path.isabs(value):
             return value
         return os.path.relpath(value, os.path.abspath(base))
 
@@ -321,7 +323,7 @@ def relative_paths(cls: type, values: Mapping[str, Any], base: str | Path) -> di
 
 
 def _map_paths(
-    cls: type, values: Mapping[str, Any], fn: Callable[[str, frozenset[str]], str]
+    cls: type, values: Mapping[str, Any], fn: Callable[[str, Callable[[str], bool]], str]
 ) -> dict[str, Any]:
     """A copy of the mapping of ``cls`` with ``fn(value, keep)`` applied to every path field,
     recursing into nested configs."""
@@ -356,8 +358,8 @@ def _table_type(hint: Any) -> type | None:
     return None
 
 
-def _resolve(value: str, base: str | Path, keep: frozenset[str]) -> str:
-    if not value or value in keep or os.path.isabs(value):
+def _resolve(value: str, base: str | Path, keep: Callable[[str], bool]) -> str:
+    if not value or keep(value) or os.path.isabs(value):
         return value
     return os.path.normpath(os.path.join(os.path.abspath(base), value))
 

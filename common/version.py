@@ -2,12 +2,13 @@
 commit of the checkout (when it is one) and the versions of the main libraries.
 
 Everything here is cheap (no torch or Ray import: library versions come from the installed
-packages' metadata), so ``--version`` answers at once and every run can record it.
+packages' metadata), so ``--version`` answers at once and every run can record it (``run_metadata``).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import platform
 import subprocess
@@ -92,6 +93,17 @@ def environment() -> dict[str, Any]:
         **{name: library_version(name) for name in LIBRARIES},
         "cpu_count": os.cpu_count(),
     }
+
+
+def utc_now() -> str:
+    """The time now, UTC, ISO 8601 to the second (``2026-12-01T23:17:23+00:00``)."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def run_metadata(started: str) -> dict[str, Any]:
+    """What a run records about itself: ``environment()`` with its start (given) and end (now)
+    times, UTC ISO 8601."""
+    return {"started": started, "finished": utc_now(), **environment()}
 
 
 def command_name(default: str) -> str:

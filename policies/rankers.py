@@ -28,6 +28,7 @@ from policies.checkpoint import (
     load_checkpoint,
     model_version,
 )
+from policies.custom import is_custom_spec, load_custom
 from policies.features import FeatureStore, vocab_of
 from policies.models import CoarseRanker, FineRanker
 from simulator.oracle import Objective, expected_value
@@ -35,6 +36,10 @@ from simulator.world import World
 
 
 class Scorer(Protocol):
+    """What a cascade stage calls: scores (B, R) float64 of items (B, R) for users (B,), higher
+    is better, each depending only on its (user, item) pair; ``version`` names the model.
+    Any object of this shape can rank an arm (``policies.custom``)."""
+
     version: str
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -161,11 +166,15 @@ class OracleScorer:
 
 def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
     """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name
-    ("random", "popularity", "oracle") or the path of a checkpoint of that stage. A checkpoint
-    ranks by the task of its training config (``[train] score_task``, recorded in its metadata;
-    click when absent); a coarse model's item tower is computed here, once."""
+    ("random", "popularity", "oracle"), "module:attribute" naming a scorer or a factory
+    ``f(world, features)`` of one (``policies.custom``, checked by a probe call), or the path of a
+    checkpoint of that stage. A checkpoint ranks by the task of its training config (``[train]
+    score_task``, recorded in its metadata; click when absent); a coarse model's item tower is
+    computed here, once."""
     if stage not in ("coarse", "fine"):
         raise ValueError(f'stage must be "coarse" or "fine", got {stage!r}')
+    if is_custom_spec(spec):
+        return load_custom(spec, world, features)
     match spec:
         case "random":
             return RandomScorer(world.config.seed)

@@ -18,6 +18,7 @@ from common.assignment import Assignment
 from common.config import ConfigError, config, from_mapping, setting
 from policies.baselines import BASELINES
 from policies.cascade import CascadeSizes
+from policies.custom import import_custom, is_custom_spec, is_ranker_name
 from simulator.config import SMALL, WorldConfig
 
 WORLDS = {"small": SMALL, "default": WorldConfig()}
@@ -36,12 +37,19 @@ def world_config(spec: str) -> WorldConfig:
 
 
 def scorer_spec(spec: str) -> str:
-    """A baseline name, or a checkpoint path made absolute (replicas may run elsewhere)."""
+    """A baseline name, a "module:attribute" ranker of your own (its module and attribute must
+    exist; each replica imports it) or a checkpoint path made absolute (replicas may run
+    elsewhere)."""
     if spec in BASELINES:
+        return spec
+    if is_custom_spec(spec):
+        import_custom(spec)
         return spec
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"a scorer is one of {list(BASELINES)} or a checkpoint file; {spec!r} is neither")
+        raise ConfigError(
+            f"a scorer is one of {list(BASELINES)}, a checkpoint file or module:attribute; {spec!r} is none"
+        )
     return str(path.resolve())
 
 
@@ -54,8 +62,9 @@ def _check_scorer(name: str, spec: str) -> None:
 
 @config
 class ArmArgs:
-    coarse: str = setting("popularity", path=True, keep=BASELINES)
-    """The arm's coarse scorer: "random" | "popularity" | "oracle" | a coarse checkpoint path."""
+    coarse: str = setting("popularity", path=True, keep=is_ranker_name)
+    """The arm's coarse scorer: "random" | "popularity" | "oracle" | a coarse checkpoint path |
+    "module:attribute" (a scorer or factory of your own, ``policies.custom``)."""
     coarse_size: int | None = setting(None, ge=1)
     """Candidates the coarse stage passes to the fine stage; None = the world's
     ``logging_coarse_size`` (600 in the default world, 100 in the small one)."""
@@ -80,8 +89,9 @@ class AppArgs:
     """"small", "default" or the path of a world TOML file (``[world]`` table)."""
     arms: dict[str, ArmArgs] = setting(default_factory=lambda: {"control": ArmArgs()})
     """Arms by name (letters, digits, _ and -); the first is conventionally the control."""
-    fine: str = setting("oracle", path=True, keep=BASELINES)
-    """The fine scorer shared by every arm: a baseline name or a fine checkpoint path."""
+    fine: str = setting("oracle", path=True, keep=is_ranker_name)
+    """The fine scorer shared by every arm: a baseline name, a fine checkpoint path or
+    "module:attribute"."""
     assignment: AssignmentArgs = AssignmentArgs()
     host: str = "127.0.0.1"
     """HTTP host of Serve's proxy (used when ``serving.start`` / the CLI starts Serve;

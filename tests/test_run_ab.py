@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
@@ -114,6 +117,47 @@ def test_a_tiny_run_writes_the_run_folder(smoke) -> None:
     assert len(pd.read_parquet(run / "per_user.parquet")) == 300
     assert len(pd.read_parquet(run / "user_days.parquet")) == 600
     assert parse_config(__import__("tomllib").loads((run / "config.toml").read_text())).name == "tiny"
+
+
+def test_results_and_report_record_the_code_environment_and_times(smoke) -> None:
+    folder, _ = smoke
+    run = json.loads((folder / "runs" / "tiny" / "results.json").read_text())["run"]
+    git = ["git", "-C", str(ROOT), "rev-parse", "HEAD"]
+    head = subprocess.run(git, capture_output=True, text=True, check=False)
+    if head.returncode == 0:
+        assert run["git_commit"].removesuffix("-dirty") == head.stdout.strip()
+    assert run["python"] == platform.python_version() and run["cpu_count"] == os.cpu_count()
+    assert run["numpy"] == np.__version__ and run["torch"] and run["ray"]
+    started, finished = (datetime.datetime.fromisoformat(run[k]) for k in ("started", "finished"))
+    assert started.utcoffset() == datetime.timedelta(0) and started <= finished
+    assert finished - started < datetime.timedelta(minutes=10)
+    report = (folder / "runs" / "tiny" / "report.md").read_text()
+    assert f"started {run['started']}, finished {run['finished']} (UTC)" in report
+    assert f"git commit {run['git_commit']}" in report
+
+
+def test_progress_is_a_line_per_stage_and_shard_when_stdout_is_not_a_terminal(smoke) -> None:
+    _, out = smoke
+    lines = out.stdout.splitlines()
+    shards = [line for line in lines if re.fullmatch(r"shard \d+/9 done, 100 user-days, \d+ s", line)]
+    assert [line.split()[1] for line in shards] == [f"{i}/9" for i in range(1, 10)]  # 3 x (1 pre + 2 days)
+    assert lines.index("traffic: 9 of 9 shards to run") < lines.index(shards[0])
+    assert lines.index(shards[-1]) < lines.index("statistics done; writing the report")
+    assert lines.index("statistics done; writing the report") < next(
+        i for i, line in enumerate(lines) if line.startswith("SRM gate")
+    )
+
+
+@pytest.mark.slow
+def test_ray_output_goes_to_the_run_folder_not_the_console(tmp_path: Path) -> None:
+    """~20-40 s: the traffic on 2 Ray actors; nothing of Ray reaches stdout or stderr."""
+    config = write_config(tmp_path, users=200)
+    out = run_ab("--config", str(config), "--runs-dir", "runs", "--workers", "2", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    noise = re.compile(r"\bray\b|raylet|\bserve\b|\bINFO\b|\bWARNING\b", re.IGNORECASE)
+    assert [line for line in (out.stdout + out.stderr).splitlines() if noise.search(line)] == []
+    assert len(re.findall(r"^shard \d+/6 done", out.stdout, re.MULTILINE)) == 6
+    assert "Started a local Ray instance" in (tmp_path / "runs" / "tiny" / "ray.log").read_text()
 
 
 def test_the_srm_gate_is_shown_before_the_results(smoke) -> None:

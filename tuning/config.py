@@ -40,6 +40,7 @@ from common.config import (
 )
 from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig, read_raw
 from policies.config import parse_config as parse_run_config
+from policies.custom import is_custom_spec
 from policies.models import CoarseConfig
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -227,10 +228,11 @@ class TrialSettings:
 class ControlSettings:
     """[control]: the arm every trial is compared with, and the fine stage of both arms."""
 
-    coarse: str = setting("base", path=True, keep=("base",))
+    coarse: str = setting("base", path=True, keep=lambda spec: spec == "base" or is_custom_spec(spec))
     """The control's coarse ranker: "base" (the base config with [trial]'s overrides and
-    epochs, trained once before the search), a checkpoint (.pt) or a training config (.toml,
-    trained first if its checkpoint is missing)."""
+    epochs, trained once before the search), a checkpoint (.pt), a training config (.toml,
+    trained first if its checkpoint is missing) or "module:attribute" (a scorer or factory of
+    your own, ``policies.custom``)."""
     fine: str | dict = setting("configs/models/fine.toml", path=True, table=RunConfig)
     """The fine ranker of both arms, also the teacher of distilling trials: a checkpoint, a
     training config (trained first if missing) or an inline fine training-config table."""
@@ -239,7 +241,7 @@ class ControlSettings:
     hitrates (the page size is the world's)."""
 
     def __post_init__(self) -> None:
-        if self.coarse != "base":
+        if self.coarse != "base" and not is_custom_spec(self.coarse):
             _check_ranker("coarse", self.coarse)
         _check_ranker("fine", self.fine)
 

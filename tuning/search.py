@@ -44,6 +44,7 @@ import torch
 
 from common.ray_env import init_ray
 from policies.cascade import Cascade, CascadeSizes
+from policies.custom import is_custom_spec
 from policies.data import LogData, load_logs, split_by_user
 from policies.evaluate import EvalSet, evaluate_coarse
 from policies.features import FeatureStore
@@ -111,6 +112,8 @@ def prepare(
         control_raw = {**template, "out": str(base_control_path(template, run_dir))}
         with torch_threads(threads):
             control = ensure_checkpoint(control_raw, "coarse", progress, log)
+    elif is_custom_spec(config.control.coarse):
+        control = config.control.coarse
     else:
         control = ensure_checkpoint(config.control.coarse, "coarse", progress, log)
     timings["models"] = time.perf_counter() - t0

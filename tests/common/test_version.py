@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import platform
 from pathlib import Path
 
@@ -20,3 +21,12 @@ def test_the_environment_names_the_code_and_the_libraries() -> None:
     assert env["numpy"] == __import__("numpy").__version__
     assert set(version.LIBRARIES) <= set(env)
     assert env["cpu_count"] >= 1
+
+
+def test_run_metadata_adds_utc_start_and_end_times_to_the_environment() -> None:
+    started = version.utc_now()
+    run = version.run_metadata(started)
+    assert run["started"] == started and set(version.environment()) <= set(run)
+    start, end = (datetime.datetime.fromisoformat(run[k]) for k in ("started", "finished"))
+    assert start.utcoffset() == end.utcoffset() == datetime.timedelta(0)
+    assert datetime.timedelta(0) <= end - start < datetime.timedelta(seconds=60)
