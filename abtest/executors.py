@@ -8,8 +8,9 @@ leaving it tears down what it started. Every way gives the same frames
 - ``in_process``: this process, one torch thread.
 - ``ray_actors``: ``workers`` Ray actors (1 CPU each), each holding the world and every arm's
   cascade, two shards in flight per actor. An actor that dies (its process killed, its node
-  lost) is replaced and its unfinished shards rerun there: a shard is atomic (its frame comes
-  back whole or not at all) and keyed, so no user-day is lost or counted twice.
+  lost) is replaced and its unfinished shards go back to the queue, for any live actor or the
+  replacement once it is up (a lost node's replacement may never find a CPU): a shard is atomic
+  (its frame comes back whole or not at all) and keyed, so no user-day is lost or counted twice.
 - ``served``: the cascade hosted on Ray Serve (``abtest.serve_traffic``), this process
   simulating; a page call that failed on a dead replica is retried (``serving.client``).
 
@@ -110,33 +111,45 @@ def ray_actors(
 
     def run(shards: Iterable[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
         nonlocal restarts
-        queue, pending = list(shards), {}  # ref -> (slot, actor, shard)
+        queue = list(shards)
+        pending = {}  # ref -> (slot, actor, shard); shard None: a new actor's ``ready``
+        starting: set[int] = set()  # slots whose new actor is not up yet
 
-        def submit(slot: int, shard: Shard) -> None:
-            pending[actors[slot].run.remote(shard)] = (slot, actors[slot], shard)
+        def feed(slot: int) -> None:
+            """Keep two shards in flight on the actor of ``slot``."""
+            busy = sum(s == slot and shard is not None for s, _, shard in pending.values())
+            for _ in range(2 - busy):
+                if queue:
+                    shard = queue.pop(0)
+                    pending[actors[slot].run.remote(shard)] = (slot, actors[slot], shard)
 
         for slot in range(len(actors)):
-            for _ in range(2):
-                if queue:
-                    submit(slot, queue.pop(0))
-        while pending:
+            feed(slot)
+        while queue or any(shard is not None for *_, shard in pending.values()):
             done, _ = ray.wait(list(pending), num_returns=1)
             slot, actor, shard = pending.pop(done[0])
             try:
                 result = ray.get(done[0])
-            except ray.exceptions.RayActorError as err:
-                if actors[slot] is actor:  # the first of its shards to fail: replace it
+            except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as err:
+                if actors[slot] is actor:  # the first of its calls to fail: replace it
                     if restarts == 0:
                         raise
                     restarts -= 1
                     actors[slot] = start()
+                    starting.add(slot)
+                    pending[actors[slot].ready.remote()] = (slot, actors[slot], None)
                     log(f"ray: shard worker {slot} died ({type(err).__name__}); replaced it")
-                log(f"ray: rerunning shard {shard.key} of dead shard worker {slot}")
-                submit(slot, shard)
+                if shard is not None:  # any live actor reruns it, the replacement once it is up
+                    log(f"ray: rerunning shard {shard.key} of dead shard worker {slot}")
+                    queue.insert(0, shard)
+                for live in set(range(len(actors))) - starting:
+                    feed(live)
                 continue
-            if queue:
-                submit(slot, queue.pop(0))
-            yield result
+            if actors[slot] is actor:
+                starting.discard(slot)
+                feed(slot)
+            if shard is not None:
+                yield result
 
     started_ray = init_ray(object_store_memory=256 * 2**20)
     actors = []

@@ -43,10 +43,17 @@ _TRANSIENT = (
 )
 
 
+UPSTREAM_DIED = "an upstream actor died"
+"""What Serve's router (Ray 2.60) says when a stage's input came from a replica that died; the
+ActorDiedError it wraps does not survive the trip back to the caller."""
+
+
 def transient(err: BaseException) -> bool:
     """Whether ``err`` (or what it wraps) is a death Ray recovers from, so a retry can succeed."""
     while err is not None:
         if isinstance(err, _TRANSIENT):
+            return True
+        if isinstance(err, serve_errors.RayServeException) and UPSTREAM_DIED in str(err):
             return True
         err = getattr(err, "cause", None) or err.__cause__
     return False

@@ -4,15 +4,22 @@ run."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import signal
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 from ray import exceptions as ray_errors
+from ray.serve import exceptions as serve_errors
 
 from policies.cascade import run_sessions
-from serving.client import transient
+from serving.client import UPSTREAM_DIED, transient
+from serving.pipeline import PageRequests, PageResults
+from simulator import SMALL
 
 from .conftest import APP
 
@@ -22,25 +29,87 @@ def test_deaths_are_transient_and_bad_requests_are_not() -> None:
     assert transient(died)
     assert transient(ray_errors.RayTaskError("rank_batch", "traceback", died))  # as a caller sees it
     assert not transient(ray_errors.RayTaskError("rank_batch", "traceback", ValueError("bad arm")))
+    upstream = serve_errors.RayServeException(f"Request to deployment 'fine' failed because {UPSTREAM_DIED}")
+    assert transient(ray_errors.RayTaskError("rank_batch", "traceback", upstream))  # a stage's input died
+    assert not transient(serve_errors.RayServeException("Serve is not running"))
     assert not transient(ValueError("users must be a 1-d array"))
 
 
-class _KillInFlight:
-    """A stand-in for the ingress handle that kills the replicas of ``deployment`` just after
-    sending the ``at``-th call, while that call is in flight."""
+def _pids(title: str) -> list[int]:
+    """Pids of this session's Ray workers whose process title starts with ``title``."""
+    raylets = {p.process.pid for p in ray._private.worker._global_node.all_processes["raylet"]}
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in raylets and cmdline.startswith(title):
+            pids.append(int(proc.name))
+    return pids
 
-    def __init__(self, handle, kill, deployment: str, at: int = 3) -> None:
-        self.handle, self.kill, self.deployment, self.at = handle, kill, deployment, at
-        self.calls, self.killed = 0, []
+
+def _cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads) of process ``pid``."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _with_ballast(requests: PageRequests, n: int) -> PageRequests:
+    """``requests`` followed by ``n`` requests of sessions nobody else asks for (day 1000+), so
+    that every stage works on the call for a while; pages are batch-independent."""
+    users = np.arange(n) % SMALL.n_users
+    exclude = np.full((n, requests.exclude.shape[1]), -1, dtype=np.int64)
+    return PageRequests.of(
+        np.concatenate([requests.users, users]),
+        np.concatenate([requests.days, 1000 + np.arange(n) // SMALL.n_users]),
+        np.concatenate([requests.sessions, np.zeros(n, np.int64)]),
+        np.concatenate([requests.pages, np.zeros(n, np.int64)]),
+        np.concatenate([requests.exclude, exclude]),
+        requests.arm,
+    )
+
+
+class _Head:
+    """The first ``n`` rows of a response's results."""
+
+    def __init__(self, response, n: int) -> None:
+        self.response, self.n = response, n
+
+    def result(self) -> PageResults:
+        res = self.response.result()
+        return PageResults(
+            *(getattr(res, f.name)[: self.n] for f in dataclasses.fields(PageResults) if f.name != "recall")
+        )
+
+
+class _KillInRequest:
+    """A stand-in for the ingress handle whose ``at``-th call carries ``ballast`` extra requests;
+    once the replica of ``busy`` has spent ``cpu_s`` seconds of CPU since that call was sent, it
+    SIGKILLs the replica of ``victim``: the kill lands inside the call, which fails."""
+
+    def __init__(self, handle, kill, victim: str, busy: str, at: int = 2, ballast: int = 6000) -> None:
+        self.handle, self.kill, self.victim, self.busy, self.at = handle, kill, victim, busy, at
+        self.ballast, self.cpu_s = ballast, 0.3
+        self.calls, self.killed, self.users = 0, [], None
         self.rank_batch = self
 
-    def remote(self, requests):
-        response = self.handle.rank_batch.remote(requests)
+    def remote(self, requests: PageRequests):
         self.calls += 1
-        if self.calls == self.at:
-            time.sleep(0.05)  # reaching the replicas
-            self.killed = self.kill(f"ray::ServeReplica:{APP}:{self.deployment}")
-        return response
+        if self.calls != self.at:
+            return self.handle.rank_batch.remote(requests)
+        (busy,) = _pids(f"ray::ServeReplica:{APP}:{self.busy}")
+        before = _cpu_s(busy)
+        response = self.handle.rank_batch.remote(_with_ballast(requests, self.ballast))
+        deadline = time.monotonic() + 60
+        while _cpu_s(busy) - before < self.cpu_s:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.busy} never worked on the call")
+            time.sleep(0.01)
+        self.killed = self.kill(f"ray::ServeReplica:{APP}:{self.victim}")
+        self.users = (requests.users.min(), requests.users.max())
+        return _Head(response, len(requests))
 
 
 def _expire(*_) -> None:
@@ -49,16 +118,21 @@ def _expire(*_) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("deployment", "arm"),
-    [("ingress", "control"), ("recall", "control"), ("coarse-treatment", "treatment"), ("fine", "control")],
+    ("victim", "busy", "arm"),
+    [
+        ("ingress", "coarse-control", "control"),  # the ingress awaits its stages: watch one of them
+        ("recall", "recall", "control"),
+        ("coarse-control", "coarse-control", "control"),
+        ("fine", "fine", "treatment"),
+    ],
 )
-def test_a_run_survives_a_killed_replica_of_each_deployment(
-    served, reference, small_sim, some_keys, kill_ray_worker, deployment, arm
+def test_a_replica_killed_inside_a_call_costs_a_logged_retry_and_no_page(
+    served, reference, small_sim, some_keys, kill_ray_worker, victim, busy, arm
 ) -> None:
     keys = some_keys.take(np.arange(60))
     lines: list[str] = []
     ranker = served.ranker(arm=arm, chunk=20, log=lines.append)
-    ranker.handle = killer = _KillInFlight(ranker.handle, kill_ray_worker, deployment)
+    ranker.handle = killer = _KillInRequest(ranker.handle, kill_ray_worker, victim, busy)
     before = signal.signal(signal.SIGALRM, _expire)
     signal.alarm(240)
     try:
@@ -67,10 +141,12 @@ def test_a_run_survives_a_killed_replica_of_each_deployment(
         signal.alarm(0)
         signal.signal(signal.SIGALRM, before)
     local = run_sessions(small_sim, reference[arm], keys)
-    assert len(killer.killed) == 1, f"no single {deployment} replica found"
+    assert len(killer.killed) == 1, f"no single {victim} replica found"
     for name in ("pages", "impressions", "clicks", "purchases", "gmv"):
         np.testing.assert_array_equal(getattr(remote.totals, name), getattr(local.totals, name))
     np.testing.assert_array_equal(remote.first_coarse_items, local.first_coarse_items)
-    # the handle itself resends a call a dead ingress never started; the other calls are ours
+    lo, hi = killer.users
+    retried = f"serve: retrying 20 page requests (users {lo}-{hi})"
+    assert any(line.startswith(retried) for line in lines), lines
     assert all(line.startswith("serve: retrying") for line in lines), lines
-    print(f"{deployment}: {len(lines)} retries")
+    print(f"{victim} killed: {lines}")
