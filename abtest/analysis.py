@@ -167,14 +167,18 @@ def power_table(
     applied, from the effect's standard error; paired: of the per-user difference), minimum
     detectable effect at this size (``stats.mde`` / ``stats.paired_mde``), users this design
     needs for a +1 % relative lift, and ``split_users_for_lift``: the users a production split
-    test (the designed shares, no CUPED in a paired run) needs to detect the measured lift,
-    ``stats.users_needed`` with the split per-user std (a paired run's is estimated from its
+    test (the designed shares, no CUPED in a paired run) needs to detect the measured lift
+    (of the metric's exact twin where analysed, ``lift_from``: the least noisy estimate of the
+    same effect), ``stats.users_needed`` with the split per-user std (a paired run's is estimated from its
     arms' per-user variances, ``split_std``)."""
     s = config.stats
     shares = dict(zip(config.arm_names, config.shares, strict=True))
     specs = config.metric_specs()
+    exact_of = _exact_metrics(config)
+    by_key = {(r.metric, r.treatment): r for r in records}
     rows = []
     for r in records:
+        best = by_key.get((exact_of.get(r.metric), r.treatment), r)  # the lift, least noisy
         pair = (shares[r.control], shares[r.treatment])
         if not config.split:
             std = r.std_err * math.sqrt(r.n_control)
@@ -198,12 +202,25 @@ def power_table(
                 "users_needed_1pct": needed,
                 "cuped": r.cuped,
                 "split_std": split_std,
+                "lift_from": best.metric,
                 "split_users_for_lift": _or_nan(
-                    users_needed, r.control_value, split_std, r.rel_effect, s.alpha, s.power, pair
+                    users_needed, r.control_value, split_std, best.rel_effect, s.alpha, s.power, pair
                 ),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _exact_metrics(config: ExperimentConfig) -> dict[str, str]:
+    """Metric -> the metric on its exact twin columns (``EXACT_TWINS``), where both are in the
+    config (e.g. clicks -> exact_clicks)."""
+    by_spec = {spec: name for name, spec in config.metrics.items()}
+    out = {}
+    for name, spec in config.metrics.items():
+        twin = _truth_columns(spec)
+        if twin != spec and twin in by_spec:
+            out[name] = by_spec[twin]
+    return out
 
 
 def _or_nan(needed: Callable[..., int], *args: Any) -> float:

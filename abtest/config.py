@@ -212,10 +212,16 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "expected_clicks": "expected_clicks",
     "expected_purchases": "expected_purchases",
     "expected_gmv": "expected_gmv",
+    "exact_uctr": "exact_clicked",
+    "exact_clicks": "exact_clicks",
+    "exact_purchases": "exact_purchases",
+    "exact_gmv": "exact_gmv",
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means.
 The expected_* metrics are the simulator's expected values given the pages shown
-(``abtest.outcomes.EXPECTED_TWINS``)."""
+(``abtest.outcomes.EXPECTED_TWINS``), the exact_* ones the expectations over every draw given
+the policy (``abtest.outcomes.EXACT_TWINS``): the same effects as uctr, clicks, purchases and
+GMV with less variance."""
 
 
 @config

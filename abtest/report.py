@@ -121,39 +121,48 @@ def truth_line(result: ExperimentResult) -> str:
     if c.interleave:
         agree = t["same_sign"].dropna()
         return (
-            f"true A/B lift: the effect on {who}, same days and random numbers, on expected values; "
+            f"true A/B lift: the effect on {who}, same days and random numbers, in exact expectation "
+            "over every draw; "
             f"the interleaving estimate (credit difference) points the same way in {int(agree.sum())} "
             f"of {len(agree)} comparisons"
         )
     covered = t["rel_covered"].dropna()
     return (
-        f"true lift: the effect on {who}, same days and random numbers, on expected values "
-        f"(clicks, purchases, GMV, uCTR by their expected twins); the lift interval covers it in "
+        f"true lift: the effect on {who}, same days and random numbers, in exact expectation over "
+        "every click, purchase and continue/leave draw (clicks, purchases, GMV, uCTR, depth by their "
+        f"exact twins); the lift interval covers it in "
         f"{int(covered.sum())} of {len(covered)} comparisons"
     )
 
 
 def decision_lines(result: ExperimentResult) -> list[str]:
-    """Per treatment: the MDE on clicks at this size and the users a production split test
-    would need to detect the measured click lift."""
+    """Per treatment: the MDE on clicks (and on its exact twin) at this size and the users a
+    production split test would need to detect the measured click lift."""
     power = result.power
     if not len(power):
         return []
+    power = power.set_index(["metric", "treatment"])
     lines = []
-    for _, row in power[power["metric"] == "clicks"].iterrows():
+    for (metric, treatment), row in power.iterrows():
+        if metric != "clicks":
+            continue
         if result.config.interleave:
             lines.append(
-                f"clicks credit ({row['treatment']}): MDE {_pct(row['mde_rel'])} of the control's credit "
+                f"clicks credit ({treatment}): MDE {_pct(row['mde_rel'])} of the control's credit "
                 f"at this size (power {result.config.stats.power:g}; the sign test is the decision)"
             )
             continue
+        exact = row["lift_from"]
+        mde = f"MDE {_pct(row['mde_rel'])}"
+        if exact != metric:
+            mde += f" ({exact}: {_pct(power.loc[(exact, treatment), 'mde_rel'])})"
         needed = row["split_users_for_lift"]
-        measured = result.record("clicks", row["treatment"]).rel_effect
+        measured = result.record(exact, treatment).rel_effect
         lines.append(
-            f"clicks ({row['treatment']}): MDE {_pct(row['mde_rel'])} at this size (power "
-            f"{result.config.stats.power:g}); a production split test would need "
+            f"clicks ({treatment}): {mde} at this size (power {result.config.stats.power:g}); "
+            "a production split test would need "
             + (f"{needed:,.0f} users" if math.isfinite(needed) else "– users (no measurable lift)")
-            + f" to detect the measured lift of {_pct(measured)}"
+            + f" to detect the measured lift of {_pct(measured)} ({exact})"
         )
     return lines
 
