@@ -201,9 +201,10 @@ def _progress_bar(total: int, enabled: bool) -> Iterator[Callable[[pd.DataFrame]
 
     def shown(frame: pd.DataFrame) -> None:
         nonlocal pages
-        pages += int(frame["pages"].sum())
-        bar.set_postfix(pages=f"{pages:,}", refresh=False)
-        bar.update(len(frame))
+        if "pages" in frame.columns:  # an interleaved shard without truth users has credits only
+            pages += int(frame["pages"].sum())
+            bar.set_postfix(pages=f"{pages:,}", refresh=False)
+        bar.update(len(frame.drop_duplicates(["user", "day"])))
 
     try:
         yield shown
