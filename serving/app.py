@@ -10,6 +10,10 @@ does, so that a new ``user_config`` of one stage is applied in place by ``reconf
     ranker = app.ranker(arm="treatment")  # a PageRanker: run_sessions(sim, ranker, keys)
     app.swap("treatment", "other.pt")     # in place, requests in flight finish
     app.stop()                            # or: with serving.start(...) as app: ...
+
+``AppArgs.layout`` chooses the deployments: "split" (recall, ``coarse-<arm>`` and fine behind the
+ingress, each scaled and swapped on its own) or "fused" (the ingress runs every stage: one hop
+per page instead of four; a swap reconfigures the ingress).
 """
 
 from __future__ import annotations

@@ -153,6 +153,19 @@ def ingress_deployment(config: WorldConfig, experiment: Experiment, backend: typ
     Request = request_model(config, experiment.arms)
     arms = experiment.arms
 
+    def openapi() -> dict:
+        """FastAPI's schema and the answers outside the operations (``@serve.ingress`` copies
+        the app: set before it)."""
+        if api.openapi_schema is None:
+            schema = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            schema["components"]["responses"] = NOT_ROUTED
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi
+
     @serve.deployment
     @serve.ingress(api)
     class Ingress:
@@ -237,14 +250,4 @@ def ingress_deployment(config: WorldConfig, experiment: Experiment, backend: typ
                 ),
             )
 
-    def openapi() -> dict:
-        if api.openapi_schema is None:
-            schema = get_openapi(
-                title=api.title, version=api.version, description=api.description, routes=api.routes
-            )
-            schema["components"]["responses"] = NOT_ROUTED
-            api.openapi_schema = schema
-        return api.openapi_schema
-
-    api.openapi = openapi
     return Ingress
