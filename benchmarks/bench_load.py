@@ -11,6 +11,7 @@ Serve's 503 (``Retry-After``): the deliberate overload answer.
     .venv/bin/python benchmarks/bench_load.py [--layout fused] [--seconds 60] [--factor 2]
 
 The app is the default world's cascade of seeded full-size models (``bench_serving``).
+Measured figures: docs/ray_notes.md ("The served cascade's HTTP contract, layouts and load").
 """
 
 from __future__ import annotations
