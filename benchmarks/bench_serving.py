@@ -1,14 +1,17 @@
 """The served cascade at the default world's sizes (recall 5,000 -> coarse 600 -> page 10).
 
-Prints single-request HTTP (and handle) latency p50 / p99, the throughput of the batched
-handle path next to the in-process cascade measured in the same run (and their ratio), and
-the memory of the Ray processes. The models are freshly initialised (seeded, untrained) at
+Prints single-request latency p50 / p99 in process, then for each app layout (``split``: a
+deployment per stage, ``fused``: the ingress runs every stage) over HTTP and by handle with the
+ratio of the HTTP p50 to the in-process p50, the throughput of the batched handle path next to
+the in-process cascade measured in the same run (and their ratio), and the memory of the Ray
+processes. The models are freshly initialised (seeded, untrained) at
 full size: a DSSM coarse ranker (``--coarse full``: every switch on) and the DIN fine ranker;
 their cost does not depend on their weights.
 
-    .venv/bin/python benchmarks/bench_serving.py [--requests 2048] [--latency-requests 300]
+    .venv/bin/python benchmarks/bench_serving.py [--requests 2048] [--latency-requests 300] \
+        [--layouts split fused]
 
-Targets: HTTP p50 <= 20 ms, p99 <= 50 ms; batched throughput >= 0.5 x in-process.
+Targets: HTTP p50 <= 2 x in-process (fused), p99 <= 50 ms; batched throughput >= 0.5 x in-process.
 """
 
 from __future__ import annotations
@@ -131,6 +134,13 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=4, help="batched calls in flight")
     parser.add_argument("--coarse", choices=sorted(COARSE), default="dssm")
     parser.add_argument("--threads", type=int, default=1, help="torch threads in process (replicas: 1 each)")
+    parser.add_argument(
+        "--layouts",
+        nargs="+",
+        choices=["split", "fused"],
+        default=["split", "fused"],
+        help="app layouts to serve",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = WorldConfig()
@@ -149,61 +159,84 @@ def main() -> None:
         users = rng.integers(0, config.n_users, args.requests)
         local = in_process_throughput(world, cascade, users, args.chunk)
         print(f"in-process cascade ({args.coarse} coarse + DIN fine): {local:7.1f} requests/s")
-        recall, local_ms = Recall(world), []
+        print(f"single request, in process: {percentiles(in_process_latency(world, cascade, users))}")
+
+        init_ray(object_store_memory=1024 * 2**20)
+        for layout in args.layouts:
+            app_args = AppArgs(
+                world="default",
+                arms={"control": {"coarse": str(coarse_path)}},
+                fine=str(fine_path),
+                port=free_port(),
+                layout=layout,
+            )
+            serve_layout(app_args, world, cascade, users, local, args, rng)
+
+
+def in_process_latency(world: World, cascade: Cascade, users: np.ndarray) -> list[float]:
+    """Milliseconds of recall + ``Cascade.rank`` of one user, for each of ``users``."""
+    recall, ms = Recall(world), []
+    for user in users:
+        t = time.perf_counter()
+        cascade.rank([user], recall(SessionKeys.of([user])).items)
+        ms.append(1e3 * (time.perf_counter() - t))
+    return ms
+
+
+def serve_layout(app_args: AppArgs, world: World, cascade: Cascade, users, local, args, rng) -> None:
+    """Start the app in ``app_args.layout`` and print its latencies with the ratio of the HTTP
+    p50 to the in-process p50 measured right after it (the machine's load varies), its batched
+    throughput and the memory of the Ray processes."""
+    config = world.config
+    t = time.perf_counter()
+    served = start(app_args, name="bench")
+    print(
+        f"\n[{app_args.layout}] Ray + Serve + app started in {time.perf_counter() - t:.1f} s at {served.url}"
+    )
+    try:
+        url = f"{served.url}/rank"
+        session = requests.Session()
+        for user in rng.integers(0, config.n_users, 20):  # warm-up
+            session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
+        http_ms, handle_ms = [], []
         for user in rng.integers(0, config.n_users, args.latency_requests):
             t = time.perf_counter()
-            cascade.rank([user], recall(SessionKeys.of([user])).items)
-            local_ms.append(1e3 * (time.perf_counter() - t))
-        print(f"single request, in process: {percentiles(local_ms)}")
-
-        t = time.perf_counter()
-        init_ray(object_store_memory=1024 * 2**20)
-        port = free_port()
-        app_args = AppArgs(
-            world="default", arms={"control": {"coarse": str(coarse_path)}}, fine=str(fine_path), port=port
-        )
-        served = start(app_args, name="bench")
-        print(f"Ray + Serve + app started in {time.perf_counter() - t:.1f} s at {served.url}")
-        try:
-            url = f"{served.url}/rank"
-            session = requests.Session()
-            for user in rng.integers(0, config.n_users, 20):  # warm-up
-                session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
-            http_ms, handle_ms = [], []
-            for user in rng.integers(0, config.n_users, args.latency_requests):
-                t = time.perf_counter()
-                session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
-                http_ms.append(1e3 * (time.perf_counter() - t))
-            for user in rng.integers(0, config.n_users, args.latency_requests):
-                t = time.perf_counter()
-                served.rank(PageRequests.of([user]))
-                handle_ms.append(1e3 * (time.perf_counter() - t))
-            print(f"single request, HTTP:   {percentiles(http_ms)}")
-            print(f"single request, handle: {percentiles(handle_ms)}")
-
-            ranker = ServeRanker(served.handle, chunk=args.chunk, max_in_flight=args.in_flight)
-            ranker.rank(PageRequests.of(users[: args.chunk]))  # warm-up
+            session.post(url, json={"user_id": int(user)}, timeout=30).raise_for_status()
+            http_ms.append(1e3 * (time.perf_counter() - t))
+        for user in rng.integers(0, config.n_users, args.latency_requests):
             t = time.perf_counter()
-            res = ranker.rank(PageRequests.of(users))
-            remote = len(users) / (time.perf_counter() - t)
-            expected = cascade.rank(users[:64], Recall(world)(SessionKeys.of(users[:64])).items)
-            assert np.array_equal(res.items[:64], expected.page), "served pages differ from in-process"
-            print(
-                f"batched handle ({args.chunk} per call, {args.in_flight} in flight):"
-                f" {remote:7.1f} requests/s = {remote / local:.2f} x in-process (pages identical)"
-            )
-            memory = ray_memory()
-            print(f"\n{'Ray process':<42}{'RSS MiB':>9}{'PSS MiB':>9}")
-            for name, rss, pss in memory:
-                print(f"{name[:41]:<42}{rss:9.0f}{pss:9.0f}")
-            replicas = [m for m in memory if m[0].startswith("ray::ServeReplica")]
-            print(
-                f"{'total':<42}{sum(m[1] for m in memory):9.0f}{sum(m[2] for m in memory):9.0f}\n"
-                f"{'of which the app replicas':<42}{sum(m[1] for m in replicas):9.0f}"
-                f"{sum(m[2] for m in replicas):9.0f}"
-            )
-        finally:
-            served.stop()
+            served.rank(PageRequests.of([user]))
+            handle_ms.append(1e3 * (time.perf_counter() - t))
+        local_ms = in_process_latency(world, cascade, users[: args.latency_requests])
+        print(f"single request, HTTP:       {percentiles(http_ms)}")
+        print(f"single request, handle:     {percentiles(handle_ms)}")
+        print(f"single request, in process: {percentiles(local_ms)}")
+        ratio = np.percentile(http_ms, 50) / np.percentile(local_ms, 50)
+        print(f"[{app_args.layout}] HTTP p50 / in-process p50 = {ratio:.2f} (target <= 2)")
+
+        ranker = ServeRanker(served.handle, chunk=args.chunk, max_in_flight=args.in_flight)
+        ranker.rank(PageRequests.of(users[: args.chunk]))  # warm-up
+        t = time.perf_counter()
+        res = ranker.rank(PageRequests.of(users))
+        remote = len(users) / (time.perf_counter() - t)
+        expected = cascade.rank(users[:64], Recall(world)(SessionKeys.of(users[:64])).items)
+        assert np.array_equal(res.items[:64], expected.page), "served pages differ from in-process"
+        print(
+            f"batched handle ({args.chunk} per call, {args.in_flight} in flight):"
+            f" {remote:7.1f} requests/s = {remote / local:.2f} x in-process (pages identical)"
+        )
+        memory = ray_memory()
+        print(f"\n{'Ray process':<42}{'RSS MiB':>9}{'PSS MiB':>9}")
+        for name, rss, pss in memory:
+            print(f"{name[:41]:<42}{rss:9.0f}{pss:9.0f}")
+        replicas = [m for m in memory if m[0].startswith("ray::ServeReplica")]
+        print(
+            f"{'total':<42}{sum(m[1] for m in memory):9.0f}{sum(m[2] for m in memory):9.0f}\n"
+            f"{'of which the app replicas':<42}{sum(m[1] for m in replicas):9.0f}"
+            f"{sum(m[2] for m in replicas):9.0f}"
+        )
+    finally:
+        served.stop()
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
         "and optionally its coarse size; repeat per arm (default: control=popularity)",
     )
     parser.add_argument("--fine", help='the fine scorer shared by all arms (default "oracle")')
+    parser.add_argument(
+        "--layout",
+        choices=["split", "fused"],
+        help='"split" (default): a deployment per stage; "fused": the ingress runs every stage',
+    )
     parser.add_argument("--salt", help="the experiment's assignment salt")
     parser.add_argument("--layer", help="the experiment's assignment layer")
     parser.add_argument("--share", type=_share, action="append", metavar="NAME=SHARE", help="an arm's share")
@@ -78,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
     add_set_argument(parser)
     add_version_argument(parser)
     ns = parser.parse_args(argv)
-    flags = {key: getattr(ns, key) for key in ("world", "fine", "host", "port")}
+    flags = {key: getattr(ns, key) for key in ("world", "fine", "layout", "host", "port")}
     flags |= {"assignment.salt": ns.salt, "assignment.layer": ns.layer}
     flags |= {
         "arms": dict(ns.arm) if ns.arm else None,

@@ -10,12 +10,17 @@ does, so that a new ``user_config`` of one stage is applied in place by ``reconf
     ranker = app.ranker(arm="treatment")  # a PageRanker: run_sessions(sim, ranker, keys)
     app.swap("treatment", "other.pt")     # in place, requests in flight finish
     app.stop()                            # or: with serving.start(...) as app: ...
+
+``AppArgs.layout`` chooses the deployments: "split" (recall, ``coarse-<arm>`` and fine behind the
+ingress, each scaled and swapped on its own) or "fused" (the ingress runs every stage: one hop
+per page instead of four; a swap reconfigures the ingress).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -31,7 +36,8 @@ from policies.checkpoint import CheckpointError, load_checkpoint
 from policies.features import vocab_of
 from serving.args import AppArgs, app_args, scorer_spec
 from serving.client import ServeRanker
-from serving.deployments import Batching, Experiment, RecallServer, ingress_deployment
+from serving.deployments import Batching, Experiment, RecallServer, SplitBackend, ingress_deployment
+from serving.fused import FusedBackend
 from serving.model_servers import CoarseServer, FineServer
 from serving.pipeline import PageRequests, PageResults
 
@@ -45,9 +51,21 @@ def coarse_name(arm: str) -> str:
     return f"coarse-{arm}"
 
 
+def user_configs(args: AppArgs) -> dict[str, dict]:
+    """The ``user_config`` (the models) of each deployment that has one, by deployment name."""
+    if args.layout == "fused":
+        return {
+            "ingress": {"coarse": {arm: spec.coarse for arm, spec in args.arms.items()}, "fine": args.fine}
+        }
+    return {coarse_name(arm): {"coarse": spec.coarse} for arm, spec in args.arms.items()} | {
+        "fine": {"fine": args.fine}
+    }
+
+
 def build_app(args: AppArgs | dict) -> serve.Application:
-    """The app: an ingress bound to the recall, per-arm coarse and fine deployments. Serve
-    passes the config file's ``args`` table; it is validated as ``AppArgs`` here."""
+    """The app: an ingress bound to the recall, per-arm coarse and fine deployments (layout
+    "split"), or one ingress running them all (layout "fused"). Serve passes the config file's
+    ``args`` table; it is validated as ``AppArgs`` here."""
     args = app_args(args)
     config = args.world_config
     batching = Batching(args.max_batch_size, args.batch_wait_timeout_s)
@@ -59,16 +77,7 @@ def build_app(args: AppArgs | dict) -> serve.Application:
         "health_check_period_s": HEALTH_CHECK_PERIOD_S,
         "logging_config": {"enable_access_log": args.access_log},
     }
-    recall = RecallServer.options(name="recall", **common).bind(config, batching)
-    coarse = {
-        arm: CoarseServer.options(name=coarse_name(arm), user_config={"coarse": spec.coarse}, **common).bind(
-            recall, arm, args.coarse_size(arm), batching, args.torch_threads
-        )
-        for arm, spec in args.arms.items()
-    }
-    fine = FineServer.options(name="fine", user_config={"fine": args.fine}, **common).bind(
-        recall, batching, args.torch_threads
-    )
+    models = user_configs(args)
     assignment = args.experiment()
     experiment = Experiment(
         arms=tuple(args.arms),
@@ -76,8 +85,24 @@ def build_app(args: AppArgs | dict) -> serve.Application:
         sizes=tuple(args.coarse_size(a) for a in args.arms),
         assignment=assignment,
     )
-    ingress = ingress_deployment(config, experiment)
-    return ingress.options(name="ingress", **common).bind(recall, coarse, fine)
+    ingress = {"name": "ingress", "max_queued_requests": args.max_queued_requests, **common}
+    if args.layout == "fused":
+        sizes = {arm: args.coarse_size(arm) for arm in args.arms}
+        deployment = ingress_deployment(config, experiment, FusedBackend)
+        return deployment.options(user_config=models["ingress"], **ingress).bind(
+            config, sizes, batching, args.torch_threads
+        )
+    recall = RecallServer.options(name="recall", **common).bind(config, batching)
+    coarse = {
+        arm: CoarseServer.options(name=coarse_name(arm), user_config=models[coarse_name(arm)], **common).bind(
+            recall, arm, args.coarse_size(arm), batching, args.torch_threads
+        )
+        for arm in args.arms
+    }
+    fine = FineServer.options(name="fine", user_config=models["fine"], **common).bind(
+        recall, batching, args.torch_threads
+    )
+    return ingress_deployment(config, experiment, SplitBackend).options(**ingress).bind(recall, coarse, fine)
 
 
 class ServeError(RuntimeError):
@@ -117,26 +142,41 @@ class ServedCascade:
         replica sees it."""
         if arm not in self.args.arms:
             raise ValueError(f"unknown arm {arm!r}; arms: {list(self.args.arms)}")
-        self._update(coarse_name(arm), {"coarse": coarse}, timeout_s)
+        spec = self._checked(coarse, "coarse")
+        if self.args.layout == "fused":
+            self._update("ingress", lambda models: models | {"coarse": models["coarse"] | {arm: spec}})
+        else:
+            self._update(coarse_name(arm), lambda _: {"coarse": spec})
+        _wait(self.name, timeout_s, lambda: self.versions()["arms"][arm]["spec"] == spec)
 
     def swap_fine(self, fine: str, timeout_s: float = 120.0) -> None:
-        self._update("fine", {"fine": fine}, timeout_s)
+        spec = self._checked(fine, "fine")
+        if self.args.layout == "fused":
+            self._update("ingress", lambda models: models | {"fine": spec})
+        else:
+            self._update("fine", lambda _: {"fine": spec})
+        _wait(self.name, timeout_s, lambda: self.versions()["fine"]["spec"] == spec)
 
-    def _update(self, deployment: str, user_config: dict, timeout_s: float) -> None:
-        ((stage, spec),) = user_config.items()
+    def _checked(self, spec: str, kind: str) -> str:
+        """The spec of a scorer that loads: fail here, not in the replicas (the old model keeps
+        serving)."""
         spec = scorer_spec(spec)
-        if spec not in BASELINES:  # fail here, not in the replicas (the old model keeps serving)
-            loaded = load_checkpoint(spec, kind=stage)
+        if spec not in BASELINES:
+            loaded = load_checkpoint(spec, kind=kind)
             if loaded.model.vocab != vocab_of(self.args.world_config):
                 raise CheckpointError(f"{spec} was trained on another world: vocab {loaded.model.vocab}")
+        return spec
+
+    def _update(self, deployment: str, change: Callable[[dict], dict]) -> None:
+        """Deploy the app again with ``change(user_config)`` as that deployment's user_config."""
         app = _app_schema(self.name, self.route_prefix, self.args)
         current = _deployed_apps().get(self.name)
         overrides = {d.name: d for d in (current.deployments if current else [])}
-        overrides[deployment] = DeploymentSchema(name=deployment, user_config={stage: spec})
+        models = overrides[deployment].user_config if deployment in overrides else None
+        models = models or user_configs(self.args)[deployment]
+        overrides[deployment] = DeploymentSchema(name=deployment, user_config=change(models))
         app.deployments = list(overrides.values())
         _apply(app)
-        handle = serve.get_deployment_handle(deployment, app_name=self.name)
-        _wait(self.name, timeout_s, lambda: handle.status.remote().result()["spec"] == spec)
 
     def stop(self) -> None:
         """Delete the app; shut Serve and Ray down if ``start`` started them."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from common.assignment import Assignment
 from common.config import ConfigError, config, from_mapping, setting
@@ -98,6 +98,10 @@ class AppArgs:
     under ``serve run``, the config file's ``http_options`` decide)."""
     port: int = setting(8000, ge=0, le=65535)
     """HTTP port of Serve's proxy (as ``host``)."""
+    layout: Literal["split", "fused"] = "split"
+    """"split": recall, each arm's coarse stage and the fine stage are deployments of their own
+    (four hops per page; each stage scales and swaps on its own). "fused": the ingress runs
+    every stage in its process (one hop: the lower latency; models swap in place too)."""
     max_batch_size: int = setting(32, ge=1)
     """Most calls one ``@serve.batch`` invocation of a stage takes."""
     batch_wait_timeout_s: float = setting(0.0, ge=0)
@@ -106,6 +110,10 @@ class AppArgs:
     max_ongoing_requests: int = setting(128, ge=1)
     """Per replica, every deployment; keep it >= the clients' concurrency (Serve's default,
     5, stalls routing under bursts)."""
+    max_queued_requests: int = setting(-1, ge=-1)
+    """Requests waiting for an ingress replica beyond its ``max_ongoing_requests``, per caller
+    (Serve's proxy, a handle), before the next is refused: HTTP 503 with ``Retry-After``, a
+    handle's ``BackPressureError``. -1 = unbounded (overload then shows as latency)."""
     cpus_per_replica: float = setting(0.1, ge=0)
     """Logical CPUs each replica reserves (the stages are light; torch uses ``torch_threads``)."""
     torch_threads: int = setting(1, ge=1)

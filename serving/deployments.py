@@ -1,19 +1,21 @@
 """Ray Serve deployments of the cascade without models: recall and the ingress.
 
-    HTTP / handle -> Ingress -> Recall -> Coarse[arm] -> Fine -> Ingress
+    split:  HTTP / handle -> Ingress -> Recall -> Coarse[arm] -> Fine -> Ingress
+    fused:  HTTP / handle -> Ingress (recall, coarse[arm] and fine in its process)
 
 - ``RecallServer`` is the home of the world: it builds ``World(config)`` once, puts it in the
   object store and keeps only that copy; the model stages (``serving.model_servers``) map the
   same shared-memory copy (zero-copy, read-only) instead of building their own (the default
   world is ~256 MiB of arrays).
-- The ingress (``ingress_deployment``) assigns arms with ``common.assignment.Assignment``, runs
-  one recall -> coarse -> fine chain per arm (responses are passed on unawaited, so stage
-  outputs travel from stage to stage through the object store), and serves HTTP and the
-  batched handle method ``rank_batch``.
+- The ingress (``ingress_deployment``) assigns arms with ``common.assignment.Assignment``,
+  has its backend compute the pages and serves HTTP and the batched handle method
+  ``rank_batch``. The split backend (``SplitBackend``) runs one recall -> coarse -> fine chain
+  of deployments per arm; the fused one (``serving.fused``) runs the same stages in the
+  ingress's process, one hop instead of four.
 
-Neither imports torch, so their replicas start fast and small. Not importing ``annotations``
-from ``__future__`` here is deliberate: FastAPI reads the handlers' annotations when they are
-defined.
+Neither the recall nor the split ingress imports torch, so their replicas start fast and
+small. Not importing ``annotations`` from ``__future__`` here is deliberate: FastAPI reads the
+handlers' annotations when they are defined.
 """
 
 import asyncio
@@ -24,11 +26,15 @@ import dataclasses
 import numpy as np
 import ray
 from fastapi import FastAPI, HTTPException
+from fastapi.openapi.utils import get_openapi
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from serving.pipeline import PageRequests, PageResults, RecallStage, assign_arms, gather_results
 from serving.schemas import (
+    BAD_BODY,
+    NOT_ROUTED,
+    OVERLOAD,
     ArmInfo,
     Health,
     RankResponse,
@@ -97,43 +103,87 @@ class Experiment:
     assignment: "Assignment | None"  # noqa: F821 (common.assignment; None: a single arm takes everyone)
 
 
-def ingress_deployment(config: WorldConfig, experiment: Experiment):
-    """The ingress deployment of one world and set of arms (the FastAPI app is built here, per
-    app: a module-level app bound twice in one process fails to pickle)."""
+class SplitBackend:
+    """The split layout: the ingress calls the recall, per-arm coarse and fine deployments (one
+    recall -> coarse -> fine chain per arm; responses are passed on unawaited, so stage outputs
+    travel from stage to stage through the object store)."""
+
+    def __init__(self, recall: DeploymentHandle, coarse: dict, fine: DeploymentHandle) -> None:
+        self.recall, self.coarse, self.fine = recall, coarse, fine
+
+    async def pages(self, requests: PageRequests, arm_of: np.ndarray, arms: tuple[str, ...]) -> PageResults:
+        groups, recalls, outs = [], [], []
+        for a in np.unique(arm_of):
+            rows = np.flatnonzero(arm_of == a)
+            sub = requests.take(rows)
+            recall = self.recall.recall.remote(sub.users, sub.days, sub.sessions)
+            keys = (sub.users, sub.days, sub.sessions)
+            coarse = self.coarse[arms[a]].coarse.remote(*keys, recall, sub.exclude)
+            outs.append(self.fine.fine.remote(*keys, coarse))
+            groups.append((rows, arms[a]))
+            recalls.append(recall)
+        done = await asyncio.gather(*outs)
+        sets = await asyncio.gather(*recalls) if requests.trace else None
+        return gather_results(
+            len(requests), [(r, a, o) for (r, a), o in zip(groups, done, strict=True)], sets
+        )
+
+    async def statuses(self, arms: tuple[str, ...]) -> tuple[list[dict], dict]:
+        """Every arm's coarse stage status and the fine stage's (once the recall answers too)."""
+        *coarse, fine, _ = await asyncio.gather(
+            *(self.coarse[a].status.remote() for a in arms),
+            self.fine.status.remote(),
+            self.recall.status.remote(),
+        )
+        return coarse, fine
+
+
+def ingress_deployment(config: WorldConfig, experiment: Experiment, backend: type):
+    """The ingress deployment of one world and set of arms; ``backend`` computes the pages
+    (``SplitBackend``, or ``serving.fused.FusedBackend``), built from the deployment's bound
+    arguments. (The FastAPI app is built here, per app: a module-level app bound twice in one
+    process fails to pickle.)"""
     api = FastAPI(
         title="cascade-ab: the served ranking cascade",
-        description="recall -> coarse (per A/B arm) -> fine -> page, with optional stage traces",
+        description="recall -> coarse (per A/B arm) -> fine -> page, with optional stage traces."
+        " A path that does not exist is a 404 and a method a path does not take a 405, both with"
+        " a `Message` body (`components.responses`).",
         version="1",
     )
     Request = request_model(config, experiment.arms)
+    arms = experiment.arms
+
+    def openapi() -> dict:
+        """FastAPI's schema and the answers outside the operations (``@serve.ingress`` copies
+        the app: set before it)."""
+        if api.openapi_schema is None:
+            schema = get_openapi(
+                title=api.title, version=api.version, description=api.description, routes=api.routes
+            )
+            schema["components"]["responses"] = NOT_ROUTED
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi
 
     @serve.deployment
     @serve.ingress(api)
     class Ingress:
-        def __init__(self, recall: DeploymentHandle, coarse: dict, fine: DeploymentHandle) -> None:
-            self.recall, self.coarse, self.fine = recall, coarse, fine
+        def __init__(self, *parts) -> None:
+            self.backend = backend(*parts)
+
+        async def reconfigure(self, user_config: dict) -> None:
+            """The fused layout's models (``serving.fused``); the split ingress has no user_config."""
+            await self.backend.reconfigure(user_config)
 
         async def rank_batch(self, requests: PageRequests) -> PageResults:
             """Pages for many requests in one call (the traffic drivers' entry point)."""
-            requests.validate(config, experiment.arms)
-            arm_of = assign_arms(requests, experiment.arms, experiment.assignment)
-            groups, recalls, outs = [], [], []
-            for a in np.unique(arm_of):
-                rows = np.flatnonzero(arm_of == a)
-                sub = requests.take(rows)
-                recall = self.recall.recall.remote(sub.users, sub.days, sub.sessions)
-                keys = (sub.users, sub.days, sub.sessions)
-                coarse = self.coarse[experiment.arms[a]].coarse.remote(*keys, recall, sub.exclude)
-                outs.append(self.fine.fine.remote(*keys, coarse))
-                groups.append((rows, experiment.arms[a]))
-                recalls.append(recall)
-            done = await asyncio.gather(*outs)
-            sets = await asyncio.gather(*recalls) if requests.trace else None
-            return gather_results(
-                len(requests), [(r, a, o) for (r, a), o in zip(groups, done, strict=True)], sets
+            requests.validate(config, arms)
+            return await self.backend.pages(
+                requests, assign_arms(requests, arms, experiment.assignment), arms
             )
 
-        @api.post("/rank")
+        @api.post("/rank", responses=BAD_BODY | OVERLOAD)
         async def rank(self, request: Request) -> RankResponse:
             """The next page for one user's session."""
             res = await self.rank_batch(
@@ -165,21 +215,19 @@ def ingress_deployment(config: WorldConfig, experiment: Experiment):
                 trace=trace,
             )
 
-        @api.get("/healthz", responses={503: {"description": "a stage is not ready yet"}})
+        @api.get("/healthz", responses=OVERLOAD)
         async def healthz(self) -> Health:
             """OK once every stage answers (model stages load after the ingress is up)."""
-            stages = [self.recall, self.fine, *self.coarse.values()]
             try:
-                await asyncio.wait_for(asyncio.gather(*(s.status.remote() for s in stages)), HEALTH_TIMEOUT_S)
+                await asyncio.wait_for(self.backend.statuses(arms), HEALTH_TIMEOUT_S)
             except TimeoutError:
                 raise HTTPException(503, "stages are still starting") from None
             return Health()
 
-        @api.get("/version")
+        @api.get("/version", responses=OVERLOAD)
         async def version(self) -> VersionInfo:
             """The models being served (they change when a scorer is swapped)."""
-            statuses = await asyncio.gather(*(self.coarse[a].status.remote() for a in experiment.arms))
-            fine = await self.fine.status.remote()
+            statuses, fine = await self.backend.statuses(arms)
             return VersionInfo(
                 arms={
                     a: ArmInfo(coarse=s["version"], spec=s["spec"], coarse_size=size, share=share)

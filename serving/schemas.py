@@ -2,14 +2,18 @@
 
 ``request_model(config, arms)`` narrows ``RankRequest`` to one world and its arms (user and
 item id ranges, the recall size, arm names), so every bad input is a 422 with a message from
-validation, and ``/openapi.json`` states the bounds.
+validation, and ``/openapi.json`` states the bounds. Ids are JSON-Schema integers: ``597`` and
+``597.0`` are the same id; ``597.5``, ``"597"`` and ``true`` are not ids.
+
+``ERRORS`` are the error answers every operation declares (``responses=`` of its route), so
+``/openapi.json`` documents each status the server returns, with its body.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, create_model
 
 from simulator.config import WorldConfig
 
@@ -18,7 +22,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-NonNegative = Annotated[StrictInt, Field(ge=0)]
+def _integral_float_to_int(value: object) -> object:
+    """597.0 -> 597 (an integer in JSON Schema); anything else is left to ``StrictInt``, which
+    refuses bools, strings and 597.5."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def integer(**bounds: int) -> type[int]:
+    """A JSON-Schema integer within ``bounds`` (``Field``'s ge, lt, ...): an int or an integral
+    float, never a bool or a string. (The bounds come before the validator, so that the JSON
+    Schema states them.)"""
+    return Annotated[StrictInt, Field(**bounds), BeforeValidator(_integral_float_to_int)]  # type: ignore[return-value]
+
+
+MAX_KEY = 2**53 - 1
+"""The largest day, session or page: the largest integer every JSON parser reads exactly (the
+schema's bound must be exact where it is read as a float)."""
+NonNegative = integer(ge=0, le=MAX_KEY)
 
 
 class RankRequest(_Body):
@@ -38,12 +60,12 @@ class RankRequest(_Body):
 
 def request_model(config: WorldConfig, arms: tuple[str, ...]) -> type[RankRequest]:
     """``RankRequest`` with this world's id ranges and recall size, and these arm names."""
-    item = Annotated[StrictInt, Field(ge=0, lt=config.n_items)]
+    item = integer(ge=0, lt=config.n_items)
     return create_model(
         "RankRequest",
         __base__=RankRequest,
         __doc__=RankRequest.__doc__,
-        user_id=(Annotated[StrictInt, Field(ge=0, lt=config.n_users)], ...),
+        user_id=(integer(ge=0, lt=config.n_users), ...),
         exclude=(
             list[item],
             Field(
@@ -104,3 +126,30 @@ class VersionInfo(_Body):
     page_size: int
     world: dict[str, int]
     assignment: dict[str, str]
+
+
+class Message(BaseModel):
+    """An error answer: FastAPI's ``HTTPException`` body."""
+
+    detail: str
+
+
+_SERVE_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+
+BAD_BODY = {400: {"model": Message, "description": "The body is not parsable (e.g. not UTF-8)"}}
+"""Declared by the operations that take a body (FastAPI declares their 422)."""
+OVERLOAD = {
+    503: {
+        "model": Message,
+        "content": _SERVE_TEXT,
+        "description": "Overloaded: the ingress's queue is full (``max_queued_requests``); Serve's proxy"
+        " answers in plain text with ``Retry-After``. /healthz: a stage is not ready yet (JSON).",
+    }
+}
+"""Declared by every operation."""
+_MESSAGE_REF = {"application/json": {"schema": {"$ref": "#/components/schemas/Message"}}}
+NOT_ROUTED = {
+    "NotFound": {"description": "404: no such path", "content": _MESSAGE_REF},
+    "MethodNotAllowed": {"description": "405: the path does not take this method", "content": _MESSAGE_REF},
+}
+"""Answers outside the operations (404, 405), in ``components.responses`` of the OpenAPI."""

@@ -16,7 +16,7 @@ import numpy as np
 
 from policies.cascade import SessionCache, coarse_window, fine_page
 from policies.rankers import Scorer
-from serving.pipeline import CoarseOut, FineOut, bounds, exclusion_mask, pad_rows
+from serving.pipeline import CoarseOut, FineOut, RecallStage, bounds, exclusion_mask, pad_rows
 
 SESSION_CACHE = 2048
 """Sessions each stage's replica keeps scores for (coarse: ~80 KB each at recall 5,000)."""
@@ -129,3 +129,24 @@ class FineStage:
                     scorer.version,
                 )
         return out  # type: ignore[return-value]
+
+
+class FusedCascade:
+    """Recall, each arm's coarse stage and the fine stage called in one process (the fused
+    layout): the calls the split layout's deployments make, so the same pages."""
+
+    def __init__(self, recall: RecallStage, coarse: dict[str, CoarseStage], fine: FineStage) -> None:
+        self.recall, self.coarse, self.fine = recall, coarse, fine
+
+    def run_many(
+        self, arms: list[str], users: list, days: list, sessions: list, exclude: list
+    ) -> list[tuple[np.ndarray, FineOut]]:
+        """(recall set, fine output) of each call; call ``i`` is ranked by arm ``arms[i]``."""
+        recall = self.recall.run_many(users, days, sessions)
+        coarse: list[CoarseOut | None] = [None] * len(arms)
+        for arm in dict.fromkeys(arms):
+            calls = [i for i, a in enumerate(arms) if a == arm]
+            parts = ([column[i] for i in calls] for column in (users, days, sessions, recall, exclude))
+            for i, out in zip(calls, self.coarse[arm].run_many(*parts), strict=True):
+                coarse[i] = out
+        return list(zip(recall, self.fine.run_many(users, days, sessions, coarse), strict=True))

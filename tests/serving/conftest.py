@@ -4,6 +4,7 @@ app of the seeded SMALL-world models shared by the tests that need Serve (starti
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -77,5 +78,24 @@ def served(serve_port, app_args):
     from serving.app import start  # noqa: PLC0415
 
     app = start(app_args, name=APP, route_prefix="/cascade")
+    yield app
+    app.stop()
+
+
+FUSED_LIMITS = {"max_ongoing_requests": 4, "max_queued_requests": 4}
+"""The fused app admits at most 8 requests at once and answers the next with a 503 (the load
+test's overload answer)."""
+
+
+@pytest.fixture(scope="session")
+def fused(serve_port, app_args):
+    """The same app in the fused layout (one deployment), beside ``served``."""
+    from serving.app import start  # noqa: PLC0415
+
+    app = start(
+        dataclasses.replace(app_args, layout="fused", **FUSED_LIMITS),
+        name=f"{APP}-fused",
+        route_prefix="/fused",
+    )
     yield app
     app.stop()

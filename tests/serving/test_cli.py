@@ -23,6 +23,7 @@ def test_flags_build_app_args():
     assert args.coarse_size("control") == args.world_config.logging_coarse_size
     assert args.experiment().shares == (0.25, 0.75) and args.experiment().salt == "s1"
     assert (args.fine, args.port, args.host, ns.name) == ("popularity", 9001, "127.0.0.1", "cascade")
+    assert args.layout == "split" and parse_args(["--layout", "fused"])[0].layout == "fused"
 
 
 def test_an_args_file_is_overridden_by_flags(tmp_path):
@@ -50,6 +51,8 @@ def test_bad_flags_exit_with_a_message(argv, capsys):
         ("world: small\nacess_log: true\n", r"app\.yaml acess_log: unknown key; did you mean 'access_log'\?"),
         ("access_log: 'no'\n", r"app\.yaml access_log: must be true or false"),
         ("port: true\n", r"app\.yaml port: must be an integer, got True"),
+        ("layout: fuse\n", r"app\.yaml layout: must be one of \['split', 'fused'\]"),
+        ("max_queued_requests: -2\n", r"app\.yaml max_queued_requests: must be >= -1"),
         ("arms: {a: {coarse_size: 0}}\n", r"app\.yaml \[arms\.a\] coarse_size: must be >= 1"),
         ("world: [1\n", r"app\.yaml: cannot read app arguments"),
     ],
