@@ -8,14 +8,15 @@ import numpy as np
 
 from common.rng import Stream, uniform
 from simulator.logs import out_of_scene_purchases
-from simulator.oracle import best_in_pool, funnel_loss, oracle_scores
+from simulator.oracle import Objective, best_in_pool, funnel_loss, oracle_scores
 from simulator.recall import CHANNELS, SessionKeys
 from simulator.session import ScoreFn, SessionBatch, Simulator, run_static
 from simulator.world import World
 
 
 def baseline_scores(world: World) -> dict[str, ScoreFn]:
-    """Reference rankings of the recall set: random, popularity and the oracle."""
+    """Reference rankings of the recall set: random, popularity, the oracle (expected clicks)
+    and ``oracle_gmv`` (expected GMV: the click-vs-GMV trade-off)."""
 
     def random(batch: SessionBatch) -> np.ndarray:
         return uniform(
@@ -28,7 +29,10 @@ def baseline_scores(world: World) -> dict[str, ScoreFn]:
     def oracle(batch: SessionBatch) -> np.ndarray:
         return oracle_scores(world, batch.keys, batch.recall.items)
 
-    return {"random": random, "popularity": popularity, "oracle": oracle}
+    def oracle_gmv(batch: SessionBatch) -> np.ndarray:
+        return oracle_scores(world, batch.keys, batch.recall.items, Objective.GMV)
+
+    return {"random": random, "popularity": popularity, "oracle": oracle, "oracle_gmv": oracle_gmv}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +41,23 @@ class PolicyFigures:
     purchase_per_click: float
     pages_per_session: float
     clicks_per_session: float
-    uctr: float  # share of sessions with >= 1 click
+    uctr: float  # per-day uCTR: share of user-days (one session each) with >= 1 click
     gmv_per_user: float  # per user-day (one session per user-day)
 
 
-def policy_figures(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256) -> PolicyFigures:
+def session_totals(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256) -> dict:
+    """Per-session pages, impressions, clicks, purchases and GMV (arrays in the order of ``keys``)."""
     totals = [
         run_static(sim, keys.take(slice(lo, lo + batch_size)), score)
         for lo in range(0, len(keys), batch_size)
     ]
-    cat = {
+    return {
         f: np.concatenate([getattr(t, f) for t in totals])
         for f in ("pages", "impressions", "clicks", "purchases", "gmv")
     }
+
+
+def _figures(cat: dict) -> PolicyFigures:
     return PolicyFigures(
         ctr=cat["clicks"].sum() / max(cat["impressions"].sum(), 1),
         purchase_per_click=cat["purchases"].sum() / max(cat["clicks"].sum(), 1),
@@ -60,15 +68,25 @@ def policy_figures(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size
     )
 
 
-def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300) -> dict:
-    """Key figures of the world; every sampled user gets one session on day 0."""
+def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300, days: int = 1) -> dict:
+    """Key figures of the world: every sampled user who has arrived gets one session on each of
+    days 0..days-1; each policy's figures pool the user-days, ``uctr_day<d>`` is day d's uCTR."""
     c = world.config
     sim = Simulator(world)
-    users = np.random.default_rng(c.seed).choice(c.n_users, min(n_sessions, c.n_users), replace=False)
-    keys = SessionKeys.of(np.sort(users))
-    policies = {
-        name: dataclasses.asdict(policy_figures(sim, keys, fn)) for name, fn in baseline_scores(world).items()
-    }
+    users = np.sort(
+        np.random.default_rng(c.seed).choice(c.n_users, min(n_sessions, c.n_users), replace=False)
+    )
+    keys = SessionKeys.of(users)
+    arrived = [users[world.user_arrival_day[users] <= d] for d in range(days)]
+    all_days = SessionKeys.of(
+        np.concatenate(arrived), day=np.repeat(np.arange(days), [len(a) for a in arrived])
+    )
+    policies = {}
+    for name, fn in baseline_scores(world).items():
+        cat = session_totals(sim, all_days, fn)
+        policies[name] = dataclasses.asdict(_figures(cat))
+        for d in range(days):
+            policies[name][f"uctr_day{d}"] = float((cat["clicks"][all_days.day == d] > 0).mean())
 
     sorted_pop = np.sort(world.item_popularity)[::-1]
     n = c.n_items
@@ -99,7 +117,7 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300) -
             "oracle_top1_missing_share": best1_missing,
         },
         "policies": policies,
-        "sample": {"sessions": len(keys), "oracle_users": len(probe)},
+        "sample": {"sessions": len(all_days), "days": days, "oracle_users": len(probe)},
     }
 
 
