@@ -186,11 +186,11 @@ class World:
         budget_noise = rng.standard_normal(c.n_users)
         conversion_cat = rng.standard_normal(c.n_categories)
         conversion_item = rng.standard_normal(c.n_items)
-        if c.field_interaction_std > 0:
-            bucket = self.item_price_bucket
-            cross = cross_cat[self.item_category, bucket] + cross_brand[self.item_brand, bucket]
-            scale = c.field_interaction_std / np.sqrt(2)  # q_i gains this part after popularity is drawn
-            self.item_quality = (self.item_quality + scale * cross).astype(np.float32)
+        bucket = self.item_price_bucket
+        cross = cross_cat[self.item_category, bucket] + cross_brand[self.item_brand, bucket]
+        self.item_field_effect = (c.field_interaction_std / np.sqrt(2) * cross).astype(np.float32)
+        if c.field_interaction_std > 0:  # q_i gains the field part after popularity is drawn
+            self.item_quality = (self.item_quality + self.item_field_effect).astype(np.float32)
         # budget: log price above which a user's clicks fall away; lower for price-sensitive users
         beta = self.user_price_sensitivity
         z_beta = (beta - beta.mean()) / (beta.std() + 1e-12)

@@ -48,6 +48,6 @@ def test_world_figures_reflect_the_config(figures: dict) -> None:
 def test_report_names_every_policy_and_metric(figures: dict) -> None:
     report = format_report(figures)
     header = next(line for line in report.splitlines() if "random" in line)
-    assert header.split() == ["random", "popularity", "oracle", "oracle_gmv"]
+    assert header.split() == ["random", "popularity", "noisy_oracle", "oracle", "oracle_gmv"]
     for metric in figures["policies"]["oracle"]:
         assert f"  {metric} " in report

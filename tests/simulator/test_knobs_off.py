@@ -60,6 +60,13 @@ def test_knobs_off_reproduce_the_reference_code_byte_for_byte(tmp_path: Path) ->
     assert not differ, f"parts that differ from {REFERENCE_COMMIT[:10]}: {differ}"
 
 
+def test_every_knob_is_documented_off_in_the_world_toml() -> None:
+    text = (ROOT / "configs" / "world.toml").read_text()
+    for name in PHENOMENON_KNOBS:
+        assert f"\n{name} = 0" in text, name
+    assert WorldConfig.from_toml(ROOT / "configs" / "world.toml") == WorldConfig()
+
+
 def test_every_knob_is_off_by_default_and_stored_only_when_on() -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(WorldConfig)}
     assert all(defaults[name] == 0 for name in PHENOMENON_KNOBS)
