@@ -303,9 +303,11 @@ class World:
         """w_u on ``day`` (scalar or per user): day-0 taste plus taste_drift's random walk, (B, D)."""
         c = self.config
         vec = self.user_vec[users]
+        if c.taste_drift == 0:
+            return vec
         day = np.broadcast_to(np.asarray(day, dtype=np.int64), np.shape(users))
         n_days = int(day.max(initial=0))
-        if c.taste_drift == 0 or n_days == 0:
+        if n_days == 0:
             return vec
         steps = np.arange(1, n_days + 1)[None, :, None]
         u = uniform(c.seed, TimeStream.TASTE_DRIFT, users[:, None, None], steps, np.arange(2 * c.dim))
