@@ -110,6 +110,7 @@ class LogData:
     items: ItemFeatures  # (N,) indexed by item id
     history: torch.Tensor  # (U, H) long, logged behaviour sequence, indexed by user id
     world: dict  # the world config the logs came from
+    history_dwell: torch.Tensor | None = None  # (U, H) float logged dwell seconds, if the world logs them
     _lists: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
@@ -148,7 +149,10 @@ class LogData:
             is_new=torch.tensor(items["is_new"].to_numpy(np.float32)),
         )
         history = np.stack(users["history"].to_numpy()).astype(np.int64) if len(users) else np.zeros((0, 0))
-        return cls(samples, item_features, torch.as_tensor(history, dtype=torch.long), dict(world))
+        dwell = None
+        if "dwell" in users.columns and len(users):
+            dwell = torch.as_tensor(np.stack(users["dwell"].to_numpy()).astype(np.float32))
+        return cls(samples, item_features, torch.as_tensor(history, dtype=torch.long), dict(world), dwell)
 
     def lists(self, space: SampleSpace) -> Lists:
         """The lists of ``space``, built on first use and cached."""
@@ -177,6 +181,9 @@ def load_logs(path: str | Path) -> LogData:
         flat = users.column("history").combine_chunks().flatten().to_numpy()
         history = flat.reshape(users.num_rows, -1) if users.num_rows else flat.reshape(0, 0)
         users_df = pd.DataFrame({"user_id": users.column("user_id").to_numpy(), "history": list(history)})
+        if "dwell" in users.column_names:
+            dwell = users.column("dwell").combine_chunks().flatten().to_numpy().reshape(history.shape)
+            users_df["dwell"] = list(dwell)
     else:
         users_df = users.to_pandas()
     world = json.loads((path / "world.json").read_text())

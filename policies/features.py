@@ -29,6 +29,7 @@ def vocab_of(config: WorldConfig) -> Vocab:
 class FeatureStore:
     items: ItemFeatures  # (N,) indexed by item id
     history: torch.Tensor  # (U, H) long, logged behaviour sequence, indexed by user id
+    history_dwell: torch.Tensor | None = None  # (U, H) float logged dwell seconds, if the world logs them
 
     @classmethod
     def from_world(cls, world: World) -> FeatureStore:
@@ -40,7 +41,8 @@ class FeatureStore:
             price_bucket=torch.as_tensor(table["price_bucket"], dtype=torch.long),
             is_new=torch.as_tensor(table["is_new"], dtype=torch.float32),
         )
-        return cls(items, torch.as_tensor(world.history, dtype=torch.long))
+        dwell = None if world.history_dwell is None else torch.as_tensor(world.history_dwell)
+        return cls(items, torch.as_tensor(world.history, dtype=torch.long), dwell)
 
     @property
     def n_items(self) -> int:

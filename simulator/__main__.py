@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         default=300,
         help="users whose best items in the whole pool are computed (recall misses)",
     )
+    d.add_argument("--days", type=int, default=2, help="days of sessions per user (per-day uCTR)")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     g = sub.add_parser("logs", parents=[common], help="simulate logging-cascade logs as Parquet")
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "describe":
         from simulator.describe import describe, format_report  # noqa: PLC0415
 
-        figures = describe(world, n_sessions=args.sessions, n_oracle_users=args.oracle_users)
+        figures = describe(world, n_sessions=args.sessions, n_oracle_users=args.oracle_users, days=args.days)
         print(json.dumps(figures, indent=2) if args.json else format_report(figures))
     else:
         from simulator.logs import write_logs  # noqa: PLC0415

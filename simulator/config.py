@@ -140,6 +140,44 @@ class WorldConfig:
     sample_random: int = setting(0, ge=0)
     """Random negatives from the whole pool per request."""
 
+    # --- phenomena for the seeds' techniques (issue 13); every one is off at 0 ----------------
+    field_interaction_std: float = setting(0.0, ge=0)
+    """Std, in logits, of a part of q_i that is a cross of item fields (category x price level
+    and brand x price level): id embeddings of sparsely logged and new items cannot learn it,
+    field crosses can (SENET + bilinear)."""
+    taste_saturation: float = setting(0.0, ge=0)
+    """lambda: the taste term t = <w_u, v_i> becomes t / (1 + lambda |t|), so strong matches
+    saturate against quality and price (an MLP scorer can follow it, a dot product cannot)."""
+    budget_penalty: float = setting(0.0, ge=0)
+    """kappa: the click logit loses kappa * max(0, log p_i - log budget_u), a price threshold
+    per user (budget falls with price sensitivity); not a dot product (MLP scorer)."""
+    history_dwell_separation: float = setting(0.0, ge=0)
+    """Each behaviour gets a logged dwell time whose log is N(0, 1) around log 20 s for clean
+    behaviours and this many stds shorter for accidental ones (0 = no dwell feature): noise that
+    side information identifies (NOVA)."""
+    history_noise_spread: float = setting(0.0, ge=0, le=0.5)
+    """Std across users of their accidental share (Beta with mean history_noise, 0 = every
+    user history_noise): "mindful" users with few accidental clicks exist (segments)."""
+    conversion_std: float = setting(0.0, ge=0)
+    """Std, in logits, of an item's conversion propensity in the purchase logit (half shared by
+    its category, half its own), independent of click appeal: a GMV-aware score wins GMV and
+    loses a little on clicks (multi-task heads, seed 002's GMV result)."""
+    conversion_price_lift: float = setting(0.0, ge=0)
+    """The purchase logit gains this times (log p_i - ref): dearer items convert less badly than
+    they click, so expected GMV and expected clicks rank items differently (seed 002's GMV)."""
+    taste_drift: float = setting(0.0, ge=0)
+    """Std, in logits, of the day-to-day change of <w_u, v_i> over random pairs: tastes take a
+    random walk from day 0, keyed by (user, day), so memorised user vectors go stale."""
+    arrival_days: int = setting(0, ge=0)
+    """Days 1..arrival_days on which new users and new items arrive (0 = everyone is there on
+    day 0)."""
+    new_user_share_per_day: float = setting(0.0, ge=0, le=1)
+    """Share of users arriving on each of days 1..arrival_days: they have no logs before their
+    day (cold users for models trained on earlier days)."""
+    new_item_share_per_day: float = setting(0.0, ge=0, le=1)
+    """Share of the new items arriving on each of days 1..arrival_days: before their day they
+    are neither recalled nor bought."""
+
     def __post_init__(self) -> None:
         shares = (
             self.recall_share_i2i
@@ -162,6 +200,11 @@ class WorldConfig:
         )
         _check(self.seq_window <= self.history_len, "seq_window must be <= history_len")
         _check(self.i2i_neighbors < self.n_items, "i2i_neighbors must be < n_items")
+        for share in ("new_user_share_per_day", "new_item_share_per_day"):
+            _check(
+                getattr(self, share) * self.arrival_days <= 1.0,
+                f"{share} * arrival_days must be <= 1, got {getattr(self, share) * self.arrival_days:g}",
+            )
         _check(
             round(self.new_item_share * self.n_items) < self.n_items,
             "new_item_share leaves no established items",
@@ -182,8 +225,30 @@ class WorldConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every setting, except issue 13's knobs left off: a world without them stores (in
+        world.json, checkpoints) exactly what it stored before they existed."""
+        values = dataclasses.asdict(self)
+        for name in PHENOMENON_KNOBS:
+            if values[name] == 0:
+                del values[name]
+        return values
 
+
+PHENOMENON_KNOBS = (
+    "field_interaction_std",
+    "taste_saturation",
+    "budget_penalty",
+    "history_dwell_separation",
+    "history_noise_spread",
+    "conversion_std",
+    "conversion_price_lift",
+    "taste_drift",
+    "arrival_days",
+    "new_user_share_per_day",
+    "new_item_share_per_day",
+)
+"""Issue 13's phenomena; each is off at 0, its default, and the world is then exactly the
+world from before they existed."""
 
 WORLD_NAMES = ("", "default", "small")
 """World specs that name a built-in world; any other spec is a TOML file with a [world] table."""

@@ -6,16 +6,19 @@ import dataclasses
 
 import numpy as np
 
-from common.rng import Stream, uniform
+from common.rng import Stream, gumbel, uniform
 from simulator.logs import out_of_scene_purchases
-from simulator.oracle import best_in_pool, funnel_loss, oracle_scores
+from simulator.oracle import Objective, best_in_pool, funnel_loss, oracle_scores
 from simulator.recall import CHANNELS, SessionKeys
+from simulator.segments import SHORT_DWELL_S
 from simulator.session import ScoreFn, SessionBatch, Simulator, run_static
 from simulator.world import World
 
 
 def baseline_scores(world: World) -> dict[str, ScoreFn]:
-    """Reference rankings of the recall set: random, popularity and the oracle."""
+    """Reference rankings of the recall set: random, popularity, ``noisy_oracle`` (the true click
+    logit plus the logging fine stage's Gumbel noise: a stand-in for a learned ranker), the oracle
+    (expected clicks) and ``oracle_gmv`` (expected GMV: the click-vs-GMV trade-off)."""
 
     def random(batch: SessionBatch) -> np.ndarray:
         return uniform(
@@ -28,7 +31,23 @@ def baseline_scores(world: World) -> dict[str, ScoreFn]:
     def oracle(batch: SessionBatch) -> np.ndarray:
         return oracle_scores(world, batch.keys, batch.recall.items)
 
-    return {"random": random, "popularity": popularity, "oracle": oracle}
+    def oracle_gmv(batch: SessionBatch) -> np.ndarray:
+        return oracle_scores(world, batch.keys, batch.recall.items, Objective.GMV)
+
+    def noisy_oracle(batch: SessionBatch) -> np.ndarray:
+        items = batch.recall.items
+        z = world.click_logits(batch.keys.user, items, batch.keys.day)
+        return z + world.config.logging_fine_noise * gumbel(
+            world.config.seed, Stream.POLICY, *batch.keys.column(), items
+        )
+
+    return {
+        "random": random,
+        "popularity": popularity,
+        "noisy_oracle": noisy_oracle,
+        "oracle": oracle,
+        "oracle_gmv": oracle_gmv,
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,19 +56,23 @@ class PolicyFigures:
     purchase_per_click: float
     pages_per_session: float
     clicks_per_session: float
-    uctr: float  # share of sessions with >= 1 click
+    uctr: float  # per-day uCTR: share of user-days (one session each) with >= 1 click
     gmv_per_user: float  # per user-day (one session per user-day)
 
 
-def policy_figures(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256) -> PolicyFigures:
+def session_totals(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256) -> dict:
+    """Per-session pages, impressions, clicks, purchases and GMV (arrays in the order of ``keys``)."""
     totals = [
         run_static(sim, keys.take(slice(lo, lo + batch_size)), score)
         for lo in range(0, len(keys), batch_size)
     ]
-    cat = {
+    return {
         f: np.concatenate([getattr(t, f) for t in totals])
         for f in ("pages", "impressions", "clicks", "purchases", "gmv")
     }
+
+
+def _figures(cat: dict) -> PolicyFigures:
     return PolicyFigures(
         ctr=cat["clicks"].sum() / max(cat["impressions"].sum(), 1),
         purchase_per_click=cat["purchases"].sum() / max(cat["clicks"].sum(), 1),
@@ -60,15 +83,25 @@ def policy_figures(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size
     )
 
 
-def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300) -> dict:
-    """Key figures of the world; every sampled user gets one session on day 0."""
+def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300, days: int = 1) -> dict:
+    """Key figures of the world: every sampled user who has arrived gets one session on each of
+    days 0..days-1; each policy's figures pool the user-days, ``uctr_day<d>`` is day d's uCTR."""
     c = world.config
     sim = Simulator(world)
-    users = np.random.default_rng(c.seed).choice(c.n_users, min(n_sessions, c.n_users), replace=False)
-    keys = SessionKeys.of(np.sort(users))
-    policies = {
-        name: dataclasses.asdict(policy_figures(sim, keys, fn)) for name, fn in baseline_scores(world).items()
-    }
+    users = np.sort(
+        np.random.default_rng(c.seed).choice(c.n_users, min(n_sessions, c.n_users), replace=False)
+    )
+    keys = SessionKeys.of(users)
+    arrived = [users[world.user_arrival_day[users] <= d] for d in range(days)]
+    all_days = SessionKeys.of(
+        np.concatenate(arrived), day=np.repeat(np.arange(days), [len(a) for a in arrived])
+    )
+    policies = {}
+    for name, fn in baseline_scores(world).items():
+        cat = session_totals(sim, all_days, fn)
+        policies[name] = dataclasses.asdict(_figures(cat))
+        for d in range(days):
+            policies[name][f"uctr_day{d}"] = float((cat["clicks"][all_days.day == d] > 0).mean())
 
     sorted_pop = np.sort(world.item_popularity)[::-1]
     n = c.n_items
@@ -99,8 +132,54 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300) -
             "oracle_top1_missing_share": best1_missing,
         },
         "policies": policies,
-        "sample": {"sessions": len(keys), "oracle_users": len(probe)},
+        "phenomena": phenomena_figures(world),
+        "sample": {"sessions": len(all_days), "days": days, "oracle_users": len(probe)},
     }
+
+
+def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
+    """Effect sizes of the issue-13 knobs that are on (empty when all are off)."""
+    c, w = world.config, world
+    rng = np.random.default_rng(c.seed)
+    users, items = rng.integers(0, c.n_users, n_pairs), rng.integers(0, c.n_items, n_pairs)
+    taste = np.einsum("nd,nd->n", w.user_vec[users], w.item_vec[items])
+    out: dict[str, float] = {}
+    if c.field_interaction_std > 0:
+        effect = w.item_field_effect.astype(np.float64)
+        out["field_part_std"] = float(effect.std())
+        fields = (w.item_category, w.item_brand, w.item_price_bucket)
+        out["field_part_not_additive_share"] = _additive_residual_share(effect, fields)
+    if c.taste_saturation > 0:
+        saturated = taste / (1 + c.taste_saturation * np.abs(taste))
+        out["saturation_taste_change_std"] = float((saturated - taste).std())
+    if c.budget_penalty > 0:
+        over = np.maximum(w.item_log_price[items] - w.user_log_budget[users], 0.0)
+        out["budget_pairs_over_share"] = float((over > 0).mean())
+        out["budget_penalty_mean_when_over"] = float(c.budget_penalty * over[over > 0].mean())
+    if w.history_dwell is not None:
+        short = w.history_dwell < SHORT_DWELL_S
+        out["short_dwell_share_accidental"] = float(short[~w.history_clean].mean())
+        out["short_dwell_share_clean"] = float(short[w.history_clean].mean())
+    if c.history_noise_spread > 0:
+        out["user_accidental_share_std"] = float(w.user_noise_share.std())
+    if c.conversion_std > 0:
+        out["conversion_term_std"] = float(w.item_conversion.std())
+    if c.taste_drift > 0:
+        day1 = np.einsum("nd,nd->n", w.taste_vectors(users, 1), w.item_vec[items])
+        out["taste_day1_minus_day0_std"] = float((day1 - taste).std())
+    for d in range(1, c.arrival_days + 1):
+        out[f"arrivals_day{d}_users"] = int((w.user_arrival_day == d).sum())
+        out[f"arrivals_day{d}_items"] = int((w.item_arrival_day == d).sum())
+    return out
+
+
+def _additive_residual_share(y: np.ndarray, factors: tuple[np.ndarray, ...], sweeps: int = 30) -> float:
+    """Share of y's variance left by the best additive model in the factors (backfitting)."""
+    residual = y - y.mean()
+    for _ in range(sweeps):
+        for f in factors:
+            residual = residual - (np.bincount(f, residual) / np.maximum(np.bincount(f), 1))[f]
+    return float(residual.var() / y.var())
 
 
 def format_report(figures: dict) -> str:
@@ -110,12 +189,15 @@ def format_report(figures: dict) -> str:
     for k, v in figures["recall"].items():
         text = ", ".join(f"{n} {share:.1%}" for n, share in v.items()) if isinstance(v, dict) else _fmt(v)
         lines.append(f"  {k:<40} {text}")
+    if figures["phenomena"]:
+        lines.append("Phenomena (issue 13 knobs that are on)")
+        lines += [f"  {k:<40} {_fmt(v)}" for k, v in figures["phenomena"].items()]
     names = list(figures["policies"])
     lines.append(f"Ranking the recall set ({figures['sample']['sessions']} sessions)")
-    lines.append(f"  {'':<22}" + "".join(f"{n:>12}" for n in names))
+    lines.append(f"  {'':<22}" + "".join(f"{n:>13}" for n in names))
     for metric in next(iter(figures["policies"].values())):
         lines.append(
-            f"  {metric:<22}" + "".join(f"{_fmt(figures['policies'][n][metric]):>12}" for n in names)
+            f"  {metric:<22}" + "".join(f"{_fmt(figures['policies'][n][metric]):>13}" for n in names)
         )
     return "\n".join(lines)
 

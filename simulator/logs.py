@@ -22,7 +22,10 @@ Schema of ``samples.parquet`` (one row per sample):
 | purchase    | int8  | 1 if bought (in scene for exposed rows, out of scene for type 4)  |
 
 ``items.parquet`` holds the item features a model may see (`World.item_table`);
-``users.parquet`` holds each user's logged behaviour sequence (accidental clicks included);
+``users.parquet`` holds each user's logged behaviour sequence (accidental clicks included)
+and, when ``history_dwell_separation > 0``, the logged dwell seconds of each behaviour
+(``dwell``); users who arrive on a later day (``new_user_share_per_day``) have no samples
+before their day;
 ``world.json`` holds the world config the logs came from.
 """
 
@@ -83,9 +86,9 @@ class LoggingCascade:
         )
         coarse = page_order(coarse_score, c.logging_coarse_size)
         survivors = np.take_along_axis(items, coarse, axis=1)
-        fine_score = w.click_logits(batch.keys.user, survivors) + c.logging_fine_noise * gumbel(
-            c.seed, Stream.LOGGING_FINE, *cols, survivors
-        )
+        fine_score = w.click_logits(
+            batch.keys.user, survivors, batch.keys.day
+        ) + c.logging_fine_noise * gumbel(c.seed, Stream.LOGGING_FINE, *cols, survivors)
         return coarse, np.take_along_axis(coarse, page_order(fine_score, coarse.shape[1]), axis=1)
 
 
@@ -117,9 +120,11 @@ def out_of_scene_purchases(world: World, users: np.ndarray, day: int) -> tuple[n
     u_item = uniform(c.seed, Stream.OUT_OF_SCENE_ITEM, *cols, m)
     size = world.cat_end[cats] - world.cat_start[cats]
     candidates = world.cat_start[cats][:, None] + (u_item * size[:, None]).astype(np.int64)
-    utility = np.log(expected_value(world, buyer, candidates, "purchases")) + gumbel(
+    utility = np.log(expected_value(world, buyer, candidates, "purchases", day)) + gumbel(
         c.seed, Stream.OUT_OF_SCENE_ITEM, *cols, m + c.out_of_scene_candidates
     )
+    if world.items_arrive:  # items that have not arrived yet cannot be bought
+        utility = np.where(world.item_arrival_day[candidates] <= day, utility, -np.inf)
     return buyer, np.take_along_axis(candidates, utility.argmax(1)[:, None], 1)[:, 0]
 
 
@@ -275,13 +280,20 @@ def write_logs(
             for day in range(days):
                 for lo in range(0, n_users, batch_size):
                     users = np.arange(lo, min(lo + batch_size, n_users))
-                    cols = simulate_logs(world, SessionKeys.of(users, day=day))
-                    writer.write_table(pa.table(cols, schema=SAMPLE_SCHEMA))
                     bar.update(len(users))
+                    users = users[world.user_arrival_day[users] <= day]  # no logs before arrival
+                    if users.size:
+                        cols = simulate_logs(world, SessionKeys.of(users, day=day))
+                        writer.write_table(pa.table(cols, schema=SAMPLE_SCHEMA))
             bar.close()
         pq.write_table(pa.table(world.item_table()), tmp / "items.parquet")
         history = pa.FixedSizeListArray.from_arrays(pa.array(world.history[:n_users].ravel()), c.history_len)
-        pq.write_table(pa.table({"user_id": np.arange(n_users), "history": history}), tmp / "users.parquet")
+        user_columns = {"user_id": np.arange(n_users), "history": history}
+        if world.history_dwell is not None:
+            user_columns["dwell"] = pa.FixedSizeListArray.from_arrays(
+                pa.array(world.history_dwell[:n_users].ravel()), c.history_len
+            )
+        pq.write_table(pa.table(user_columns), tmp / "users.parquet")
         (tmp / "world.json").write_text(json.dumps(c.to_dict(), indent=2))
         if out.exists():
             shutil.rmtree(out)

@@ -18,17 +18,22 @@ class Objective(enum.StrEnum):
 
 
 def expected_value(
-    world: World, users: np.ndarray, items: np.ndarray, objective: Objective | str = Objective.CLICKS
+    world: World,
+    users: np.ndarray,
+    items: np.ndarray,
+    objective: Objective | str = Objective.CLICKS,
+    day: np.ndarray | int = 0,
 ) -> np.ndarray:
     """Expected clicks / purchases / GMV of showing each item at the top position: (B, R).
 
-    ``items`` is (B, R) per user or (R,) shared by all users.
+    ``items`` is (B, R) per user or (R,) shared by all users; ``day`` (scalar or (B,)) matters
+    only when tastes drift.
 
     Under the position-based model the value at position k is rho_k times this, so sorting
     by it descending is the optimal page for any position bias (rearrangement inequality).
     """
     objective = Objective(objective)
-    z = world.click_logits(users, items)
+    z = world.click_logits(users, items, day)
     value = sigmoid(z.astype(np.float64))
     if objective is Objective.CLICKS:
         return value
@@ -42,7 +47,7 @@ def oracle_scores(
     world: World, keys: SessionKeys, items: np.ndarray, objective: Objective | str = Objective.CLICKS
 ) -> np.ndarray:
     """Scores of the oracle ranking for candidate ``items`` (B, R) of sessions ``keys``."""
-    return expected_value(world, keys.user, items, objective)
+    return expected_value(world, keys.user, items, objective, keys.day)
 
 
 def best_in_pool(
@@ -51,14 +56,15 @@ def best_in_pool(
     k: int,
     objective: Objective | str = Objective.CLICKS,
     chunk: int = 20_000,
+    day: np.ndarray | int = 0,
 ) -> np.ndarray:
-    """The k truly best items of the whole pool for each user, best first: (B, k)."""
+    """The k truly best items of the whole pool for each user on ``day``, best first: (B, k)."""
     n = world.config.n_items
     best_items = np.empty((len(users), 0), dtype=np.int64)
     best_values = np.empty((len(users), 0))
     for lo in range(0, n, chunk):
         items = np.arange(lo, min(lo + chunk, n))
-        values = expected_value(world, users, items, objective)  # (B, chunk)
+        values = expected_value(world, users, items, objective, day)  # (B, chunk)
         best_items = np.concatenate([best_items, np.broadcast_to(items, values.shape)], axis=1)
         best_values = np.concatenate([best_values, values], axis=1)
         top = np.argpartition(-best_values, k - 1, axis=1)[:, :k]

@@ -73,13 +73,15 @@ class Recall:
         self._explore_steps = np.array(
             [s for s in range(max(1, n // 3), n) if math.gcd(s, n) == 1][:64], dtype=np.int64
         )
+        # with late items masked out, a longer walk still holds recall_size available items
+        self._explore_length = min(n, size + int((world.item_arrival_day > 0).sum()))
         self.short_filler = min(size, max(64, size // 4))
         counts = [
             self.i2i_seeds * self.i2i_per_seed,
             self.taste_quota,
             self.popular_quota,
             self.new_quota,
-            size,
+            self._explore_length,
         ]
         self._slot_channel = np.repeat(np.arange(len(CHANNELS), dtype=np.int8), counts)
 
@@ -100,10 +102,14 @@ class Recall:
             u = uniform(seed, Stream.RECALL_NEW, user, day, session, np.arange(self.new_quota))
             parts.append(w.new_items[(u * len(w.new_items)).astype(np.int64)])
         candidates = np.concatenate(parts, axis=1)  # (B, S) in channel priority order
+        if w.items_arrive:  # items that arrive on a later day cannot be recalled yet
+            candidates = np.where(w.available(candidates, keys.day), candidates, -1)
         # the explore filler tops rows up to R; a short filler almost always suffices, and
         # rows it does not fill are redone with the full one. Because the short filler is a
         # prefix of the full one, both give the same first R distinct items.
         explore = self._explore(keys)
+        if w.items_arrive:
+            explore = np.where(w.available(explore, keys.day), explore, -1)
         short = self._first_distinct(np.concatenate([candidates, explore[:, : self.short_filler]], 1))
         if short.complete.all():
             return RecallSet(short.items, short.channels)
@@ -131,7 +137,7 @@ class Recall:
         offset = (u_start * size).astype(np.int64)[..., None] + np.arange(window)  # (B, T, w)
         draws = (w.cat_start[top_cats][..., None] + offset % size[..., None]).reshape(len(keys), -1)
         slot = np.arange(draws.shape[1])
-        score = np.einsum("bnd,bd->bn", w.item_vec[draws], w.user_vec[keys.user])
+        score = np.einsum("bnd,bd->bn", w.item_vec[draws], w.taste_vectors(keys.user, keys.day))
         score = score + noise * gumbel(
             c.seed, Stream.RECALL_TASTE, user, day, session, slot + 2 * c.n_categories
         )
@@ -144,7 +150,7 @@ class Recall:
         u = uniform(c.seed, Stream.RECALL_EXPLORE, user, day, session, np.arange(2))
         start = (u[:, 0] * c.n_items).astype(np.int64)
         step = self._explore_steps[(u[:, 1] * len(self._explore_steps)).astype(np.int64)]
-        return (start[:, None] + step[:, None] * np.arange(c.recall_size)) % c.n_items
+        return (start[:, None] + step[:, None] * np.arange(self._explore_length)) % c.n_items
 
     def _first_distinct(self, candidates: np.ndarray) -> _Distinct:
         """Keep each item's first occurrence (-1 = none), then the first R per row."""

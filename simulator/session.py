@@ -102,7 +102,7 @@ class Simulator:
         items = np.where(valid, batch.recall.items[rows, safe], -1)
         safe_items = np.maximum(items, 0)
         users = batch.keys.user
-        z = w.click_logits(users, safe_items)
+        z = w.click_logits(users, safe_items, batch.keys.day)
         p_click = np.where(valid, self.examination * sigmoid(z), 0.0)
         user, day, session = batch.keys.column()
         clicks = uniform(c.seed, Stream.CLICK, user, day, session, safe_items) < p_click

@@ -7,15 +7,35 @@ Models never see this object; they learn from logs. The click model is
     seqsim(u, i) = max(0, max_j cos(v_j, v_i)) over the user's recent *clean* behaviours
     P(purchase | click) = sigma(b + c * z_ui - beta_u * (log p_i - ref))
 
+The knobs of issue 13's phenomena (all off by default, which is exactly the model above) add:
+a field-cross part of q_i; t / (1 + lambda |t|) for the taste term t; -kappa * max(0, log p_i -
+log budget_u); an item conversion term pi_i and lift * (log p_i - ref) in the purchase logit;
+a per-day random walk of w_u; users and items arriving on later days; logged dwell times of
+behaviours and per-user accidental shares.
+
 Items are stored contiguously by category (category k owns ids ``cat_start[k]:cat_end[k]``),
 which makes "draw an item of category k" an index computation.
 """
 
 from __future__ import annotations
 
+import enum
+
 import numpy as np
 
+from common.rng import uniform
 from simulator.config import WorldConfig
+
+CLEAN_DWELL_S = 20.0
+"""Median logged dwell of a clean behaviour, in seconds (history_dwell_separation > 0)."""
+
+
+class TimeStream(enum.IntEnum):
+    """Counter-based key spaces of the world's time phenomena, disjoint from common.rng.Stream."""
+
+    TASTE_DRIFT = 64
+    USER_ARRIVAL = 65
+    ITEM_ARRIVAL = 66
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -53,7 +73,8 @@ class World:
         streams = np.random.SeedSequence(c.seed).spawn(6)
         self._build_items(np.random.default_rng(streams[0]))
         self._build_users(np.random.default_rng(streams[1]))
-        self._build_histories(np.random.default_rng(streams[2]))
+        self._build_phenomena(np.random.default_rng(streams[4]))
+        self._build_histories(np.random.default_rng(streams[2]), np.random.default_rng(streams[5]))
         self._build_i2i(np.random.default_rng(streams[3]))
 
     # ------------------------------------------------------------------ construction
@@ -96,6 +117,8 @@ class World:
         ).astype(np.float32)
         self.item_price = np.exp(self.item_log_price).astype(np.float32)
         self.log_price_ref = np.float32(c.price_log_mean)
+        edges = np.quantile(self.item_log_price, np.linspace(0, 1, 11)[1:-1])
+        self.item_price_bucket = np.searchsorted(edges, self.item_log_price).astype(np.int8)  # deciles
 
         n_new = round(c.new_item_share * c.n_items)
         self.item_is_new = np.zeros(c.n_items, dtype=bool)
@@ -154,7 +177,50 @@ class World:
         cdf[:, -1] = 1.0
         self.user_category_cdf = cdf  # (U, C) float64
 
-    def _build_histories(self, rng: np.random.Generator) -> None:
+    def _build_phenomena(self, rng: np.random.Generator) -> None:
+        """Issue 13's item and user terms and arrival days; nothing here changes when all are off."""
+        c = self.config
+        n_brands = c.n_categories * c.brands_per_category
+        cross_cat = rng.standard_normal((c.n_categories, 10))
+        cross_brand = rng.standard_normal((n_brands, 10))
+        budget_noise = rng.standard_normal(c.n_users)
+        conversion_cat = rng.standard_normal(c.n_categories)
+        conversion_item = rng.standard_normal(c.n_items)
+        bucket = self.item_price_bucket
+        cross = cross_cat[self.item_category, bucket] + cross_brand[self.item_brand, bucket]
+        self.item_field_effect = (c.field_interaction_std / np.sqrt(2) * cross).astype(np.float32)
+        if c.field_interaction_std > 0:  # q_i gains the field part after popularity is drawn
+            self.item_quality = (self.item_quality + self.item_field_effect).astype(np.float32)
+        # budget: log price above which a user's clicks fall away; lower for price-sensitive users
+        beta = self.user_price_sensitivity
+        z_beta = (beta - beta.mean()) / (beta.std() + 1e-12)
+        self.user_log_budget = (
+            c.price_log_mean + c.price_category_std * (0.5 - 0.5 * z_beta + np.sqrt(0.75) * budget_noise)
+        ).astype(np.float32)
+        self.item_conversion = (
+            c.conversion_std * (conversion_cat[self.item_category] + conversion_item) / np.sqrt(2)
+        ).astype(np.float32)
+        # taste drift: N(0, I) steps scaled so <step, v_i> has unit std over random items
+        self.drift_scale = np.float32(1.0 / np.sqrt(np.mean(self.item_norm**2)))
+        self.user_arrival_day = self._arrival_days(
+            TimeStream.USER_ARRIVAL, c.n_users, c.new_user_share_per_day
+        )
+        item_arrival = self._arrival_days(TimeStream.ITEM_ARRIVAL, c.n_items, c.new_item_share_per_day)
+        self.item_arrival_day = np.where(self.item_is_new, item_arrival, 0)
+        self.items_arrive = bool(self.item_arrival_day.max(initial=0) > 0)
+
+    def _arrival_days(self, stream: TimeStream, n: int, share_per_day: float) -> np.ndarray:
+        """Arrival day of ids 0..n-1: day d >= 1 with probability share_per_day each, else 0."""
+        days = np.zeros(n, dtype=np.int64)
+        if self.config.arrival_days and share_per_day > 0:
+            u = uniform(self.config.seed, stream, np.arange(n))
+            later = u < share_per_day * self.config.arrival_days
+            days[later] = 1 + np.minimum(
+                (u[later] / share_per_day).astype(np.int64), self.config.arrival_days - 1
+            )
+        return days
+
+    def _build_histories(self, rng: np.random.Generator, side_rng: np.random.Generator) -> None:
         c = self.config
         history = np.empty((c.n_users, c.history_len), dtype=np.int64)
         chunk = 1024
@@ -169,10 +235,25 @@ class World:
             utility += self.item_quality[flat] + rng.gumbel(size=flat.shape)
             best = utility.reshape(draws.shape).argmax(-1)
             history[users] = np.take_along_axis(draws, best[..., None], -1)[..., 0]
-        accidental = rng.random(history.shape) < c.history_noise
+        self.user_noise_share = np.full(c.n_users, c.history_noise)
+        if c.history_noise_spread > 0 and 0 < c.history_noise < 1:
+            # Beta(a, b) with mean history_noise and std history_noise_spread (capped to stay valid)
+            m, var = (
+                c.history_noise,
+                min(c.history_noise_spread**2, 0.99 * c.history_noise * (1 - c.history_noise)),
+            )
+            strength = m * (1 - m) / var - 1
+            self.user_noise_share = side_rng.beta(m * strength, (1 - m) * strength, c.n_users)
+        accidental = rng.random(history.shape) < (
+            self.user_noise_share[:, None] if c.history_noise_spread > 0 else c.history_noise
+        )
         history[accidental] = rng.integers(0, c.n_items, int(accidental.sum()))
         self.history = history  # (U, H) observed behaviour sequence, oldest first
         self.history_clean = ~accidental  # (U, H) known only to the world
+        self.history_dwell = None  # (U, H) float32 logged dwell seconds, if the knob is on
+        if c.history_dwell_separation > 0:
+            log_dwell = side_rng.standard_normal(history.shape) - c.history_dwell_separation * accidental
+            self.history_dwell = (CLEAN_DWELL_S * np.exp(log_dwell)).astype(np.float32)
 
         pos = np.where(self.history_clean, np.arange(c.history_len), -1)
         recent_pos = np.sort(pos, axis=1)[:, -c.seq_window :]  # (U, W) ascending, -1 = none
@@ -218,43 +299,76 @@ class World:
         return np.clip(idx, self.cat_start[categories], self.cat_end[categories] - 1)
 
     # ------------------------------------------------------------------ ground truth
-    def click_logits(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """z_ui (float32) for users (B,) and items (B, R) per user, or (R,) shared by all.
+    def taste_vectors(self, users: np.ndarray, day: np.ndarray | int = 0) -> np.ndarray:
+        """w_u on ``day`` (scalar or per user): day-0 taste plus taste_drift's random walk, (B, D)."""
+        c = self.config
+        vec = self.user_vec[users]
+        if c.taste_drift == 0:
+            return vec
+        day = np.broadcast_to(np.asarray(day, dtype=np.int64), np.shape(users))
+        n_days = int(day.max(initial=0))
+        if n_days == 0:
+            return vec
+        steps = np.arange(1, n_days + 1)[None, :, None]
+        u = uniform(c.seed, TimeStream.TASTE_DRIFT, users[:, None, None], steps, np.arange(2 * c.dim))
+        normal = np.sqrt(-2.0 * np.log1p(-u[..., : c.dim])) * np.cos(2.0 * np.pi * u[..., c.dim :])
+        walk = (normal * (steps <= day[:, None, None])).sum(axis=1)  # (B, D): steps 1..day of each user
+        return (vec + (c.taste_drift * self.drift_scale) * walk).astype(np.float32)
+
+    def click_logits(self, users: np.ndarray, items: np.ndarray, day: np.ndarray | int = 0) -> np.ndarray:
+        """z_ui (float32) for users (B,) and items (B, R) per user, or (R,) shared by all, on
+        ``day`` (scalar or (B,); only taste drift depends on it).
 
         The shared form uses dense matrix products (the whole pool at once); both forms
         compute the same formula.
         """
         c = self.config
+        user_vec = self.taste_vectors(users, day)
         if items.ndim == 1:
             vec = self.item_vec[items]  # (R, D)
-            taste = self.user_vec[users] @ vec.T  # (B, R)
+            taste = user_vec @ vec.T  # (B, R)
             sims = (vec @ self.recent_clean_unit[users]).max(axis=-1)  # (B, R, W) -> (B, R)
             items_2d = items[None, :]
         else:
             vec = self.item_vec[items]  # (B, R, D)
-            taste = np.einsum("brd,bd->br", vec, self.user_vec[users])
+            taste = np.einsum("brd,bd->br", vec, user_vec)
             sims = np.matmul(vec, self.recent_clean_unit[users]).max(axis=-1)  # (B, R)
             items_2d = items
+        if c.taste_saturation > 0:
+            taste = taste / (1.0 + c.taste_saturation * np.abs(taste))
         seqsim = np.maximum(sims / self.item_norm[items_2d], 0.0)
         beta = self.user_price_sensitivity[users][:, None]
-        return (
+        z = (
             c.click_intercept
             + taste
             + c.seq_gamma * seqsim
             + self.item_quality[items_2d]
             - beta * (self.item_log_price[items_2d] - self.log_price_ref)
             + self.user_new_affinity[users][:, None] * self.item_is_new[items_2d]
-        ).astype(np.float32)
+        )
+        if c.budget_penalty > 0:
+            over = self.item_log_price[items_2d] - self.user_log_budget[users][:, None]
+            z = z - c.budget_penalty * np.maximum(over, 0.0)
+        return z.astype(np.float32)
 
     def purchase_logits(self, users: np.ndarray, items: np.ndarray, click_logits: np.ndarray) -> np.ndarray:
         """The true purchase-given-click logit; items (B, R) or (R,) as in `click_logits`."""
         c = self.config
         beta = self.user_price_sensitivity[users][:, None]
-        return (
+        y = (
             c.purchase_intercept
             + c.purchase_slope * click_logits
             - beta * (self.item_log_price[items] - self.log_price_ref)
-        ).astype(np.float32)
+        )
+        if c.conversion_std > 0:
+            y = y + self.item_conversion[items]
+        if c.conversion_price_lift > 0:
+            y = y + c.conversion_price_lift * (self.item_log_price[items] - self.log_price_ref)
+        return y.astype(np.float32)
+
+    def available(self, items: np.ndarray, day: np.ndarray) -> np.ndarray:
+        """Whether ``items`` (B, R) have arrived by each row's ``day`` (B,)."""
+        return self.item_arrival_day[items] <= np.asarray(day)[:, None]
 
     def examination(self, positions: np.ndarray) -> np.ndarray:
         """Position bias rho_k (PBM) for 0-based positions."""
@@ -263,12 +377,11 @@ class World:
     def item_table(self) -> dict[str, np.ndarray]:
         """The item features a model may see (no latent truth)."""
         c = self.config
-        edges = np.quantile(self.item_log_price, np.linspace(0, 1, 11)[1:-1])
         return {
             "item_id": np.arange(c.n_items, dtype=np.int64),
             "category": self.item_category.astype(np.int32),
             "brand": self.item_brand.astype(np.int32),
             "price": self.item_price,
-            "price_bucket": np.searchsorted(edges, self.item_log_price).astype(np.int8),
+            "price_bucket": self.item_price_bucket,
             "is_new": self.item_is_new,
         }

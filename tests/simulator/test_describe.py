@@ -20,6 +20,18 @@ def test_oracle_beats_random_and_popularity(figures: dict) -> None:
         assert p["oracle"][metric] > max(p["random"][metric], p["popularity"][metric]), metric
 
 
+def test_gmv_oracle_trades_clicks_for_gmv(figures: dict) -> None:
+    p = figures["policies"]
+    assert p["oracle_gmv"]["gmv_per_user"] > p["oracle"]["gmv_per_user"]
+
+
+def test_per_day_uctr_is_reported_for_each_day(small_world: World) -> None:
+    two = describe(small_world, n_sessions=100, n_oracle_users=5, days=2)
+    for figures in two["policies"].values():
+        assert np.isclose((figures["uctr_day0"] + figures["uctr_day1"]) / 2, figures["uctr"])
+    assert two["sample"] == {"sessions": 200, "days": 2, "oracle_users": 5}
+
+
 def test_recall_channel_shares_sum_to_one(figures: dict) -> None:
     shares = figures["recall"]["channel_share"]
     assert list(shares) == list(CHANNELS)
@@ -36,6 +48,6 @@ def test_world_figures_reflect_the_config(figures: dict) -> None:
 def test_report_names_every_policy_and_metric(figures: dict) -> None:
     report = format_report(figures)
     header = next(line for line in report.splitlines() if "random" in line)
-    assert header.split() == ["random", "popularity", "oracle"]
+    assert header.split() == ["random", "popularity", "noisy_oracle", "oracle", "oracle_gmv"]
     for metric in figures["policies"]["oracle"]:
         assert f"  {metric} " in report

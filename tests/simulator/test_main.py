@@ -20,8 +20,8 @@ from simulator.recall import Recall
 def test_describe_json_reports_all_baselines(capsys: pytest.CaptureFixture) -> None:
     assert main(["describe", "--small", "--sessions", "60", "--oracle-users", "10", "--json"]) == 0
     figures = json.loads(capsys.readouterr().out)
-    assert set(figures["policies"]) == {"random", "popularity", "oracle"}
-    assert figures["sample"] == {"sessions": 60, "oracle_users": 10}
+    assert set(figures["policies"]) == {"random", "popularity", "noisy_oracle", "oracle", "oracle_gmv"}
+    assert figures["sample"] == {"sessions": 120, "days": 2, "oracle_users": 10}  # 60 users x 2 days
 
 
 def test_config_file_overrides_the_defaults(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
