@@ -142,7 +142,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         log(f"{name}: evaluated in {time.perf_counter() - start:.1f} s")
         rows.append(row)
     if "dssm" in outcomes:
-        paired = paired_vs_reference(outcomes, "dssm", ("clicks", "gmv"))
+        paired = paired_vs_reference(outcomes, "dssm", ("clicks", "exact_clicks", "gmv", "exact_gmv"))
         for row in rows:
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order

@@ -37,7 +37,17 @@ from policies.rankers import Scorer
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 
-OUTCOMES = ("uctr", "clicks", "gmv", "expected_clicks", "pages", "purchases")
+OUTCOMES = (
+    "uctr",
+    "clicks",
+    "gmv",
+    "expected_clicks",
+    "pages",
+    "purchases",
+    "exact_uctr",
+    "exact_clicks",
+    "exact_gmv",
+)
 """Per-user online outcomes of one session: clicked at all (0/1), clicks, GMV, expected
 clicks (the simulator's truth), pages viewed (depth), purchases."""
 
@@ -109,6 +119,7 @@ def session_outcomes(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dic
     sessions = run_sessions(sim, cascade, keys, exact=True)
     columns = abtest_outcomes(sim.world, sessions, keys.user, int(days[0]))
     columns["uctr"] = (columns["clicks"] > 0).astype(np.float64)
+    columns["exact_uctr"] = -np.expm1(columns["exact_log_no_click"])
     return {name: columns[name] for name in OUTCOMES}
 
 
