@@ -34,11 +34,16 @@ CREDIT_METRICS = (
     "expected_clicks",
     "expected_purchases",
     "expected_gmv",
+    "exact_clicks",
+    "exact_purchases",
+    "exact_gmv",
 )
 """What is credited to the arm that contributed the item (``<metric>_<arm>`` columns): the
 slots it filled, their clicks, purchases and GMV, and the simulator's expected values of
 these given the page (P(click), P(click) P(purchase | click), times the price), which remove
-the coin flips as ``abtest.outcomes``' expected_* columns do."""
+the coin flips as ``abtest.outcomes``' expected_* columns do, and their exact expectations over
+every draw (each page's expected credit weighted by the probability that the user reaches it,
+``simulator.session.ExactTotals``), which also remove the session's length."""
 
 SESSION_TOTALS = ("pages", *CREDIT_METRICS)
 """The interleaved sessions' own totals (whatever arm contributed), kept beside the credit."""
@@ -80,10 +85,21 @@ def run_interleaved(
             r, k = np.nonzero(shown & (values != 0))
             np.add.at(credit[metric], (rows[r], teams[r, k]), values[r, k].astype(np.float64))
 
+    def observe_exact(rows: np.ndarray, out: PageOutcome, reach: np.ndarray) -> None:
+        shown = out.items >= 0
+        p_buy = out.p_click * out.p_purchase
+        item_price = price[np.maximum(out.items, 0)].astype(np.float64)
+        gain = {"exact_clicks": out.p_click, "exact_purchases": p_buy, "exact_gmv": p_buy * item_price}
+        for metric, values in gain.items():
+            r, k = np.nonzero(shown & (values != 0))
+            np.add.at(credit[metric], (rows[r], teams[r, k]), reach[r] * values[r, k])
+
     with session_scores():
-        totals = run_pages(sim, sim.start(keys), choose, observe)
+        totals = run_pages(sim, sim.start(keys), choose, observe, exact=True, observe_exact=observe_exact)
+    exact = {"exact_clicks": totals.exact.clicks, "exact_purchases": totals.exact.purchases}
+    exact["exact_gmv"] = totals.exact.gmv
     frame = {"user": keys.user, "day": keys.day, "session": keys.session}
-    frame |= {name: getattr(totals, name) for name in SESSION_TOTALS}
+    frame |= {name: exact[name] if name in exact else getattr(totals, name) for name in SESSION_TOTALS}
     for metric in CREDIT_METRICS:
         for j, arm in enumerate(arms):
             frame[f"{metric}_{arm}"] = credit[metric][:, j]

@@ -284,6 +284,7 @@ def run_pages(
     choose: PageChooser,
     observe: Callable[[np.ndarray, PageOutcome], None] | None = None,
     exact: bool = False,
+    observe_exact: Callable[[np.ndarray, PageOutcome, np.ndarray], None] | None = None,
 ) -> SessionTotals:
     """Run started sessions to their end, showing the pages ``choose`` picks; ``observe``
     sees every page's outcome with the original row of each session.
@@ -291,7 +292,8 @@ def run_pages(
     ``exact``: also the ``ExactTotals``. Every session is then shown its pages beyond where
     the user left (while its reach probability is above ``EXACT_TOLERANCE``): ``choose`` is
     called for those too; the realised totals and what ``observe`` sees stop where the user
-    left, so they are the same as without ``exact``.
+    left, so they are the same as without ``exact``. ``observe_exact`` sees every page shown
+    for the exact totals, with the probability (B,) that the user reaches it.
     """
     names = [f.name for f in dataclasses.fields(SessionTotals) if f.name != "exact"]
     price = sim.world.item_price
@@ -309,6 +311,8 @@ def run_pages(
             batch, rows = batch.take(live), rows[live]
         out = sim.show(batch, choose(batch, page, rows))
         if ev is not None:
+            if observe_exact is not None:
+                observe_exact(rows, out, ev.reach[rows].copy())
             ev.add(sim.world, rows, out, last=page == max_pages - 1)
             seen = real[rows]
             real[rows] = seen & ~out.terminated & ~out.truncated
