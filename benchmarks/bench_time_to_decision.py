@@ -37,7 +37,7 @@ from simulator.world import World
 METRICS = {
     "split": ("clicks", "exact_clicks", "uctr", "exact_uctr", "gmv", "exact_gmv"),
     "paired": ("clicks", "exact_clicks", "uctr", "exact_uctr", "gmv", "exact_gmv"),
-    "interleave": ("clicks", "expected_clicks", "expected_gmv"),
+    "interleave": ("clicks", "expected_clicks", "exact_clicks", "exact_gmv"),
 }
 """Per design, the metrics reported (interleaving credits sums only)."""
 
