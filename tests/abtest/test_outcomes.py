@@ -8,7 +8,7 @@ from abtest.analysis import (
     ExperimentResult,
 )
 from abtest.experiment import run_experiment
-from abtest.outcomes import SESSION_COLUMNS, session_outcomes
+from abtest.outcomes import EXACT_COLUMNS, SESSION_COLUMNS, session_outcomes
 from policies.cascade import Cascade, CascadeSizes, run_sessions
 from policies.rankers import OracleScorer, PopularityScorer
 from simulator import SMALL, World
@@ -46,13 +46,16 @@ def test_outcomes_follow_the_users_in_any_order(small_world, small_sim) -> None:
     users = np.random.default_rng(0).permutation(200).astype(np.int64)
     order = np.argsort(users)
     shuffled = session_outcomes(
-        small_world, run_sessions(small_sim, cascade, SessionKeys.of(users, 1)), users, 1
+        small_world, run_sessions(small_sim, cascade, SessionKeys.of(users, 1), exact=True), users, 1
     )
     ranked = session_outcomes(
-        small_world, run_sessions(small_sim, cascade, SessionKeys.of(users[order], 1)), users[order], 1
+        small_world,
+        run_sessions(small_sim, cascade, SessionKeys.of(users[order], 1), exact=True),
+        users[order],
+        1,
     )
-    assert tuple(shuffled) == SESSION_COLUMNS
-    for name in SESSION_COLUMNS:
+    assert tuple(shuffled) == (*SESSION_COLUMNS, *EXACT_COLUMNS)
+    for name in shuffled:
         np.testing.assert_array_equal(shuffled[name][order], ranked[name], err_msg=name)
     buyers, _ = out_of_scene_purchases(small_world, users, 1)
     assert shuffled["oos_purchases"].sum() == len(buyers) > 0
