@@ -32,6 +32,10 @@ from common.ray_env import init_ray
 from simulator.config import WorldConfig
 from simulator.world import World
 
+START_TIMEOUT_S = 300
+"""How long the Ray shard workers may take to start (world and models loaded) before the run
+fails with a message instead of waiting for CPUs that never come free."""
+
 Log = Callable[[str], None]
 
 Run = Callable[[Iterable[Shard]], Iterator[tuple[Shard, pd.DataFrame]]]
@@ -155,7 +159,14 @@ def ray_actors(
     actors = []
     try:
         actors = [start() for _ in range(workers)]
-        ray.get([actor.ready.remote() for actor in actors])
+        try:
+            ray.get([actor.ready.remote() for actor in actors], timeout=START_TIMEOUT_S)
+        except ray.exceptions.GetTimeoutError:
+            free = ray.available_resources().get("CPU", 0.0)
+            raise RuntimeError(
+                f"ray: {workers} shard worker(s) (1 CPU each) did not start within {START_TIMEOUT_S} s; "
+                f"the cluster has {free:g} CPU(s) free: use fewer workers or free the CPUs"
+            ) from None
         yield run
     finally:
         for actor in actors:

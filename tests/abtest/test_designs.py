@@ -53,11 +53,11 @@ def test_paired_runs_every_user_under_every_arm(paired: ExperimentResult) -> Non
     assert r.n_control == r.n_treatment == SIZE["users"] and not r.cuped
 
 
-def test_the_split_truth_is_the_paired_estimate_of_the_expected_metric(paired, split_all_truth) -> None:
+def test_the_split_truth_is_the_paired_estimate_of_the_exact_metric(paired, split_all_truth) -> None:
     """Both are every user under every arm on the same random numbers: the split design's true
-    effect on clicks (measured on expected clicks) is the paired estimate of expected clicks."""
+    effect on clicks (measured on exact clicks) is the paired estimate of exact clicks."""
     truth = split_all_truth.truth.set_index(["metric", "treatment"])
-    for metric, expected in (("clicks", "expected_clicks"), ("uctr", "expected_uctr")):
+    for metric, expected in (("clicks", "exact_clicks"), ("uctr", "exact_uctr")):
         estimate = paired.record(expected)
         assert truth.loc[(metric, "treatment"), "true_effect"] == pytest.approx(estimate.effect, rel=1e-9)
         assert truth.loc[(metric, "treatment"), "truth_users"] == SIZE["users"]
@@ -70,9 +70,10 @@ def test_the_split_truth_is_the_paired_estimate_of_the_expected_metric(paired, s
 
 def test_paired_truth_is_covered_and_the_oracle_wins_clicks(paired: ExperimentResult) -> None:
     truth = paired.truth.set_index(["metric", "treatment"])
-    assert paired.record("expected_clicks").significant and paired.record("expected_clicks").rel_effect > 0
-    # the expected metric's truth is its own estimate: its interval must cover it
-    assert truth.loc[("expected_clicks", "treatment"), "covered"]
+    assert paired.record("exact_clicks").significant and paired.record("exact_clicks").rel_effect > 0
+    # the exact metric's truth is its own estimate: its interval must cover it
+    assert truth.loc[("exact_clicks", "treatment"), "covered"]
+    assert truth.loc[("exact_clicks", "treatment"), "true_effect"] == paired.record("exact_clicks").effect
 
 
 def test_identical_arms_have_a_true_effect_of_zero(make_config, small_world) -> None:
