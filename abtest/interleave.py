@@ -26,6 +26,9 @@ from policies.interleave import Interleaved, TeamDraft
 from simulator.recall import SessionKeys
 from simulator.session import PageOutcome, SessionBatch, Simulator, run_pages
 
+EXACT_CREDIT = ("exact_clicks", "exact_purchases", "exact_gmv")
+"""The credits ``run_interleaved(..., exact=True)`` adds (the engine's)."""
+
 CREDIT_METRICS = (
     "impressions",
     "clicks",
@@ -34,9 +37,7 @@ CREDIT_METRICS = (
     "expected_clicks",
     "expected_purchases",
     "expected_gmv",
-    "exact_clicks",
-    "exact_purchases",
-    "exact_gmv",
+    *EXACT_CREDIT,
 )
 """What is credited to the arm that contributed the item (``<metric>_<arm>`` columns): the
 slots it filled, their clicks, purchases and GMV, and the simulator's expected values of
@@ -45,20 +46,20 @@ the coin flips as ``abtest.outcomes``' expected_* columns do, and their exact ex
 every draw (each page's expected credit weighted by the probability that the user reaches it,
 ``simulator.session.ExactTotals``), which also remove the session's length."""
 
-SESSION_TOTALS = ("pages", *CREDIT_METRICS)
-"""The interleaved sessions' own totals (whatever arm contributed), kept beside the credit."""
-
 
 def run_interleaved(
-    sim: Simulator, rankers: Mapping[str, PageRanker], keys: SessionKeys, seed: int
+    sim: Simulator, rankers: Mapping[str, PageRanker], keys: SessionKeys, seed: int, exact: bool = False
 ) -> pd.DataFrame:
     """Run sessions ``keys`` to their end on team-draft pages of ``rankers`` (arm name -> page
-    ranker, in team order); one row per session: user, day, session, ``SESSION_TOTALS`` and the
-    credit ``<metric>_<arm>`` of every arm. ``seed`` draws the picking order (``TeamDraft``)."""
+    ranker, in team order); one row per session: user, day, session, the session's own totals
+    (pages and every credited metric, whatever arm contributed) and the credit ``<metric>_<arm>``
+    of every arm. ``seed`` draws the picking order (``TeamDraft``). ``exact``: also the
+    ``EXACT_CREDIT`` (every session is then ranked to max_pages, ``run_pages``)."""
     arms = list(rankers)
     interleave = TeamDraft([rankers[a] for a in arms], seed)
     b, n_arms = len(keys), len(arms)
-    credit = {m: np.zeros((b, n_arms)) for m in CREDIT_METRICS}
+    metrics = CREDIT_METRICS if exact else tuple(m for m in CREDIT_METRICS if m not in EXACT_CREDIT)
+    credit = {m: np.zeros((b, n_arms)) for m in metrics}
     teams: np.ndarray | None = None
     price = sim.world.item_price
 
@@ -95,12 +96,18 @@ def run_interleaved(
             np.add.at(credit[metric], (rows[r], teams[r, k]), reach[r] * values[r, k])
 
     with session_scores():
-        totals = run_pages(sim, sim.start(keys), choose, observe, exact=True, observe_exact=observe_exact)
-    exact = {"exact_clicks": totals.exact.clicks, "exact_purchases": totals.exact.purchases}
-    exact["exact_gmv"] = totals.exact.gmv
+        totals = run_pages(sim, sim.start(keys), choose, observe, exact, observe_exact if exact else None)
+    if exact:
+        exact_totals = {"exact_clicks": totals.exact.clicks, "exact_purchases": totals.exact.purchases}
+        exact_totals["exact_gmv"] = totals.exact.gmv
+    else:
+        exact_totals = {}
     frame = {"user": keys.user, "day": keys.day, "session": keys.session}
-    frame |= {name: exact[name] if name in exact else getattr(totals, name) for name in SESSION_TOTALS}
-    for metric in CREDIT_METRICS:
+    frame |= {
+        name: exact_totals[name] if name in exact_totals else getattr(totals, name)
+        for name in ("pages", *metrics)
+    }
+    for metric in metrics:
         for j, arm in enumerate(arms):
             frame[f"{metric}_{arm}"] = credit[metric][:, j]
     return pd.DataFrame(frame)

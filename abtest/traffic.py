@@ -154,7 +154,7 @@ class Traffic:
         """The shard's users on team-draft pages of every arm: per user and arm, its credit."""
         arms = self.config.arm_names
         keys = SessionKeys.of(users, day=shard.day)
-        sessions = run_interleaved(self.sim, {a: self.rankers[a] for a in arms}, keys, self.seed)
+        sessions = run_interleaved(self.sim, {a: self.rankers[a] for a in arms}, keys, self.seed, exact=True)
         part = credit_by_arm(sessions, arms)
         part["assigned"] = True
         return part

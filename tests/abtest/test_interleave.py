@@ -37,7 +37,8 @@ def _arms(cascades, *names):
 
 def test_credit_adds_up_to_the_sessions_totals(small_sim, cascades):
     keys = SessionKeys.of(np.arange(300), day=1)
-    sessions = run_interleaved(small_sim, _arms(cascades, "popularity", "oracle", "random"), keys, seed=4)
+    arms = _arms(cascades, "popularity", "oracle", "random")
+    sessions = run_interleaved(small_sim, arms, keys, seed=4, exact=True)
     assert sessions["purchases"].sum() > 0
     for metric in CREDIT_METRICS:
         credited = sessions[[f"{metric}_{arm}" for arm in ("popularity", "oracle", "random")]].sum(axis=1)
