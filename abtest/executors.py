@@ -156,6 +156,10 @@ def ray_actors(
                 yield result
 
     started_ray = init_ray(object_store_memory=256 * 2**20)
+    free = int(ray.available_resources().get("CPU", 0.0))
+    if 1 <= free < workers:  # results do not depend on the number of workers: use what is free
+        log(f"ray: {workers} shard workers asked, {free} CPU(s) free: running {free}")
+        workers = free
     actors = []
     try:
         actors = [start() for _ in range(workers)]

@@ -33,7 +33,7 @@ def app_args(seeded_models) -> AppArgs:
         },
         fine=seeded_models["fine"],
         assignment={"salt": "serving-tests", "shares": {"control": 0.5, "treatment": 0.5}},
-        cpus_per_replica=0.0,  # the session's Ray keeps its 2 CPUs for the shard workers of later tests
+        cpus_per_replica=0.05,
     )
 
 
