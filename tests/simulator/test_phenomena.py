@@ -215,6 +215,8 @@ def test_all_knobs_on_world_is_deterministic_and_shard_invariant(world_on: World
         whole = run_static(sim, keys, score)
         parts = [run_static(sim, keys.take(slice(lo, lo + 17)), score) for lo in range(0, 60, 17)]
         for field, value in vars(whole).items():
+            if field == "exact":  # not computed here
+                continue
             np.testing.assert_array_equal(
                 value, np.concatenate([getattr(p, field) for p in parts]), f"{name} {field}"
             )
