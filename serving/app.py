@@ -169,14 +169,11 @@ class ServedCascade:
 
     def _update(self, deployment: str, change: Callable[[dict], dict]) -> None:
         """Deploy the app again with ``change(user_config)`` as that deployment's user_config."""
-        app = _app_schema(self.name, self.route_prefix, self.args)
-        current = _deployed_apps().get(self.name)
-        overrides = {d.name: d for d in (current.deployments if current else [])}
-        models = overrides[deployment].user_config if deployment in overrides else None
-        models = models or user_configs(self.args)[deployment]
-        overrides[deployment] = DeploymentSchema(name=deployment, user_config=change(models))
-        app.deployments = list(overrides.values())
-        _apply(app)
+        current = _deployed_apps().get(self.name) or _app_schema(self.name, self.route_prefix, self.args)
+        for options in current.deployments:
+            if options.name == deployment:
+                options.user_config = change(options.user_config)
+        _apply(current)
 
     def stop(self) -> None:
         """Delete the app; shut Serve and Ray down if ``start`` started them."""
@@ -194,8 +191,15 @@ class ServedCascade:
 
 
 def _app_schema(name: str, route_prefix: str, args: AppArgs) -> ServeApplicationSchema:
+    """The app's declarative config. It names every model deployment's ``user_config``: Serve
+    merges a listed deployment's options with the code's (runtime_env included) before hashing
+    them, so a deployment first listed by a swap would hash differently and restart."""
     return ServeApplicationSchema(
-        name=name, import_path=IMPORT_PATH, route_prefix=route_prefix, args=to_plain(args)
+        name=name,
+        import_path=IMPORT_PATH,
+        route_prefix=route_prefix,
+        args=to_plain(args),
+        deployments=[DeploymentSchema(name=n, user_config=c) for n, c in user_configs(args).items()],
     )
 
 

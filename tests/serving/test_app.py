@@ -209,11 +209,6 @@ def test_bad_batched_requests_raise_value_error(served):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="regression after the fused-layout and custom-ranker merges: a swap now restarts the "
-    "coarse replica instead of reconfiguring it in place (pages and versions stay right); open",
-    strict=False,
-)
 def test_swap_in_place_while_serving(
     served, seeded_models, reference, small_world, small_features, recall_of
 ):
