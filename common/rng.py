@@ -45,15 +45,19 @@ class Stream(enum.IntEnum):
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    x = (x ^ (x >> _S30)) * _M1
-    x = (x ^ (x >> _S27)) * _M2
-    return x ^ (x >> _S31)
+    """SplitMix64's finaliser; overwrites ``x`` (a fresh array) in place."""
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def hash_keys(seed: int, stream: Stream, *keys: np.ndarray | int) -> np.ndarray:
     """A uint64 hash of (seed, stream, *keys); keys broadcast against each other."""
     with np.errstate(over="ignore"):
-        h = _mix(np.asarray(seed, dtype=np.uint64) + _GOLDEN)
+        h = _mix(np.asarray(seed, dtype=np.uint64) + _GOLDEN)  # fresh arrays: mixed in place
         h = _mix(h ^ (np.uint64(int(stream)) * _GOLDEN))
         for key in keys:
             k = np.asarray(key).astype(np.uint64)

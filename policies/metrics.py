@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
 
 
 def _binary(labels: ArrayLike) -> NDArray[np.bool_]:
@@ -161,16 +160,33 @@ def ndcg_at_k(reference_scores: ArrayLike, scores: ArrayLike, k: int, mask: Arra
 
 
 def kendall_tau(reference_scores: ArrayLike, scores: ArrayLike, mask: ArrayLike | None = None) -> float:
-    """Kendall's tau-b between the reference and the student scores of each list (ties
-    handled by tau-b), averaged over lists. Lists with fewer than two real entries or with
-    constant scores (tau undefined) are skipped. One scipy call per list (~0.1 ms each)."""
+    """Kendall's tau-b between the reference and the student scores of each list, averaged over
+    lists: per list, over the pairs of real entries, (concordant - discordant) /
+    sqrt((pairs - ties in reference) (pairs - ties in scores)). Lists with fewer than two real
+    entries or with constant scores (tau undefined) are skipped. Vectorised over lists, in
+    chunks of about ``PAIR_BUDGET`` pairs (scipy's ``kendalltau`` per list gives the same)."""
     ref, s, m = _lists(reference_scores, scores, mask)
-    taus = np.full(len(ref), np.nan)
-    for row in range(len(ref)):
-        keep = m[row]
-        if keep.sum() >= 2:
-            taus[row] = stats.kendalltau(ref[row, keep], s[row, keep]).statistic
+    n_lists, length = ref.shape
+    taus = np.full(n_lists, np.nan)
+    upper = np.triu(np.ones((length, length), dtype=bool), k=1)  # each pair once
+    step = max(1, PAIR_BUDGET // max(1, length * length))
+    for lo in range(0, n_lists, step):
+        r, x, keep = ref[lo : lo + step], s[lo : lo + step], m[lo : lo + step]
+        pairs = keep[:, :, None] & keep[:, None, :] & upper  # (n, L, L)
+        d_ref = np.sign(r[:, :, None] - r[:, None, :])
+        d_s = np.sign(x[:, :, None] - x[:, None, :])
+        n0 = pairs.sum(axis=(1, 2))
+        untied_ref = n0 - (pairs & (d_ref == 0)).sum(axis=(1, 2))
+        untied_s = n0 - (pairs & (d_s == 0)).sum(axis=(1, 2))
+        score = np.where(pairs, d_ref * d_s, 0.0).sum(axis=(1, 2))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            denominator = np.sqrt(untied_ref.astype(np.float64) * untied_s)
+            taus[lo : lo + step] = np.where(denominator > 0, score / denominator, np.nan)
     return _mean_defined(taus)
+
+
+PAIR_BUDGET = 2**22
+"""Pairs of list entries that ``kendall_tau`` compares at once (~100 MB of temporaries)."""
 
 
 def _top_sets(scores: NDArray[np.float64], mask: NDArray[np.bool_], size: int) -> NDArray[np.bool_]:

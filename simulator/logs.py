@@ -129,16 +129,32 @@ def out_of_scene_purchases(world: World, users: np.ndarray, day: int) -> tuple[n
 
 
 def _sample_masked(
-    seed: int, stream: Stream, cols: tuple, allowed: np.ndarray, n: int
+    seed: int, stream: Stream, cols: tuple, allowed: np.ndarray, n: int, slots: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Up to n uniformly random allowed positions per row, without replacement.
-    Returns (positions (B, n), ok (B, n)) where ok is False past a row's allowed count."""
+    """Up to n uniformly random allowed positions per row, without replacement; the draw of a
+    position is keyed by its recall slot (``slots[b, j]`` of column j, default j). Returns
+    (positions (B, n), ok (B, n)) where ok is False past a row's allowed count."""
     if n == 0:
         empty = np.zeros((allowed.shape[0], 0), dtype=np.int64)
         return empty, empty.astype(bool)
-    score = np.where(allowed, uniform(seed, stream, *cols, np.arange(allowed.shape[1])), -1.0)
+    slots = np.arange(allowed.shape[1]) if slots is None else slots
+    score = np.where(allowed, uniform(seed, stream, *cols, slots), -1.0)
     pos = page_order(score, n)
     return pos, np.take_along_axis(score, pos, axis=1) >= 0
+
+
+def _negatives(
+    seed: int, stream: Stream, cols: tuple, allowed: np.ndarray, n: int, rows: np.ndarray, slots=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_sample_masked`` computed for ``rows`` only (the others: none allowed); with ``slots``
+    (B, C) the candidates are those recall slots, and positions are recall slots."""
+    pos = np.zeros((allowed.shape[0], n), dtype=np.int64)
+    ok = np.zeros((allowed.shape[0], n), dtype=bool)
+    sub = slots[rows] if slots is not None else None
+    p, k = _sample_masked(seed, stream, tuple(c[rows] for c in cols[:-1]) + cols[-1:], allowed[rows], n, sub)
+    pos[rows] = p if sub is None else np.take_along_axis(sub, p, axis=1)
+    ok[rows] = k
+    return pos, ok
 
 
 def _request_rows(batch: SessionBatch, page: int, **columns: np.ndarray) -> dict[str, np.ndarray]:
@@ -191,13 +207,17 @@ def simulate_logs(world: World, keys: SessionKeys) -> dict[str, np.ndarray]:
         )
     # negatives are drawn once the sessions are over, so an "unexposed" survivor is one the
     # session never showed, not merely one not shown yet
+    # (drawn for the rows that viewed the page only: the others keep none; an unexposed
+    # survivor is drawn among the coarse slots, with the key of its recall slot)
+    unexposed = np.take_along_axis(~batch.shown, coarse, axis=1)
     for page, viewed in enumerate(viewed_pages):
         cols = (*batch.keys.column(), page)
-        for stream, allowed, n, sample_type in (
-            (Stream.SAMPLE_UNEXPOSED, in_coarse & ~batch.shown, c.sample_unexposed, 1),
-            (Stream.SAMPLE_DROPPED, ~in_coarse, c.sample_dropped, 2),
+        rows = np.flatnonzero(viewed)
+        for stream, allowed, n, sample_type, slots in (
+            (Stream.SAMPLE_UNEXPOSED, unexposed, c.sample_unexposed, 1, coarse),
+            (Stream.SAMPLE_DROPPED, ~in_coarse, c.sample_dropped, 2, None),
         ):
-            pos, ok = _sample_masked(c.seed, stream, cols, allowed, n)
+            pos, ok = _negatives(c.seed, stream, cols, allowed, n, rows, slots)
             chunks.append(
                 _request_rows(
                     batch,

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from scipy import stats
 
 from policies.metrics import auc, gauc, hitrate_at_k, kendall_tau, ndcg_at_k, recall_at_k_at_m
 
@@ -140,6 +141,27 @@ def test_kendall_tau_is_minus_one_for_the_reversed_order(lists):
     has_pair = mask.sum(axis=1) >= 2
     expected = -1.0 if has_pair.any() else math.nan
     np.testing.assert_allclose(kendall_tau(reference, -reference, mask), expected, equal_nan=True)
+
+
+@given(padded_score_lists())
+def test_kendall_tau_equals_scipy_per_list_with_ties(lists):
+    reference, scores, mask = lists
+    taus = [
+        stats.kendalltau(ref[real], s[real]).statistic if real.sum() >= 2 else math.nan
+        for ref, s, real in zip(reference, scores, mask, strict=True)
+    ]
+    defined = [t for t in taus if not math.isnan(t)]
+    expected = np.mean(defined) if defined else math.nan
+    np.testing.assert_allclose(kendall_tau(reference, scores, mask), expected, equal_nan=True)
+
+
+def test_kendall_tau_does_not_depend_on_the_chunk(monkeypatch):
+    rng = np.random.default_rng(0)
+    reference, scores = rng.integers(0, 5, (2, 300, 9)).astype(float)
+    mask = rng.random((300, 9)) < 0.8
+    whole = kendall_tau(reference, scores, mask)
+    monkeypatch.setattr("policies.metrics.PAIR_BUDGET", 81 * 7)  # chunks of 7 lists
+    assert kendall_tau(reference, scores, mask) == pytest.approx(whole, rel=1e-12)
 
 
 @given(padded_score_lists(unique=True), st.integers(1, 8), st.integers(1, 8))
