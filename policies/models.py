@@ -355,22 +355,23 @@ class SENet(nn.Module):
 
 
 class BilinearInteraction(nn.Module):
-    """FiBiNET 'field-all' bilinear interaction: p_ij = (v_i W) * v_j for every field pair i < j."""
+    """FiBiNET 'field-all' bilinear interaction: p_ij = (v_i W) * v_j for every field pair i < j,
+    in ``itertools.combinations`` order (slices, not an index gather: its backward is ~5x
+    cheaper)."""
 
     def __init__(self, n_fields: int, dim: int, generator: torch.Generator) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.eye(dim) + 0.01 * torch.randn(dim, dim, generator=generator))
-        left, right = zip(*itertools.combinations(range(n_fields), 2), strict=True)
-        self.register_buffer("left", torch.tensor(left), persistent=False)
-        self.register_buffer("right", torch.tensor(right), persistent=False)
+        self.n_fields = n_fields
 
     @property
     def n_pairs(self) -> int:
-        return len(self.left)
+        return self.n_fields * (self.n_fields - 1) // 2
 
     def forward(self, fields: Tensor) -> Tensor:
         vw = fields @ self.weight  # (*S, F, D)
-        return vw[..., self.left, :] * fields[..., self.right, :]  # (*S, P, D)
+        pairs = [vw[..., i : i + 1, :] * fields[..., i + 1 :, :] for i in range(self.n_fields - 1)]
+        return torch.cat(pairs, dim=-2)  # (*S, P, D)
 
 
 class InteractionScorer(nn.Module):
