@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import shutil
 import sys
@@ -166,20 +167,46 @@ def _run_dir(args: argparse.Namespace, config) -> Path:
     return run_dir
 
 
+class _LogFile(io.TextIOBase):
+    """A text file opened (for appending, line-buffered) on the first write: no empty file when
+    nothing is written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.file = path, None
+
+    def write(self, text: str) -> int:
+        if self.file is None:
+            self.file = self.path.open("a", buffering=1)
+        return self.file.write(text)
+
+    def flush(self) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def close(self) -> None:
+        super().close()  # flushes first
+        if self.file is not None:
+            self.file.close()
+
+
 @contextlib.contextmanager
-def _ray_output_to(path: Path, serve: bool) -> Iterator[None]:
-    """Ray's and Serve's output in this process goes to ``path`` (appended) while the run
-    lasts: their loggers ("Started a local Ray instance", Serve's deploy and delete lines) and
-    what Ray's threads print on stdout (the raylet's errors, e.g. "Task
-    ServeController.graceful_shutdown failed ... killed by ray.kill" at shutdown). The
-    workers' output stays in Ray's session logs (``log_to_driver`` is off)."""
+def _ray_output_to(path: Path, ray_used: bool, serve: bool) -> Iterator[None]:
+    """Ray's and Serve's output in this process goes to ``path`` (appended; created only if
+    they write) while the run lasts: their loggers ("Started a local Ray instance", Serve's
+    deploy and delete lines) and what Ray's threads print on stdout (the raylet's errors, e.g.
+    "Task ServeController.graceful_shutdown failed ... killed by ray.kill" at shutdown). The
+    workers' output stays in Ray's session logs (``log_to_driver`` is off). A run without Ray
+    (``ray_used`` false) changes nothing."""
+    if not ray_used:
+        yield
+        return
     import importlib  # noqa: PLC0415
 
     importlib.import_module("ray")  # configures Ray's logger on import (the run imports it anyway)
     if serve:
         importlib.import_module("ray.serve")  # configures Serve's driver logger on import
 
-    with path.open("a", buffering=1) as out:
+    with _LogFile(path) as out:
         handler = logging.StreamHandler(out)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         names = [n for n in logging.root.manager.loggerDict if n == "ray" or n.startswith("ray.")]
@@ -255,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
         resolved = resolve_arms(config, load_world_config(config.world), progress=bar, log=log)
         t_models = time.perf_counter() - t_models
         say(f"models ready, {t_models:.0f} s")
-        with _ray_output_to(run_dir / "ray.log", serve=config.traffic.through == "serve"):
+        serve = config.traffic.through == "serve"
+        with _ray_output_to(run_dir / "ray.log", serve or config.traffic.workers > 1, serve):
             result = run_experiment(
                 resolved,
                 through=None,  # the config's, after --through

@@ -451,14 +451,15 @@ def dumps_toml(value: Any) -> str:
     return tomli_w.dumps(plain)
 
 
-def add_set_argument(parser: Any) -> None:
-    """Give an argparse parser the one override flag every CLI shares: ``--set table.key=value``."""
+def add_set_argument(parser: Any, example: str = "traffic.users=500") -> None:
+    """Give an argparse parser the one override flag every CLI shares: ``--set table.key=value``
+    (``example``: a setting of that CLI's config)."""
     parser.add_argument(
         "--set",
         action="append",
         default=[],
         metavar="TABLE.KEY=VALUE",
-        help="override a setting of the config, e.g. --set traffic.users=500; the value is read as a TOML "
+        help=f"override a setting of the config, e.g. --set {example}; the value is read as a TOML "
         'value (true, 3, 0.5, "x", [1, 2]), else as a bare string; repeatable',
     )
 

@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         "its checkpoint (config + version id + per-epoch held-out metrics).",
     )
     parser.add_argument("--config", required=True, help="training config TOML (see configs/models/*.toml)")
-    add_set_argument(parser)
+    add_set_argument(parser, example="train.epochs=1")
     parser.add_argument("--logs", help="override [data] logs: the log folder (same as --set data.logs=...)")
     parser.add_argument("--out", help="override out: the checkpoint path (same as --set out=...)")
     parser.add_argument("--epochs", type=int, help="override [train] epochs (same as --set train.epochs=N)")

@@ -1,4 +1,4 @@
-"""Start the served cascade from checkpoints or baselines (trains nothing) and block
+"""Start the served cascade from checkpoints, baselines or your own rankers (trains nothing) and block
 (installed as ``cascade-ab-serve``).
 
     python -m serving --world small --arm control=popularity --arm treatment=random@50 \\
@@ -64,10 +64,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
         type=_arm,
         action="append",
         metavar="NAME=SPEC[@SIZE]",
-        help='an arm: its coarse scorer ("random", "popularity", "oracle" or a checkpoint)\n'
-        "and optionally its coarse size; repeat per arm (default: control=popularity)",
+        help='an arm: its coarse scorer ("random", "popularity", "oracle", a checkpoint, or\n'
+        '"module:attribute" naming your own scorer or factory, see policies/custom.py) and\n'
+        "optionally its coarse size; repeat per arm (default: control=popularity)",
     )
-    parser.add_argument("--fine", help='the fine scorer shared by all arms (default "oracle")')
+    parser.add_argument(
+        "--fine", help='the fine scorer shared by all arms, same forms as --arm\'s (default "oracle")'
+    )
     parser.add_argument(
         "--layout",
         choices=["split", "fused"],
@@ -80,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[AppArgs, argparse.Namespa
     parser.add_argument("--port", type=int, help="HTTP port (default 8000)")
     parser.add_argument("--name", default="cascade", help="Serve application name")
     parser.add_argument("--route-prefix", default="/", help="HTTP route prefix of the app")
-    add_set_argument(parser)
+    add_set_argument(parser, example="cpus_per_replica=0.5")
     add_version_argument(parser)
     ns = parser.parse_args(argv)
     flags = {key: getattr(ns, key) for key in ("world", "fine", "layout", "host", "port")}

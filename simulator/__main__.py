@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--config", help="TOML file with a [world] table (default: built-in defaults)")
     common.add_argument("--small", action="store_true", help="use the small test world")
     common.add_argument("--seed", type=int, help="override the world seed (same as --set seed=N)")
-    add_set_argument(common)
+    add_set_argument(common, example="taste_drift=0.2")
 
     d = sub.add_parser(
         "describe",

@@ -110,6 +110,7 @@ def test_a_tiny_run_writes_the_run_folder(smoke) -> None:
     ):
         assert (run / name).is_file(), name
     assert not list(run.rglob(".*tmp-*")), "a temporary file was left behind"
+    assert not (run / "ray.log").exists()  # one worker in process: no Ray, no Ray log
     results = json.loads((run / "results.json").read_text())
     assert results["srm"]["passed"] and results["through"] == "inprocess"
     assert {r["metric"] for r in results["records"]} >= {"pctr", "depth", "clicks"}

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs-dir", default="runs/tune", help="parent folder of run folders (default: %(default)s)"
     )
-    add_set_argument(parser)
+    add_set_argument(parser, example="search.num_samples=8")
     parser.add_argument("--num-samples", type=int, help="override [search] num_samples")
     parser.add_argument("--searcher", help='override [search] searcher: "optuna" or "random"')
     parser.add_argument("--time-budget", type=float, help="override [search] time_budget_s (0 = none)")
