@@ -74,13 +74,11 @@ def seeded_models(tmp_path_factory) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def kill_ray_worker(ray_session):
-    """``kill(title)``: SIGKILL the workers of this test session's Ray whose process title
-    starts with ``title`` (``ray::ShardWorker``, ``ray::ServeReplica:<app>:<deployment>``),
-    as a crash would; returns their pids. Only children of this session's raylets are
-    candidates, never another Ray on the machine."""
-    import os  # noqa: PLC0415
-    import signal  # noqa: PLC0415
+def ray_worker_pids(ray_session):
+    """``pids(title, parents=None)``: the pids of this test session's Ray workers whose process
+    title starts with ``title`` (``ray::ShardWorker``, ``ray::ServeReplica:<app>:<deployment>``).
+    Only children of this session's raylets (or of ``parents``) are candidates, never another
+    Ray on the machine."""
     from pathlib import Path  # noqa: PLC0415
 
     import ray  # noqa: PLC0415
@@ -89,9 +87,9 @@ def kill_ray_worker(ray_session):
         node = ray._private.worker._global_node  # the only place Ray keeps the raylet pid
         return {p.process.pid for p in node.all_processes["raylet"]}
 
-    def kill(title: str, parents: set[int] | None = None) -> list[int]:
+    def pids(title: str, parents: set[int] | None = None) -> list[int]:
         parents = raylets() if parents is None else parents
-        pids = []
+        found = []
         for proc in Path("/proc").glob("[0-9]*"):
             try:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
@@ -99,8 +97,23 @@ def kill_ray_worker(ray_session):
             except (OSError, ValueError, IndexError):
                 continue
             if ppid in parents and cmdline.startswith(title):
-                os.kill(int(proc.name), signal.SIGKILL)
-                pids.append(int(proc.name))
+                found.append(int(proc.name))
+        return found
+
+    return pids
+
+
+@pytest.fixture(scope="session")
+def kill_ray_worker(ray_worker_pids):
+    """``kill(title, parents=None)``: SIGKILL the workers ``ray_worker_pids`` finds, as a crash
+    would; returns their pids."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    def kill(title: str, parents: set[int] | None = None) -> list[int]:
+        pids = ray_worker_pids(title, parents)
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         return pids
 
     return kill

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 from ray import exceptions as ray_errors
 from ray.serve import exceptions as serve_errors
 
@@ -33,21 +32,6 @@ def test_deaths_are_transient_and_bad_requests_are_not() -> None:
     assert transient(ray_errors.RayTaskError("rank_batch", "traceback", upstream))  # a stage's input died
     assert not transient(serve_errors.RayServeException("Serve is not running"))
     assert not transient(ValueError("users must be a 1-d array"))
-
-
-def _pids(title: str) -> list[int]:
-    """Pids of this session's Ray workers whose process title starts with ``title``."""
-    raylets = {p.process.pid for p in ray._private.worker._global_node.all_processes["raylet"]}
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            cmdline = (proc / "cmdline").read_bytes().split(b"\0")[0].decode()
-            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid in raylets and cmdline.startswith(title):
-            pids.append(int(proc.name))
-    return pids
 
 
 def _cpu_s(pid: int) -> float:
@@ -89,8 +73,9 @@ class _KillInRequest:
     once the replica of ``busy`` has spent ``cpu_s`` seconds of CPU since that call was sent, it
     SIGKILLs the replica of ``victim``: the kill lands inside the call, which fails."""
 
-    def __init__(self, handle, kill, victim: str, busy: str, at: int = 2, ballast: int = 6000) -> None:
-        self.handle, self.kill, self.victim, self.busy, self.at = handle, kill, victim, busy, at
+    def __init__(self, handle, pids, kill, victim: str, busy: str, at: int = 2, ballast: int = 6000) -> None:
+        self.handle, self.pids, self.kill = handle, pids, kill
+        self.victim, self.busy, self.at = victim, busy, at
         self.ballast, self.cpu_s = ballast, 0.3
         self.calls, self.killed, self.users = 0, [], None
         self.rank_batch = self
@@ -99,7 +84,7 @@ class _KillInRequest:
         self.calls += 1
         if self.calls != self.at:
             return self.handle.rank_batch.remote(requests)
-        (busy,) = _pids(f"ray::ServeReplica:{APP}:{self.busy}")
+        (busy,) = self.pids(f"ray::ServeReplica:{APP}:{self.busy}")
         before = _cpu_s(busy)
         response = self.handle.rank_batch.remote(_with_ballast(requests, self.ballast))
         deadline = time.monotonic() + 60
@@ -127,12 +112,12 @@ def _expire(*_) -> None:
     ],
 )
 def test_a_replica_killed_inside_a_call_costs_a_logged_retry_and_no_page(
-    served, reference, small_sim, some_keys, kill_ray_worker, victim, busy, arm
+    served, reference, small_sim, some_keys, ray_worker_pids, kill_ray_worker, victim, busy, arm
 ) -> None:
     keys = some_keys.take(np.arange(60))
     lines: list[str] = []
     ranker = served.ranker(arm=arm, chunk=20, log=lines.append)
-    ranker.handle = killer = _KillInRequest(ranker.handle, kill_ray_worker, victim, busy)
+    ranker.handle = killer = _KillInRequest(ranker.handle, ray_worker_pids, kill_ray_worker, victim, busy)
     before = signal.signal(signal.SIGALRM, _expire)
     signal.alarm(240)
     try:
