@@ -82,6 +82,40 @@ def test_through_serve_equals_in_process(in_process, model_config, ray_session, 
     assert served.versions == in_process.versions
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["paired", "interleave"])
+def test_the_paired_and_interleaved_designs_are_the_same_on_ray_tasks_and_through_serve(
+    design, make_config, seeded_models, small_world, ray_session, same_results
+) -> None:
+    """Both designs rank every user's pages with every arm (interleave: merged team-draft
+    pages): the same tables in one process, over two Ray actors and through Serve."""
+    config = make_config(
+        name=f"models-{design}",
+        design={"kind": design, "truth_users": 20} if design == "interleave" else {"kind": design},
+        arms={
+            "control": {
+                "coarse": seeded_models["coarse_a"],
+                "fine": seeded_models["fine"],
+                "coarse_size": 100,
+            },
+            "treatment": {
+                "coarse": seeded_models["coarse_b"],
+                "fine": seeded_models["fine"],
+                "coarse_size": 40,
+            },
+        },
+        traffic={"users": 60, "days": 1, "shard_users": 30},
+        pre_period={"source": "none"},
+        stats={"funnel_users": 20},
+    )
+    local = run_experiment(config, world=small_world, workers=1)
+    same_results(local, run_experiment(config, workers=2))
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        same_results(local, run_experiment(config, through="serve"))
+
+
 def test_in_process_runs_every_shard_on_one_torch_thread_and_restores_it(tiny_config, small_world) -> None:
     arms = arm_specs(tiny_config)
     shards = plan_shards(tiny_config)[:3]
