@@ -1,21 +1,22 @@
 """Traffic: the experiment's shards of users x days, and the simulation of one shard.
 
 Each user has one session per experiment day (days first_day.., after the logged days, so
-sessions are fresh draws). Work is cut into shards of users per day; a shard runs every arm's
-users (``common.assignment``: a hash of (layer, salt, user id), the same on every day, shard
-and worker) through that arm's page ranker with ``run_sessions``. Which arms a user runs
-through depends on the design: split - the assigned arm (column ``assigned`` true), and for
-the users of ``truth_sample`` also every other arm (``assigned`` false: the counterfactual
-runs that give the true effect); paired - every arm (all ``assigned``); interleave - the
-team-draft pages of all arms (``abtest.interleave``; one ``assigned`` row per user and arm
-holding that arm's credit), and the users of ``truth_sample`` also through every arm on its
-own (not ``assigned``: the true effect). Pre-period shards run
-every user once, through the control's cascade. All arms share the world and
-the simulator's counter-based random numbers (common random numbers): a user's recall set and
-its coin flips for an item do not depend on the arm, and every draw is keyed by (user, day,
-session, item), so a shard gives the same rows wherever it runs. On the first day, users
-0..funnel_users-1 also record where the k truly best items of the pool were lost (recall,
-coarse, fine; ``simulator.oracle``).
+sessions are fresh draws) from its arrival day on (``world.user_arrival_day``: new users arrive
+on later days; a shard with no arrived user has no rows). Work is cut into shards of users per
+day; a shard runs every arm's users (``common.assignment``: a hash of (layer, salt, user id),
+the same on every day, shard and worker) through that arm's page ranker with ``run_sessions``.
+Which arms a user runs through depends on the design: split - the assigned arm (column
+``assigned`` true), and for the users of ``truth_sample`` also every other arm (``assigned``
+false: the counterfactual runs that give the true effect); paired - every arm (all
+``assigned``); interleave - the team-draft pages of all arms (``abtest.interleave``; one
+``assigned`` row per user and arm holding that arm's credit), and the users of ``truth_sample``
+also through every arm on its own (not ``assigned``: the true effect). Pre-period shards run
+every user once, through the control's cascade. All arms share the world and the simulator's
+counter-based random numbers (common random numbers): a user's recall set and its coin flips
+for an item do not depend on the arm, and every draw is keyed by (user, day, session, item), so
+a shard gives the same rows wherever it runs. On the first day, users 0..funnel_users-1 also
+record where the k truly best items of the pool were lost (recall, coarse, fine;
+``simulator.oracle``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from abtest.config import ExperimentConfig
-from abtest.interleave import credit_by_arm, run_interleaved
-from abtest.outcomes import session_outcomes
+from abtest.interleave import CREDIT_METRICS, credit_by_arm, run_interleaved
+from abtest.outcomes import EXACT_COLUMNS, SESSION_COLUMNS, session_outcomes
 from common.assignment import Assignment, user_buckets
 from policies.cascade import PageRanker, Ranked, run_sessions
 from simulator.oracle import best_in_pool, funnel_loss
@@ -132,6 +133,9 @@ class Traffic:
         ``CREDIT_METRICS``, assigned)."""
         config = self.config
         users = np.arange(shard.lo, shard.hi, dtype=np.int64)
+        users = users[self.world.user_arrival_day[users] <= shard.day]  # no session before arrival
+        if users.size == 0:
+            return self._no_rows()
         arm_index = assign_arms(config, users)
         experiment = shard.period == "exp"
         interleaved, everyone = experiment and config.interleave, experiment and config.paired
@@ -149,6 +153,18 @@ class Traffic:
             part["assigned"] = assigned[runs]
             parts.append(part)
         return pd.concat(parts, ignore_index=True).sort_values("user", kind="stable").reset_index(drop=True)
+
+    def _no_rows(self) -> pd.DataFrame:
+        """The frame of a shard none of whose users has arrived yet: a run's columns, no rows."""
+        metrics = [*SESSION_COLUMNS, *EXACT_COLUMNS, *FUNNEL_COLUMNS]
+        if self.config.interleave:
+            metrics = [*CREDIT_METRICS, "assigned", *(m for m in metrics if m not in CREDIT_METRICS)]
+        else:
+            metrics.append("assigned")
+        none = np.empty(0, np.int64)
+        frame = {"user": none, "day": none, "arm": pd.Series([], dtype="str")}
+        frame |= {m: np.empty(0, bool if m == "assigned" else np.float64) for m in metrics}
+        return pd.DataFrame(frame)
 
     def _interleaved(self, users: np.ndarray, shard: Shard) -> pd.DataFrame:
         """The shard's users on team-draft pages of every arm: per user and arm, its credit."""
@@ -170,7 +186,7 @@ class Traffic:
         sample = np.flatnonzero(users < c.stats.funnel_users)
         if shard.period == "exp" and shard.day == c.traffic.first_day and sample.size:
             k = c.stats.funnel_k
-            best = best_in_pool(self.world, users[sample], k)
+            best = best_in_pool(self.world, users[sample], k, day=shard.day)
             stages = (out.recall_items[sample], out.first_coarse_items[sample], recorder.page[sample])
             for j, row in enumerate(sample):
                 loss = funnel_loss(best[j : j + 1], [s[j : j + 1] for s in stages])

@@ -42,6 +42,10 @@ class Stream(enum.IntEnum):
     SPLIT = 17
     ASSIGN = 18
     INTERLEAVE = 19
+    # the world's time phenomena (simulator.world); values fixed by the worlds built with them
+    TASTE_DRIFT = 64
+    USER_ARRIVAL = 65
+    ITEM_ARRIVAL = 66
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -28,6 +28,7 @@ class UserFeatures:
 
     user_id: torch.Tensor  # (B,) long
     history: ItemFeatures  # (B, H) the logged behaviour sequence (accidental clicks included)
+    history_dwell: torch.Tensor | None = None  # (B, H) float logged dwell seconds, if the world logs them
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,11 @@ is rescored. Both
 give identical pages, since they evaluate the same calls. The served stages keep bounded caches
 of the same kind on their replicas (``serving.stages``).
 
+The day: a scorer whose scores depend on the session's day (the oracle under taste drift) has
+``score_on_day(users, items, days)``, and the stages call it with each request's day (0 when a
+caller gives none); other scorers are called as ``score(users, items)``. A session's day is
+fixed, so its cached scores stay valid.
+
 Batch independence: a page never depends on which other requests share its batch. Rows of one
 call are stacked only into ``Scorer.score`` calls whose per-row inputs are the canonical
 chunks, and scorers score each request on its own (``policies.rankers``).
@@ -151,6 +156,15 @@ def order_prefix(scores: np.ndarray, n: int) -> np.ndarray:
     return finite[chosen[np.argsort(neg[chosen], kind="stable")][:n]]
 
 
+def stage_scores(scorer: Scorer, users: np.ndarray, items: np.ndarray, days: np.ndarray | None) -> np.ndarray:
+    """The scores (B, R) of ``scorer`` for items (B, R) of users (B,) on days (B,; None: day 0),
+    through ``score_on_day`` where the scorer has it."""
+    on_day = getattr(scorer, "score_on_day", None)
+    if on_day is None:
+        return scorer.score(users, items)
+    return on_day(users, items, np.zeros(len(users), np.int64) if days is None else days)
+
+
 def fine_chunk_end(position: np.ndarray, size: int) -> np.ndarray:
     """End (exclusive) of the fine chunk holding each order position, for coarse size ``size``."""
     return np.where(position < size, size, size + ((position - size) // FINE_CHUNK + 1) * FINE_CHUNK)
@@ -164,9 +178,11 @@ def coarse_window(
     excluded: np.ndarray | None = None,
     keys: Keys = None,
     cache: SessionCache | None = None,
+    days: np.ndarray | None = None,
 ) -> Window:
-    """The coarse stage: the first ``size`` non-excluded candidates of each row's coarse order.
-    Coarse scores of the rows missing from ``cache`` are computed in one call."""
+    """The coarse stage: the first ``size`` non-excluded candidates of each row's coarse order,
+    scored on each row's day (``days``, None: day 0). Coarse scores of the rows missing from
+    ``cache`` are computed in one call."""
     b, r = recall.shape
     excluded = np.zeros((b, r), dtype=bool) if excluded is None else excluded
     entries: list[_CoarseEntry | None] = [None] * b
@@ -175,7 +191,8 @@ def coarse_window(
         entries = [e if e is not None and e.scores.shape == (r,) else None for e in entries]
     missing = [i for i, e in enumerate(entries) if e is None]
     if missing:
-        fresh = scorer.score(users[missing], recall[missing])  # (M, R)
+        on = None if days is None else days[missing]
+        fresh = stage_scores(scorer, users[missing], recall[missing], on)  # (M, R)
         for j, i in enumerate(missing):
             entries[i] = _CoarseEntry(fresh[j], np.empty(0, dtype=np.int64))
             if cache is not None:
@@ -210,10 +227,11 @@ def fine_page(
     size: int,
     keys: Keys = None,
     cache: SessionCache | None = None,
+    days: np.ndarray | None = None,
 ) -> Ranked:
-    """The fine stage: the page of ``size`` among the window, from fine scores of the canonical
-    chunks of each row's coarse order (the chunks missing from ``cache`` are scored, rows
-    needing the same chunk stacked in one call)."""
+    """The fine stage: the page of ``size`` among the window, from fine scores (on each row's
+    day, ``days``; None: day 0) of the canonical chunks of each row's coarse order (the chunks
+    missing from ``cache`` are scored, rows needing the same chunk stacked in one call)."""
     b, c = window.positions.shape
     order = window.order
     entries: list[_FineEntry | None] = [None] * b
@@ -235,7 +253,8 @@ def fine_page(
             chunks.setdefault((lo, hi), []).append(i)
             lo = hi
     for (lo, hi), rows in sorted(chunks.items()):
-        scored = scorer.score(users[rows], order[rows, lo:hi])  # (M, hi - lo)
+        on = None if days is None else days[rows]
+        scored = stage_scores(scorer, users[rows], order[rows, lo:hi], on)  # (M, hi - lo)
         for j, i in enumerate(rows):
             e = entries[i]
             e.order = np.concatenate([e.order, order[i, lo:hi]])
@@ -296,23 +315,31 @@ class Cascade:
         """The next page of running sessions (a ``PageRanker``); inside ``run_sessions`` each
         session is scored once per stage, else every page is rescored."""
         scope = _SESSIONS.get()
+        users, days, recall = batch.keys.user, batch.keys.day, batch.recall.items
         if scope is None:
-            return self.rank(batch.keys.user, batch.recall.items, batch.shown)
+            return self.rank(users, recall, batch.shown, days)
         caches = scope.setdefault(self, _Caches())
         keys = session_keys(batch.keys)
-        users, recall = batch.keys.user, batch.recall.items
         size = self.sizes.coarse
-        window = coarse_window(self.coarse, users, recall, size, batch.shown, keys, caches.coarse)
-        return fine_page(self.fine, users, window, self.sizes.page, keys, caches.fine)
+        window = coarse_window(self.coarse, users, recall, size, batch.shown, keys, caches.coarse, days)
+        return fine_page(self.fine, users, window, self.sizes.page, keys, caches.fine, days)
 
-    def rank(self, users: np.ndarray, recall: np.ndarray, excluded: np.ndarray | None = None) -> Ranked:
+    def rank(
+        self,
+        users: np.ndarray,
+        recall: np.ndarray,
+        excluded: np.ndarray | None = None,
+        days: np.ndarray | None = None,
+    ) -> Ranked:
         """Rank one page for users (B,) from recall sets (B, R) without ``excluded`` (B, R)
-        candidates, every score computed afresh (the per-page reference)."""
+        candidates on ``days`` (B,; None: day 0), every score computed afresh (the per-page
+        reference)."""
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         if recall.ndim != 2 or users.shape != recall.shape[:1]:
             raise ValueError(f"need users (B,) and recall (B, R), got {users.shape} and {recall.shape}")
-        window = coarse_window(self.coarse, users, recall, self.sizes.coarse, excluded)
-        return fine_page(self.fine, users, window, self.sizes.page)
+        days = None if days is None else np.broadcast_to(np.asarray(days, dtype=np.int64), users.shape)
+        window = coarse_window(self.coarse, users, recall, self.sizes.coarse, excluded, days=days)
+        return fine_page(self.fine, users, window, self.sizes.page, days=days)
 
 
 @dataclasses.dataclass(frozen=True)

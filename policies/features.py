@@ -57,7 +57,8 @@ class FeatureStore:
         ids = torch.tensor(np.asarray(user_ids), dtype=torch.long)
         if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.n_users):
             raise IndexError(f"user ids must be in [0, {self.n_users}), got {ids.min()}..{ids.max()}")
-        return UserFeatures(user_id=ids, history=self.items.index(self.history[ids]))
+        dwell = None if self.history_dwell is None else self.history_dwell[ids]
+        return UserFeatures(user_id=ids, history=self.items.index(self.history[ids]), history_dwell=dwell)
 
     def item_features(self, item_ids: np.ndarray | torch.Tensor) -> ItemFeatures:
         """Features of items ``item_ids`` (any shape)."""

@@ -1,7 +1,9 @@
 """Ranking models of the cascade: the fine ranker (teacher) and the coarse ranker family.
 
 Both see only model-visible features (``policies.batch``): item id, category, brand, price
-bucket, is_new, and the user's id and logged behaviour sequence, never the world's latent truth.
+bucket, is_new, and the user's id and logged behaviour sequence (with each behaviour's logged
+dwell where the world logs it and the model asks for it: ``dwell_buckets``), never the world's
+latent truth.
 
 Padding: a history entry whose ``item_id`` is negative (e.g. -1) is padding; it is masked out
 of every pooling, attention and match share, so its other fields may hold anything.
@@ -135,6 +137,32 @@ class ItemEmbedding(nn.Module):
         return self.fields(items).sum(dim=-2)  # (*S, D)
 
 
+class DwellEmbedding(nn.Module):
+    """An embedding of each behaviour's logged dwell, bucketised by log2 seconds (bucket 0: under
+    2 s, bucket b: [2^b, 2^(b+1)) s, the last open-ended). Zero at initialisation: a model starts
+    as it would without dwell, and draws no random numbers for it (the other weights of a seed
+    stay what they were)."""
+
+    def __init__(self, n_buckets: int, dim: int) -> None:
+        super().__init__()
+        self.table = skip_init(nn.Embedding, n_buckets, dim)
+        nn.init.zeros_(self.table.weight)
+
+    def buckets(self, seconds: Tensor) -> Tensor:
+        """Bucket (long) of each dwell; NaN (e.g. padding) and non-positive dwell go to bucket 0."""
+        last = self.table.num_embeddings - 1
+        return torch.log2(seconds.nan_to_num(1.0).clamp(min=1.0)).floor().long().clamp(max=last)
+
+    def forward(self, user: UserFeatures) -> Tensor:
+        """(B, H, D) for the user's history; the features must carry dwell."""
+        if user.history_dwell is None:
+            raise ValueError(
+                "the model reads the behaviours' dwell (dwell_buckets) but the features carry none: "
+                "a world logs it with history_dwell_separation > 0"
+            )
+        return self.table(self.buckets(user.history_dwell))
+
+
 # ---------------------------------------------------------------------------------------------
 # Fine ranker
 
@@ -149,6 +177,10 @@ class FineConfig:
     """Hidden width of the DIN attention MLP (cost ~ linear in it)."""
     hidden: tuple[int, ...] = setting((128, 64), ge=1)
     """Widths of the shared MLP under the two heads (at least one layer)."""
+    dwell_buckets: int | None = setting(None, ge=2)
+    """The target attention's weights also see each behaviour's logged dwell, bucketised by log2
+    seconds into this many buckets (e.g. 8: under 2 s .. 128 s and more); what it pools stays
+    the behaviours' embeddings. None (the default): dwell is not read."""
 
     def __post_init__(self) -> None:
         if not self.hidden:
@@ -199,13 +231,16 @@ class TargetAttention(nn.Module):
         logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
         return torch.softmax(logits, dim=-1) * mask[:, None, :]  # (B, L, H), zero if H empty
 
-    def forward(self, history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, history: Tensor, target: Tensor, mask: Tensor, keys: Tensor | None = None) -> Tensor:
+        """The attention-pooled history (B, L, D) per target; the weights come from ``keys``
+        (B, H, D; default the history itself, e.g. history plus side information)."""
+        keys = history if keys is None else keys
         # targets in chunks: the (B, L, H, hidden) pair tensor stays ~8 MB, below glibc's mmap
         # threshold (larger blocks are mapped and page-faulted afresh on every call)
         B, H, _ = history.shape
         step = max(1, self.PAIR_BUDGET // max(1, B * H * self.hidden))
         parts = [
-            self.weights(history, target[:, lo : lo + step], mask) @ history
+            self.weights(keys, target[:, lo : lo + step], mask) @ history
             for lo in range(0, target.shape[1], step)
         ]
         return torch.cat(parts, dim=1) if parts else target.new_zeros(target.shape)  # (B, L, D)
@@ -231,6 +266,7 @@ class FineRanker(nn.Module):
         self.mlp = _mlp([5 * D + self.N_CROSSES, *config.hidden], final_activation=True, generator=g)
         self.click_head = _linear(config.hidden[-1], 1, g)
         self.purchase_head = _linear(config.hidden[-1], 1, g)
+        self.dwell = None if config.dwell_buckets is None else DwellEmbedding(config.dwell_buckets, D)
 
     @staticmethod
     def _match_share(history: Tensor, target: Tensor, mask: Tensor) -> Tensor:
@@ -246,7 +282,8 @@ class FineRanker(nn.Module):
         B, L, D = t.shape
         u = self.user(user.user_id)  # (B, D)
         mean_h = _masked_mean(h, mask)  # (B, D)
-        interest = self.attention(h, t, mask)  # (B, L, D)
+        keys = h if self.dwell is None else h + self.dwell(user)  # (B, H, D)
+        interest = self.attention(h, t, mask, keys)  # (B, L, D)
         scale = 1.0 / math.sqrt(D)
         crosses = torch.stack(
             [
@@ -299,6 +336,10 @@ class CoarseConfig:
     pooled history embedding, the item side the target's embedding."""
     nova: bool = False
     """NOVA self-attention over the history in the user tower."""
+    dwell_buckets: int | None = setting(None, ge=2)
+    """With nova: NOVA's queries and keys also see each behaviour's logged dwell (side
+    information), bucketised by log2 seconds into this many buckets (e.g. 8: under 2 s .. 128 s
+    and more); the values stay item-id embeddings. None (the default): dwell is not read."""
     senet_bilinear: bool = False
     """FiBiNET SENET + bilinear interaction in the item tower."""
     senet_reduction: int = setting(2, ge=1)
@@ -309,14 +350,17 @@ class CoarseConfig:
     def __post_init__(self) -> None:
         if not math.isfinite(self.temperature):
             raise ConfigError(f"must be finite, got {self.temperature!r}", key="temperature")
+        if self.dwell_buckets is not None and not self.nova:
+            raise ConfigError("is read by NOVA's attention: needs nova = true", key="dwell_buckets")
 
 
 class NovaAttention(nn.Module):
     """NOVA-BERT style self-attention over the history, pooled to one vector.
 
-    Queries and keys come from the fused embedding (id + side information); values come from
-    the item-id embedding alone, so side information steers *where* to attend but the output
-    is built from id embeddings only. No positional encoding: order-invariant.
+    Queries and keys come from the fused embedding (id + side information: the item's fields,
+    and its logged dwell with ``dwell_buckets``); values come from the item-id embedding alone,
+    so side information steers *where* to attend but the output is built from id embeddings
+    only. No positional encoding: order-invariant.
     """
 
     def __init__(self, dim: int, generator: torch.Generator) -> None:
@@ -436,6 +480,7 @@ class CoarseRanker(nn.Module):
             self.scorer = InteractionScorer(D, config.mlp_hidden, T, g)
         self.task_bias = nn.Parameter(torch.zeros(T))
         self.fm_weight = nn.Parameter(torch.ones(T)) if config.fm_cross else None
+        self.dwell = None if config.dwell_buckets is None else DwellEmbedding(config.dwell_buckets, D)
 
     @property
     def user_tower_dim(self) -> int:
@@ -459,7 +504,8 @@ class CoarseRanker(nn.Module):
         mask = _history_mask(hist)  # (B, H)
         fused = self.embed(hist)  # (B, H, D)
         if self.nova is not None:
-            pooled = self.nova(fused, self.embed.ids(hist), mask)  # (B, D)
+            side = fused if self.dwell is None else fused + self.dwell(user)  # queries and keys
+            pooled = self.nova(side, self.embed.ids(hist), mask)  # (B, D)
         else:
             pooled = _masked_mean(fused, mask)  # (B, D)
         u = self.user_mlp(torch.cat([self.user(user.user_id), pooled], dim=-1))  # (B, D)

@@ -46,7 +46,8 @@ class CoarseStage:
     def run(
         self, users: np.ndarray, recall: np.ndarray, exclude: np.ndarray, days=None, sessions=None
     ) -> CoarseOut:
-        """Windows of B requests; with ``days`` and ``sessions`` the session cache is used."""
+        """Windows of B requests on ``days`` (None: day 0); with ``days`` and ``sessions`` the
+        session cache is used."""
         return self._run(self._state, users, recall, exclude, days, sessions)
 
     def run_many(
@@ -69,9 +70,9 @@ class CoarseStage:
         scorer, cache = state
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         keys = _keys((), users, days, sessions)
-        w = coarse_window(
-            scorer, users, recall, self.size, exclusion_mask(recall, exclude), keys, cache if keys else None
-        )
+        days = None if days is None else np.asarray(days, dtype=np.int64)
+        excluded = exclusion_mask(recall, exclude)
+        w = coarse_window(scorer, users, recall, self.size, excluded, keys, cache if keys else None, days)
         return CoarseOut(w.slots, w.items, w.positions, w.order, scorer.version)
 
 
@@ -90,7 +91,7 @@ class FineStage:
         self._state = (scorer, SessionCache(self.capacity))
 
     def run(self, users: np.ndarray, coarse: CoarseOut, days=None, sessions=None) -> FineOut:
-        days, sessions = (None, None) if days is None or sessions is None else ([days], [sessions])
+        days, sessions = (None if x is None else [x] for x in (days, sessions))
         return self._run_many([users], [coarse], days, sessions)[0]
 
     def run_many(self, users: list, days: list, sessions: list, coarse: list[CoarseOut]) -> list[FineOut]:
@@ -104,7 +105,9 @@ class FineStage:
         for width in sorted({c.items.shape[1] for c in coarse}):
             calls = [i for i, c in enumerate(coarse) if c.items.shape[1] == width]
             rows = np.concatenate([np.asarray(users[i], dtype=np.int64) for i in calls])
-            keys = None
+            keys, on = None, None
+            if days is not None:
+                on = np.concatenate([np.asarray(days[i], dtype=np.int64) for i in calls])
             if days is not None and sessions is not None:
                 keys = [
                     k
@@ -118,7 +121,7 @@ class FineStage:
                 pad_rows([coarse[i].order for i in calls]),
                 "",
             ).window
-            ranked = fine_page(scorer, rows, window, self.page_size, keys, cache if keys else None)
+            ranked = fine_page(scorer, rows, window, self.page_size, keys, cache if keys else None, on)
             for i, (lo, hi) in zip(calls, bounds([len(users[i]) for i in calls]), strict=True):
                 out[i] = FineOut(
                     ranked.page[lo:hi],

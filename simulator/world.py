@@ -19,23 +19,13 @@ which makes "draw an item of category k" an index computation.
 
 from __future__ import annotations
 
-import enum
-
 import numpy as np
 
-from common.rng import uniform
+from common.rng import Stream, uniform
 from simulator.config import WorldConfig
 
 CLEAN_DWELL_S = 20.0
 """Median logged dwell of a clean behaviour, in seconds (history_dwell_separation > 0)."""
-
-
-class TimeStream(enum.IntEnum):
-    """Counter-based key spaces of the world's time phenomena, disjoint from common.rng.Stream."""
-
-    TASTE_DRIFT = 64
-    USER_ARRIVAL = 65
-    ITEM_ARRIVAL = 66
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -202,14 +192,12 @@ class World:
         ).astype(np.float32)
         # taste drift: N(0, I) steps scaled so <step, v_i> has unit std over random items
         self.drift_scale = np.float32(1.0 / np.sqrt(np.mean(self.item_norm**2)))
-        self.user_arrival_day = self._arrival_days(
-            TimeStream.USER_ARRIVAL, c.n_users, c.new_user_share_per_day
-        )
-        item_arrival = self._arrival_days(TimeStream.ITEM_ARRIVAL, c.n_items, c.new_item_share_per_day)
+        self.user_arrival_day = self._arrival_days(Stream.USER_ARRIVAL, c.n_users, c.new_user_share_per_day)
+        item_arrival = self._arrival_days(Stream.ITEM_ARRIVAL, c.n_items, c.new_item_share_per_day)
         self.item_arrival_day = np.where(self.item_is_new, item_arrival, 0)
         self.items_arrive = bool(self.item_arrival_day.max(initial=0) > 0)
 
-    def _arrival_days(self, stream: TimeStream, n: int, share_per_day: float) -> np.ndarray:
+    def _arrival_days(self, stream: Stream, n: int, share_per_day: float) -> np.ndarray:
         """Arrival day of ids 0..n-1: day d >= 1 with probability share_per_day each, else 0."""
         days = np.zeros(n, dtype=np.int64)
         if self.config.arrival_days and share_per_day > 0:
@@ -310,7 +298,7 @@ class World:
         if n_days == 0:
             return vec
         steps = np.arange(1, n_days + 1)[None, :, None]
-        u = uniform(c.seed, TimeStream.TASTE_DRIFT, users[:, None, None], steps, np.arange(2 * c.dim))
+        u = uniform(c.seed, Stream.TASTE_DRIFT, users[:, None, None], steps, np.arange(2 * c.dim))
         normal = np.sqrt(-2.0 * np.log1p(-u[..., : c.dim])) * np.cos(2.0 * np.pi * u[..., c.dim :])
         walk = (normal * (steps <= day[:, None, None])).sum(axis=1)  # (B, D): steps 1..day of each user
         return (vec + (c.taste_drift * self.drift_scale) * walk).astype(np.float32)

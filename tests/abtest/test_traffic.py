@@ -5,14 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 
 from abtest.analysis import (
     ExperimentResult,
 )
+from abtest.arms import arm_specs
 from abtest.config import ExperimentConfig
+from abtest.executors import build_cascades
 from abtest.experiment import run_experiment
 from abtest.outcomes import SESSION_COLUMNS
+from abtest.traffic import Shard, Traffic
 from common.assignment import Assignment
+from simulator import SMALL, World
 
 FRAME_COLUMNS = ["user", "day", "arm", *SESSION_COLUMNS]
 
@@ -69,3 +74,54 @@ def test_a_users_sessions_do_not_depend_on_the_arm_they_are_in(make_config, smal
     assert (runs[0]["arm"] != runs[1]["arm"]).mean() > 0.3
     metrics = [c for c in runs[0].columns if c != "arm"]
     pd.testing.assert_frame_equal(runs[0][metrics], runs[1][metrics])
+
+
+ARRIVALS = {"arrival_days": 3, "new_user_share_per_day": 0.3}
+"""90 % of users arrive on days 1..3: a share of the tiny experiment's users (days 1, 2, the
+simulated pre-period day 0) has no session on some days, and small shards have none at all."""
+
+
+@pytest.fixture(scope="module")
+def arrival_world(tmp_path_factory) -> tuple[str, World]:
+    config = SMALL.replace(**ARRIVALS)
+    path = tmp_path_factory.mktemp("arrivals") / "world.toml"
+    path.write_text(tomli_w.dumps({"world": config.to_dict()}))
+    return str(path), World(config)
+
+
+def test_no_session_runs_before_its_users_arrival_day(make_config, arrival_world) -> None:
+    path, world = arrival_world
+    for design in ("split", "paired", "interleave"):
+        result = run_experiment(make_config(world=path, design={"kind": design}), world=world)
+        days = result.user_days
+        assert (world.user_arrival_day[days["user"].to_numpy()] <= days["day"].to_numpy()).all(), design
+        # every user-day after arrival does run (users 0..399 on days 1 and 2)
+        user, day = np.meshgrid(np.arange(400), [1, 2], indexing="ij")
+        due = world.user_arrival_day[user] <= day
+        ran = result.user_days.drop_duplicates(["user", "day"])
+        assert len(ran) == due.sum(), design
+        assert 0 < due.sum() < due.size  # the knob leaves some user-days out
+
+
+def test_arrivals_are_shard_invariant_with_empty_shards(make_config, arrival_world, same_results) -> None:
+    path, world = arrival_world
+    arrival = world.user_arrival_day[:400]
+    small_shards = arrival[: 400 // 7 * 7].reshape(-1, 7)
+    assert (small_shards.min(axis=1) > 0).any()  # a 7-user shard has nobody on day 0
+    whole, split = (
+        run_experiment(make_config(world=path, traffic={"shard_users": n}), world=world) for n in (400, 7)
+    )
+    same_results(whole, split)
+
+
+def test_a_shard_without_arrived_users_has_a_runs_columns_and_no_rows(make_config, arrival_world) -> None:
+    path, world = arrival_world
+    late = np.flatnonzero(world.user_arrival_day > 1)
+    lo = int(late[np.flatnonzero(np.diff(late[:-1]) + np.diff(late[1:]) == 2)[0]])  # 3 in a row
+    for design in ("split", "interleave"):
+        config = make_config(world=path, design={"kind": design})
+        traffic = Traffic(config, world, build_cascades(world, arm_specs(config)))
+        empty = traffic.run(Shard("exp", 1, 0, lo, lo + 3))
+        full = traffic.run(Shard("exp", 1, 0, 0, 50))
+        assert len(empty) == 0 and len(full) > 0
+        pd.testing.assert_series_equal(empty.dtypes, full.dtypes)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from policies.features import FeatureStore, vocab_of
-from simulator import SMALL
+from simulator import SMALL, World
 
 
 @pytest.fixture(scope="module")
@@ -50,3 +50,11 @@ def test_item_features_keep_the_shape_of_the_ids(store):
     items = store.item_features(ids)
     assert items.item_id.shape == (2, 3) and torch.equal(items.item_id, torch.as_tensor(ids))
     assert torch.equal(items.brand, store.items.brand[torch.as_tensor(ids)])
+
+
+def test_users_carry_the_logged_dwell_when_the_world_logs_it(store):
+    ids = np.array([7, 2, 7])
+    assert store.history_dwell is None and store.users(ids).history_dwell is None
+    world = World(SMALL.replace(history_dwell_separation=2.0))
+    users = FeatureStore.from_world(world).users(ids)
+    np.testing.assert_array_equal(users.history_dwell.numpy(), world.history_dwell[ids])

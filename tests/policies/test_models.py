@@ -1,12 +1,18 @@
 import dataclasses
+import importlib.util
 import itertools
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.config import from_mapping, to_plain
 from policies.batch import ItemFeatures, UserFeatures
+from policies.checkpoint import _version, model_version
 from policies.models import (
     BilinearInteraction,
     CoarseConfig,
@@ -384,3 +390,116 @@ def test_the_seed_alone_decides_a_models_initial_weights(build):
         again = build(4)
     assert _same_state(first, again)
     assert not _same_state(first, build(5))
+
+
+# ---------------------------------------------------------------------------------------------
+# Dwell (the behaviours' logged dwell as NOVA's side information)
+
+DWELL_REFERENCE_COMMIT = "d42a7e5f42524a95263cc66fca047bd98a1cc24a"
+"""The last commit whose models did not know dwell."""
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with_dwell(user: UserFeatures, seed: int) -> UserFeatures:
+    """The user's history with dwell seconds spread over every bucket (0.5 s .. ~500 s)."""
+    g = torch.Generator().manual_seed(seed)
+    seconds = torch.exp(torch.empty(user.history.item_id.shape).uniform_(-0.7, 6.2, generator=g))
+    return dataclasses.replace(user, history_dwell=seconds)
+
+
+@pytest.fixture(scope="module")
+def reference_models(tmp_path_factory):
+    """policies/models.py of DWELL_REFERENCE_COMMIT, imported as its own module."""
+    try:
+        source = subprocess.run(
+            ["git", "-C", str(ROOT), "show", f"{DWELL_REFERENCE_COMMIT}:policies/models.py"],
+            capture_output=True,
+            check=True,
+            text=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip(f"git history with commit {DWELL_REFERENCE_COMMIT[:10]} is not available")
+    path = tmp_path_factory.mktemp("reference") / "reference_models.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("reference_models", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve the module's annotations through it
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.mark.parametrize("kind", ["coarse_nova", "coarse_all", "fine"])
+def test_models_without_dwell_are_the_reference_codes_byte_for_byte(reference_models, kind):
+    # same seed: same weights, same checkpoint version, same outputs even when the features
+    # carry dwell (the reference code has no notion of it)
+    ref = reference_models
+    config = {"coarse_nova": CoarseConfig(nova=True), "coarse_all": ALL_ON, "fine": FineConfig()}[kind]
+    old_config = from_mapping(ref.FineConfig if kind == "fine" else ref.CoarseConfig, to_plain(config))
+    old_vocab = ref.Vocab(**dataclasses.asdict(VOCAB))
+    new = (FineRanker if kind == "fine" else CoarseRanker)(config, VOCAB, seed=3).eval()
+    old = (ref.FineRanker if kind == "fine" else ref.CoarseRanker)(old_config, old_vocab, seed=3).eval()
+    check_kind = "fine" if kind == "fine" else "coarse"
+    old_version = _version(check_kind, to_plain(old.config), dataclasses.asdict(VOCAB), old.state_dict())
+    assert model_version(new) == old_version
+    user, items = _users(21), _items(22, (4, 9))
+    with torch.no_grad():
+        a = new(_with_dwell(user, 23), items)
+        b = old(user, items)
+    if kind == "fine":
+        a, b = (a.click_logit, a.purchase_logit), (b.click_logit, b.purchase_logit)
+    for x, y in zip(a if kind == "fine" else [a], b if kind == "fine" else [b], strict=True):
+        assert torch.equal(x, y)
+
+
+def _dwell_models() -> list[nn.Module]:
+    return [
+        CoarseRanker(dataclasses.replace(ALL_ON, dwell_buckets=8), VOCAB, seed=4),
+        FineRanker(FineConfig(dwell_buckets=8), VOCAB, seed=4),
+    ]
+
+
+def _output(model: nn.Module, user: UserFeatures, items: ItemFeatures) -> torch.Tensor:
+    out = model(user, items)
+    return out if isinstance(out, torch.Tensor) else torch.stack([out.click_logit, out.purchase_logit])
+
+
+@pytest.mark.parametrize("model", _dwell_models(), ids=["coarse", "fine"])
+def test_dwell_reaches_the_model_and_trains_its_embedding(model):
+    user, items = _with_dwell(_users(24, batch=6), 25), _items(26, (6, 8))
+    _output(model.train(), user, items).square().mean().backward()
+    grad = model.dwell.table.weight.grad
+    used = torch.unique(model.dwell.buckets(user.history_dwell))
+    assert len(used) == 8  # the dwell spread covers every bucket
+    assert (grad[used].abs().sum(dim=1) > 0).all()
+    model.eval()
+    with torch.no_grad():
+        start = _output(model, user, items)
+        model.dwell.table.weight.copy_(torch.randn(8, model.dwell.table.weight.shape[1]))
+        moved = _output(model, user, items)
+        other = _output(model, _with_dwell(user, 27), items)
+    # zero at initialisation: the model starts as without dwell; once trained, dwell moves scores
+    torch.testing.assert_close(start, _output(model_without_dwell(model), user, items))
+    assert not torch.allclose(moved, other)
+
+
+def model_without_dwell(model: nn.Module) -> nn.Module:
+    config = dataclasses.replace(model.config, dwell_buckets=None)
+    return type(model)(config, VOCAB, seed=4).eval()
+
+
+def test_dwell_buckets_are_log2_seconds():
+    table = _dwell_models()[0].dwell
+    seconds = torch.tensor([float("nan"), 0.0, 1.9, 2.0, 3.9, 20.0, 127.0, 128.0, 1e6])
+    assert table.buckets(seconds).tolist() == [0, 0, 0, 1, 1, 4, 6, 7, 7]
+
+
+def test_a_dwell_model_refuses_features_without_dwell_and_needs_nova():
+    user, items = _users(28), _items(29, (4, 5))
+    for model in _dwell_models():
+        with pytest.raises(ValueError, match="history_dwell_separation"):
+            model(user, items)
+    with pytest.raises(ValueError, match="dwell_buckets"):
+        CoarseConfig(dwell_buckets=8)
+    with pytest.raises(ValueError, match="dwell_buckets"):
+        CoarseConfig(nova=True, dwell_buckets=1)
