@@ -326,7 +326,11 @@ def make_batch(data: LogData, lists: Lists, ids: np.ndarray | torch.Tensor) -> L
     maskf = mask.float()
     user_id = torch.as_tensor(lists.user_id[np.asarray(ids)], dtype=torch.long)  # (B,)
     return ListBatch(
-        user=UserFeatures(user_id=user_id, history=data.items.index(data.history[user_id])),
+        user=UserFeatures(
+            user_id=user_id,
+            history=data.items.index(data.history[user_id]),
+            history_dwell=None if data.history_dwell is None else data.history_dwell[user_id],
+        ),
         items=data.items.index(torch.where(mask, lists.item_id[entry], 0)),
         mask=mask,
         sample_type=torch.where(mask, lists.sample_type[entry], 0),

@@ -163,6 +163,10 @@ class OracleScorer:
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return expected_value(self.world, np.asarray(users), items, self.objective)
 
+    def score_on_day(self, users: np.ndarray, items: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """The scores on each request's day (tastes drift)."""
+        return expected_value(self.world, np.asarray(users), items, self.objective, np.asarray(days))
+
 
 def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
     """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name

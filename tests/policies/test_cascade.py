@@ -303,7 +303,6 @@ def test_a_day_scorer_ranks_each_session_on_its_day(drift_world):
     np.testing.assert_array_equal(served.items, page)
 
 
-@pytest.mark.xfail(strict=True, reason="OracleScorer.score_on_day is not there yet (policies/rankers.py)")
 def test_the_oracle_ranks_by_the_requests_day_under_drift(drift_world):
     oracle = load_scorer("oracle", drift_world, FeatureStore.from_world(drift_world), "coarse")
     keys = SessionKeys.of(np.arange(100), day=1)
