@@ -141,6 +141,7 @@ class Traffic:
         interleaved, everyone = experiment and config.interleave, experiment and config.paired
         counterfactual = np.isin(users, self.truth) if experiment else np.zeros(len(users), bool)
         parts = [self._interleaved(users, shard)] if interleaved else []
+        best = self._funnel_best(users, shard)
         for k, arm in enumerate(config.arm_names):
             assigned = np.zeros(len(users), bool) if interleaved else everyone | (arm_index == k)
             runs = assigned | counterfactual
@@ -148,7 +149,7 @@ class Traffic:
             if mine.size == 0:
                 continue
             ranker = self.rankers[config.control if shard.period == "pre" else arm]
-            part = self._sessions(ranker, mine, shard)
+            part = self._sessions(ranker, mine, shard, best)
             part.insert(2, "arm", arm)
             part["assigned"] = assigned[runs]
             parts.append(part)
@@ -175,21 +176,30 @@ class Traffic:
         part["assigned"] = True
         return part
 
-    def _sessions(self, ranker: PageRanker, users: np.ndarray, shard: Shard) -> pd.DataFrame:
+    def _funnel_best(self, users: np.ndarray, shard: Shard) -> dict[int, np.ndarray]:
+        """The truly best items of the pool (``funnel_k``) of the shard's funnel users, by user:
+        computed once per shard, whichever arms a user runs."""
+        c = self.config
+        funnel = users[users < c.stats.funnel_users]
+        if shard.period != "exp" or shard.day != c.traffic.first_day or funnel.size == 0:
+            return {}
+        best = best_in_pool(self.world, funnel, c.stats.funnel_k, day=shard.day)
+        return dict(zip(funnel.tolist(), best, strict=True))
+
+    def _sessions(
+        self, ranker: PageRanker, users: np.ndarray, shard: Shard, best: dict[int, np.ndarray]
+    ) -> pd.DataFrame:
         recorder = _FirstPage(ranker)
         out = run_sessions(self.sim, recorder, SessionKeys.of(users, day=shard.day), exact=True)
         b = len(users)
         frame = {"user": users, "day": np.full(b, shard.day, dtype=np.int64)}
         frame |= session_outcomes(self.world, out, users, shard.day)
         funnel = np.full((b, len(FUNNEL_COLUMNS)), np.nan)
-        c = self.config
-        sample = np.flatnonzero(users < c.stats.funnel_users)
-        if shard.period == "exp" and shard.day == c.traffic.first_day and sample.size:
-            k = c.stats.funnel_k
-            best = best_in_pool(self.world, users[sample], k, day=shard.day)
-            stages = (out.recall_items[sample], out.first_coarse_items[sample], recorder.page[sample])
-            for j, row in enumerate(sample):
-                loss = funnel_loss(best[j : j + 1], [s[j : j + 1] for s in stages])
+        k = self.config.stats.funnel_k
+        stages = (out.recall_items, out.first_coarse_items, recorder.page)
+        for row, user in enumerate(users.tolist()):
+            if user in best:
+                loss = funnel_loss(best[user][None], [s[row : row + 1] for s in stages])
                 funnel[row] = np.rint(np.array([loss[s] for s in ("recall", "coarse", "fine", "kept")]) * k)
         for j, name in enumerate(FUNNEL_COLUMNS):
             frame[name] = funnel[:, j]
