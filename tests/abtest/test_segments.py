@@ -187,3 +187,33 @@ def test_reports_show_the_segments_side_by_side(paired_result: ExperimentResult,
     labels = pd.read_parquet(tmp_path / "segments.parquet")
     pd.testing.assert_frame_equal(labels, paired_result.segment_labels)
     assert not math.isnan(paired_result.segments["true_rel_effect"].iloc[0])
+
+
+def test_the_engine_labels_warm_and_active_users_of_trained_arms(
+    log_dir: Path, tmp_path: Path, make_config, small_world: World
+) -> None:
+    """Arms on (untrained) checkpoints that record their training split, the pre-period from the
+    logs: the engine's labels are user_segments' on those logs and the checkpoints' warm users."""
+    a = _checkpoint(tmp_path / "models", log_dir, 0.3, split_seed=1)
+    b = _checkpoint(tmp_path / "models", log_dir, 0.3, split_seed=2)
+    config = make_config(
+        arms={
+            "control": {"coarse": a, "fine": "oracle", "coarse_size": 100},
+            "treatment": {"coarse": b, "fine": "oracle", "coarse_size": 100},
+        },
+        design={"kind": "paired"},
+        traffic={"users": 200, "days": 1},
+        pre_period={"source": "logs", "logs": str(log_dir)},
+        segments={"dimensions": ["activity", "warm"]},
+    )
+    result = run_experiment(config, world=small_world)
+    users = np.arange(200)
+    warm, _ = trained_users(
+        {"a": ArmSpec(a, "oracle", 100, "small"), "b": ArmSpec(b, "oracle", 100, "small")}
+    )
+    expected = user_segments(small_world, users, load_logs(log_dir).samples, warm)
+    labels = result.segment_labels
+    np.testing.assert_array_equal(labels["user"], users)
+    np.testing.assert_array_equal(labels["warm"], expected["warm"])
+    np.testing.assert_array_equal(labels["activity"], expected["activity"])
+    assert set(result.segments["segment"]) == {"warm", "cold", "heavy", "light"}
