@@ -13,6 +13,8 @@
   user under every arm, expected values where the simulator has them) and whether each
   interval covers it; ``expected_table``: the variance an expected-value metric saves over
   its realised twin.
+- ``segment_table``: per segment value (``abtest.segments``' labels) the design's statistics and
+  the true effect recomputed on the segment's users, for a few metrics (exploratory).
 - ``daily_table``: for days > 1 a cumulative analysis after each day with always-valid
   intervals; ``power_table``: MDE and users needed for +1 %; ``funnel_table``: loss per stage.
 - ``ExperimentResult``: everything an experiment produced (``analyse_experiment``).
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abtest.config import ExperimentConfig
+from abtest.config import SEGMENT_METRICS, ExperimentConfig
 from abtest.interleave import CREDIT_METRICS
 from abtest.outcomes import EXACT_COLUMNS, EXACT_TWINS, EXPECTED_TWINS, SESSION_COLUMNS
 from abtest.stats import (
@@ -291,6 +293,64 @@ def truth_table(
     return pd.DataFrame(rows)
 
 
+SEGMENTS_NOTE = (
+    "exploratory: each segment's estimates are those of the main table on its users only, "
+    "with no multiple-testing correction across segments or metrics (p is uncorrected)"
+)
+
+
+def segment_metric_names(config: ExperimentConfig) -> list[str]:
+    """The metrics analysed per segment: ``[segments] metrics`` (default: those of
+    ``SEGMENT_METRICS`` in [metrics]), each followed by its exact twin where [metrics] has it."""
+    chosen = config.segments.metrics or tuple(m for m in SEGMENT_METRICS if m in config.metrics)
+    exact_of = _exact_metrics(config)
+    names = [n for m in chosen for n in (m, exact_of.get(m, m))]
+    return list(dict.fromkeys(names))
+
+
+def segment_table(
+    config: ExperimentConfig,
+    users: pd.DataFrame,
+    truth_users: pd.DataFrame,
+    labels: pd.DataFrame,
+    metrics: Mapping[str, Mean | Ratio],
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Per segment value of every label column of ``labels`` (column ``user`` + one per
+    dimension): the design's records (``analyse_design``, p uncorrected) and true effect
+    (``truth_table``) on the segment's users, for ``segment_metric_names`` of the usable
+    ``metrics``, with the segment's user count; and why a dimension, segment or metric was
+    skipped (one value for every user, fewer than 2 users per arm, ``usable_metrics``)."""
+    chosen = {n: metrics[n] for n in segment_metric_names(config) if n in metrics}
+    frames, skipped = [], {}
+    for dimension in (c for c in labels.columns if c != "user"):
+        values = sorted(labels[dimension].unique())
+        if len(values) < 2:
+            skipped[dimension] = f"every user is {dimension} = {values[0] if values else '-'}: no breakdown"
+            continue
+        for value in values:
+            segment = f"{dimension} = {value}"
+            ids = labels.loc[labels[dimension] == value, "user"]
+            mine = users[users["user"].isin(ids)]
+            per_arm = mine["arm"].value_counts().reindex(list(config.arm_names), fill_value=0)
+            if per_arm.min() < 2:
+                skipped[segment] = f"fewer than 2 users in an arm ({dict(per_arm)})"
+                continue
+            usable, why = usable_metrics(config, mine, chosen)
+            skipped |= {f"{segment}: {name}": reason for name, reason in why.items()}
+            if not usable:
+                continue
+            records = analyse_design(config, mine, usable).records
+            frame = Results(records).to_pandas().drop(columns=["pvalue_adjusted", "significant"])
+            truth = truth_table(config, records, truth_users[truth_users["user"].isin(ids)])
+            if len(truth):
+                frame = frame.merge(truth.drop(columns="truth_of"), on=["metric", "treatment"], how="left")
+            frame.insert(0, "dimension", dimension)
+            frame.insert(1, "segment", str(value))
+            frame.insert(2, "users", int(mine["user"].nunique()))
+            frames.append(frame)
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()), skipped
+
+
 def _same_sign(estimate: float, truth: float) -> bool | None:
     """Estimate and true effect have the same sign; None when either is 0 or undefined."""
     if math.isnan(estimate) or math.isnan(truth) or estimate == 0 or truth == 0:
@@ -484,6 +544,13 @@ class ExperimentResult:
     """Expected-value metrics: the variance reduction against their realised twins."""
     preferences: pd.DataFrame
     """Interleaving: per credited metric x treatment, wins, losses, ties and the win share."""
+    segment_labels: pd.DataFrame
+    """One row per experiment user: user and its label in every available [segments] dimension."""
+    segments: pd.DataFrame
+    """Per dimension, segment value, metric and treatment: the design's record on the segment's
+    users (p uncorrected: exploratory) and its true effect (``segment_table``)."""
+    segments_skipped: dict[str, str]
+    """Dimensions, segments and metrics without per-segment results, with the reason."""
     versions: dict[str, dict[str, str]]
     """Per arm: the coarse and fine ranker specs and model versions."""
     through: str
@@ -535,6 +602,13 @@ class ExperimentResult:
             "truth_users": int(self.truth["truth_users"].max()) if len(self.truth) else 0,
             "expected_metrics": plain(self.expected),
             "preferences": plain(self.preferences),
+            "segments": {
+                "note": SEGMENTS_NOTE,
+                "dimensions": [c for c in self.segment_labels.columns if c != "user"],
+                "metrics": segment_metric_names(self.config),
+                "records": plain(self.segments),
+                "skipped": self.segments_skipped,
+            },
             "skipped_metrics": self.skipped,
             "arm_values": plain(self.arms),
             "power": plain(self.power),
@@ -550,9 +624,15 @@ def analyse_experiment(
     user_days: pd.DataFrame,
     pre: pd.DataFrame | None,
     counterfactual: pd.DataFrame | None = None,
+    segment_labels: pd.DataFrame | None = None,
+    segments_unavailable: Mapping[str, str] | None = None,
     **extra: Any,
 ) -> ExperimentResult:
     """The statistics of a finished experiment's user-day table (and pre-period table).
+
+    ``segment_labels``: one row per user, column ``user`` and one per dimension
+    (``abtest.segments.experiment_segments``); ``segments_unavailable``: why configured
+    dimensions have no labels. Without labels there is no per-segment table.
 
     ``counterfactual``: split design, the user-days of the truth users under the arms they
     were not assigned; with their assigned rows they give the true effect. A paired run's
@@ -578,6 +658,9 @@ def analyse_experiment(
         truth_users = per_user_table(config, pd.concat([sample, counterfactual], ignore_index=True), None)
     else:
         truth_users = users.iloc[:0]
+    if segment_labels is None:
+        segment_labels = pd.DataFrame({"user": users["user"].unique()})
+    segments, segments_skipped = segment_table(config, users, truth_users, segment_labels, metrics)
     return ExperimentResult(
         config=config,
         users=users,
@@ -591,6 +674,9 @@ def analyse_experiment(
         power=power_table(config, results.records, users),
         funnel=funnel_table(config, counterfactual if config.interleave else user_days),
         preferences=preference_table(config, results.records, users),
+        segment_labels=segment_labels,
+        segments=segments,
+        segments_skipped=dict(segments_unavailable or {}) | segments_skipped,
         truth=truth_table(config, results.records, truth_users),
         truth_users=truth_users,
         expected=expected_table(config, results.records),

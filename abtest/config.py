@@ -22,6 +22,7 @@ from common.config import ConfigError, config, dumps_toml, from_mapping, load_to
 from policies.baselines import BASELINES
 from policies.custom import is_ranker_name
 from simulator.config import WORLD_NAMES, load_world_config
+from simulator.segments import DIMENSIONS
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -199,6 +200,31 @@ class StatsConfig:
     """Funnel loss: the k truly best items of the pool per user (expected clicks)."""
 
 
+SEGMENT_METRICS = ("clicks", "uctr", "gmv")
+"""The metrics broken down by segment by default (those of them in [metrics])."""
+
+
+@config
+class SegmentsConfig:
+    """Per-segment results (exploratory: no multiple-testing correction across segments)."""
+
+    dimensions: tuple[str, ...] = ("activity", "mindful", "warm")
+    """Label columns of ``simulator.segments.user_segments`` to break the results down by:
+    "activity" (heavy / light / unlogged), "mindful", "arrival_day", "warm" (warm / cold: the
+    users whose logs trained every trained model of the arms); empty = no breakdown."""
+    metrics: tuple[str, ...] = ()
+    """Names in [metrics] analysed per segment, each with its exact twin when [metrics] has it
+    (e.g. exact_clicks of clicks); empty = those of clicks, uctr and gmv in [metrics]."""
+
+    def __post_init__(self) -> None:
+        for key, values in (("dimensions", self.dimensions), ("metrics", self.metrics)):
+            if len(set(values)) != len(values):
+                raise ConfigError(f"lists a name twice: {list(values)}", key=key)
+        unknown = [d for d in self.dimensions if d not in DIMENSIONS]
+        if unknown:
+            raise ConfigError(f"unknown dimension(s) {unknown}; known: {list(DIMENSIONS)}", key="dimensions")
+
+
 STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "uctr": "clicked",
     "pctr": ("clicks", "pages"),
@@ -216,8 +242,14 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "exact_clicks": "exact_clicks",
     "exact_purchases": "exact_purchases",
     "exact_gmv": "exact_gmv",
+    "new_item_share": ("new_impressions", "impressions"),
+    "new_item_clicks": "new_clicks",
+    "exact_new_item_share": ("exact_new_impressions", "exact_impressions"),
+    "exact_new_item_clicks": "exact_new_clicks",
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means.
+``new_item_share`` is the share of impressions that show new items (``world.item_is_new``),
+``new_item_clicks`` the clicks on new items per user (seed 000's new-product metric).
 The expected_* metrics are the simulator's expected values given the pages shown
 (``abtest.outcomes.EXPECTED_TWINS``), the exact_* ones the expectations over every draw given
 the policy (``abtest.outcomes.EXACT_TWINS``): the same effects as uctr, clicks, purchases and
@@ -245,6 +277,7 @@ class ExperimentConfig:
         default_factory=lambda: dict(STANDARD_METRICS)
     )
     """Metric name -> per-user column (a mean) or [numerator, denominator] (a ratio of means)."""
+    segments: SegmentsConfig = SegmentsConfig()
 
     def __post_init__(self) -> None:
         _check_name(self.name, "name")
@@ -293,6 +326,13 @@ class ExperimentConfig:
                         table="metrics",
                         key=metric,
                     )
+        missing = [m for m in self.segments.metrics if m not in self.metrics]
+        if missing:
+            raise ConfigError(
+                f"names metric(s) {missing} that [metrics] does not define; defined: {list(self.metrics)}",
+                table="segments",
+                key="metrics",
+            )
 
     @property
     def arm_names(self) -> tuple[str, ...]:

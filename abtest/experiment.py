@@ -28,7 +28,8 @@ The experiment, top to bottom, one module per step:
 4. Statistics (``abtest.analysis`` over ``abtest.stats``): SRM gate, Welch / delta-method tests
    with CUPED (split), paired differences (paired) or sign tests of credits (interleave),
    lifts, Holm or BH, daily looks with
-   always-valid intervals, power, funnel, and the true effect beside every estimate.
+   always-valid intervals, power, funnel, and the true effect beside every estimate; the same
+   per user segment (``abtest.segments``' labels, computed once before the traffic).
 
 ``run_experiment`` with ``run_dir`` checkpoints every finished shard (atomically) under
 ``run_dir/shards``; ``resume=True`` reuses them, so an interrupted run ends with the same
@@ -51,6 +52,7 @@ from abtest.arms import ArmSpec, arm_specs, check_coarse_sizes, versions
 from abtest.config import ExperimentConfig, Through
 from abtest.interleave import CREDIT_METRICS
 from abtest.pre_period import pre_from_shards, pre_period_from_logs
+from abtest.segments import experiment_segments
 from abtest.store import ShardStore
 from abtest.traffic import Shard, plan_shards
 from simulator.config import WorldConfig, load_world_config
@@ -76,8 +78,9 @@ def run_experiment(
     trial that owns one CPU); None = the config's ``[traffic] workers``.
     ``run_dir``: checkpoint finished shards under ``run_dir/shards`` (``resume=True`` reuses
     them). ``world``: a prebuilt world of the config (saves its build time; built here only
-    when this process simulates). ``timings`` split the wall time: world, pre_period (reading
-    the logs), setup (cascades, Ray actors or the Serve app), traffic, statistics.
+    when this process simulates or labels segments). ``timings`` split the wall time: world,
+    pre_period (reading the logs), segments (the users' labels), setup (cascades, Ray actors or
+    the Serve app), traffic, statistics.
     ``on_shard`` is called after each shard is stored (tests inject interruptions there).
     """
     through = Through(through or config.traffic.through)
@@ -93,6 +96,9 @@ def run_experiment(
     t0 = time.perf_counter()  # the logged pre-period first: a bad log folder fails before traffic
     pre = pre_period_from_logs(config, world_config, the_world, progress, log)
     timings["pre_period"] = time.perf_counter() - t0
+    t0, built = time.perf_counter(), timings["world"]  # the users' segment labels, once per experiment
+    labels, unavailable = experiment_segments(config, the_world, arms)
+    timings["segments"] = time.perf_counter() - t0 - (timings["world"] - built)  # not the world's build
 
     shards = plan_shards(config)
     store = ShardStore(Path(run_dir) / "shards") if run_dir is not None else None
@@ -131,6 +137,8 @@ def run_experiment(
         user_days,
         pre,
         counterfactual,
+        segment_labels=labels,
+        segments_unavailable=unavailable,
         versions=arm_versions,
         through=str(through),
         workers=workers,

@@ -2,6 +2,7 @@
 into metric columns, used by the A/B engine, the tuning trials and the ablation ladder.
 
 Per session (one user on one day): pages (depth), impressions, clicks, purchases, GMV, the
+impressions and clicks of new items (``world.item_is_new``: seed 000's new-product metric), the
 simulator's expected values of the pages shown (clicks, purchases, GMV, and log P(no click),
 from which a user's expected uCTR ``expected_clicked = 1 - exp(sum of log_no_click)`` =
 1 - prod(1 - P(click)) over every item shown to the user), and the hitrate counts of seed 002 - the
@@ -36,6 +37,8 @@ SESSION_COLUMNS = (
     "expected_purchases",
     "expected_gmv",
     "log_no_click",
+    "new_impressions",
+    "new_clicks",
 )
 """The columns of ``session_outcomes``: per-session counts, summed per user over days."""
 
@@ -46,11 +49,14 @@ EXACT_COLUMNS = (
     "exact_purchases",
     "exact_gmv",
     "exact_log_no_click",
+    "exact_new_impressions",
+    "exact_new_clicks",
 )
 """The sessions' totals in exact expectation over every draw - clicks, purchases and the
 continue/leave decisions - given the policy (``simulator.session.ExactTotals``):
-Rao-Blackwellised twins of pages, impressions, clicks, purchases and GMV, with the same means
-and less variance; ``exact_log_no_click`` = log P(no click in the session)."""
+Rao-Blackwellised twins of pages, impressions, clicks, purchases, GMV and the new items'
+impressions and clicks, with the same means and less variance; ``exact_log_no_click`` = log P(no
+click in the session)."""
 
 USER_COLUMNS = (
     "days",
@@ -80,6 +86,8 @@ EXACT_TWINS = {
     "clicked": "exact_clicked",
     "purchases": "exact_purchases",
     "gmv": "exact_gmv",
+    "new_impressions": "exact_new_impressions",
+    "new_clicks": "exact_new_clicks",
 }
 """Realised per-user column -> its exact expectation over every draw given the policy (the
 true effect is measured on these)."""
@@ -126,10 +134,14 @@ def session_outcomes(
         "expected_purchases": t.expected_purchases,
         "expected_gmv": t.expected_gmv,
         "log_no_click": t.log_no_click,
+        "new_impressions": t.new_impressions,
+        "new_clicks": t.new_clicks,
         "exact_pages": t.exact.pages,
         "exact_impressions": t.exact.impressions,
         "exact_clicks": t.exact.clicks,
         "exact_purchases": t.exact.purchases,
         "exact_gmv": t.exact.gmv,
         "exact_log_no_click": np.log1p(-np.minimum(t.exact.clicked, 1.0)),
+        "exact_new_impressions": t.exact.new_impressions,
+        "exact_new_clicks": t.exact.new_clicks,
     }

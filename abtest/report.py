@@ -8,6 +8,7 @@
     per_user.parquet   one row per user and arm it ran under (column arm; split: one row per
                        user, paired: one per user and arm): metric columns, pre-period columns
     truth_users.parquet  split: the truth users under every arm (what the true effect rests on)
+    segments.parquet   one row per user: its segment labels ([segments] dimensions)
     user_days.parquet  one row per user-day: the experiment's logs (+ funnel counts)
     daily.parquet      cumulative records after each day, with always-valid intervals
     report.md / report.html, lifts.png, daily.png (days > 1), funnel.png
@@ -28,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abtest.analysis import ExperimentResult
+from abtest.analysis import SEGMENTS_NOTE, ExperimentResult
 from abtest.store import write_atomic, write_parquet_atomic, write_text_atomic
 
 
@@ -104,6 +105,72 @@ def results_table(result: ExperimentResult) -> pd.DataFrame:
     if not result.config.split and len(frame):
         frame = frame.drop(columns="CUPED")  # none in a paired or interleaved design
     return frame
+
+
+def segments_side_by_side(result: ExperimentResult) -> pd.DataFrame:
+    """One row per segment metric x treatment, one column per segment value (e.g. "mindful =
+    True (412 users)"): its lift with the interval, and the true lift where there is one."""
+    seg = result.segments
+    if not len(seg):
+        return pd.DataFrame()
+    has_truth = "true_rel_effect" in seg.columns
+    table: dict[tuple[str, str], dict[str, str]] = {}
+    for r in seg.itertuples(index=False):
+        cell = f"{_pct(r.rel_effect)} [{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}]"
+        if has_truth:
+            cell += f" (true {_pct(r.true_rel_effect)})"
+        column = f"{r.dimension} = {r.segment} ({r.users:,} users)"
+        table.setdefault((r.metric, r.treatment), {})[column] = cell
+    rows = [{"metric": m, "treatment": t} | cells for (m, t), cells in table.items()]
+    return pd.DataFrame(rows).fillna("–")
+
+
+def segment_details(result: ExperimentResult) -> pd.DataFrame:
+    """The per-segment records as display strings."""
+    seg = result.segments
+    ci = f"{100 * (1 - result.config.stats.alpha):g}% CI"
+    rows = []
+    for r in seg.to_dict("records"):
+        truth = {}
+        if "true_rel_effect" in r:  # interleaving: credits, only the direction compares
+            check = "same sign" if result.config.interleave else "covers"
+            verdict = r["same_sign"] if result.config.interleave else r["rel_covered"]
+            truth = {
+                "true lift": _pct(r["true_rel_effect"]),
+                check: {True: "yes", False: "NO"}.get(verdict, "–"),
+            }
+        rows.append(
+            {
+                "dimension": r["dimension"],
+                "segment": r["segment"],
+                "users": r["users"],
+                "metric": r["metric"],
+                "treatment": r["treatment"],
+                "control": _fmt(r["control_value"]),
+                "treat.": _fmt(r["treatment_value"]),
+                "lift": _pct(r["rel_effect"]),
+                ci: f"[{_pct(r['rel_ci_lower'])}, {_pct(r['rel_ci_upper'])}]",
+                **truth,
+                "p (uncorrected)": _pvalue(r["pvalue"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def segment_sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataFrame]]:
+    """The report's segment sections: the note, the side-by-side lifts, the details."""
+    dims = [c for c in result.segment_labels.columns if c != "user"]
+    skipped = [f"- {k}: {v}" for k, v in result.segments_skipped.items()]
+    if not len(result.segments):
+        if not dims and not skipped:
+            return []
+        return [("Segments", "\n".join(["no per-segment results", *skipped]))]
+    text = f"Dimensions: {', '.join(dims)}; {SEGMENTS_NOTE}. Segment definitions: docs/world.md (Segments)."
+    return [
+        ("Segments (exploratory)", "\n".join([text, *skipped])),
+        ("Segments side by side: lift [CI] (true lift)", segments_side_by_side(result)),
+        ("Segments: every comparison", segment_details(result)),
+    ]
 
 
 def truth_line(result: ExperimentResult) -> str:
@@ -352,6 +419,7 @@ def _sections(
     ]
     if len(result.truth):
         sections.append(("True effect per comparison", result.truth.round(6)))
+    sections += segment_sections(result)
     if len(result.preferences):
         sections.append(
             (
@@ -469,6 +537,7 @@ def write_run(
         if not result.config.paired and len(result.truth_users):  # split, interleave
             write_parquet_atomic(folder / "truth_users.parquet", result.truth_users)
         write_parquet_atomic(folder / "user_days.parquet", result.user_days)
+        write_parquet_atomic(folder / "segments.parquet", result.segment_labels)
         write_parquet_atomic(folder / "daily.parquet", result.daily)
         images = _plots(result, folder)
     write_text_atomic(folder / "report.md", markdown_report(result, images, run))

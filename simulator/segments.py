@@ -10,7 +10,10 @@
   (``history_dwell_separation > 0``), else if its category is not among the sequence's three most
   frequent ones. Mindful users are those whose accidental-looking share is at most the world's
   lower tercile (computed over all users, so a user's label never depends on who else is asked);
-* ``arrival_day``: the day the user arrived (0 unless ``new_user_share_per_day > 0``).
+* ``arrival_day``: the day the user arrived (0 unless ``new_user_share_per_day > 0``);
+* ``warm`` (only when ``trained`` is given, the ids of the users whose logs trained the models):
+  ``"warm"`` for those, ``"cold"`` for every other user (held out of training, unlogged, or
+  arrived after the logged days). ``abtest.segments.trained_users`` finds them for an experiment.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ SHORT_DWELL_S = CLEAN_DWELL_S / 4
 TOP_CATEGORIES = 3
 """Without dwell times, a behaviour outside the sequence's this many top categories looks accidental."""
 
+DIMENSIONS = ("activity", "mindful", "arrival_day", "warm")
+"""The label columns of ``user_segments`` (``warm`` only with ``trained``)."""
+
 
 def accidental_looking_share(world: World) -> np.ndarray:
     """Per user (U,), the share of the logged sequence that looks accidental (see module doc)."""
@@ -40,9 +46,13 @@ def accidental_looking_share(world: World) -> np.ndarray:
     return 1.0 - in_top.mean(axis=1)
 
 
-def user_segments(world: World, users: np.ndarray, samples: pd.DataFrame | None = None) -> pd.DataFrame:
+def user_segments(
+    world: World, users: np.ndarray, samples: pd.DataFrame | None = None, trained: np.ndarray | None = None
+) -> pd.DataFrame:
     """Segment labels of ``users`` (one row each, in order); ``samples`` are logs with the columns
-    of ``simulator.logs.SAMPLE_SCHEMA`` (without them every user is ``"unlogged"``)."""
+    of ``simulator.logs.SAMPLE_SCHEMA`` (without them every user is ``"unlogged"``; only
+    user_id, day, session and page are read); ``trained``: the users whose logs trained the
+    models (adds the ``warm`` column)."""
     users = np.asarray(users, dtype=np.int64)
     if users.size and (users.min() < 0 or users.max() >= world.config.n_users):
         raise ValueError(f"user ids must be in [0, {world.config.n_users}), got {users.min()}..{users.max()}")
@@ -57,7 +67,7 @@ def user_segments(world: World, users: np.ndarray, samples: pd.DataFrame | None 
         activity[logged] = np.where(rate[logged] >= median, "heavy", "light")
     share = accidental_looking_share(world)
     mindful = share[users] <= np.quantile(share, 1 / 3)
-    return pd.DataFrame(
+    labels = pd.DataFrame(
         {
             "user_id": users,
             "activity": activity,
@@ -65,3 +75,6 @@ def user_segments(world: World, users: np.ndarray, samples: pd.DataFrame | None 
             "arrival_day": world.user_arrival_day[users],
         }
     )
+    if trained is not None:
+        labels["warm"] = np.where(np.isin(users, trained), "warm", "cold")
+    return labels

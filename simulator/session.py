@@ -163,6 +163,10 @@ class SessionTotals:
     """Sum over shown items of P(click) * P(purchase | click) * price."""
     log_no_click: np.ndarray
     """Sum over shown items of log(1 - P(click)): P(no click in the session) = exp of it."""
+    new_impressions: np.ndarray
+    """Shown items that are new (``world.item_is_new``)."""
+    new_clicks: np.ndarray
+    """Clicks on new items."""
     exact: ExactTotals | None = None
 
 
@@ -188,12 +192,21 @@ class ExactTotals:
     clicks: np.ndarray
     purchases: np.ndarray
     gmv: np.ndarray
+    new_impressions: np.ndarray
+    """Shown items that are new, each weighted by the probability that the user reaches its page."""
+    new_clicks: np.ndarray
+    """Expected clicks on new items."""
     clicked: np.ndarray
     """P(at least one click in the session)."""
 
 
 EXACT_TOLERANCE = 1e-9
 """A session's exact totals stop once its reach probability is below this."""
+
+
+def new_shown(world: World, items: np.ndarray) -> np.ndarray:
+    """Whether each slot of ``items`` (B, K; -1 = empty) shows a new item (``world.item_is_new``)."""
+    return (items >= 0) & world.item_is_new[np.maximum(items, 0)]
 
 
 def stay_probability(world: World, p_click: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,7 +232,8 @@ class _Exact:
     def __init__(self, b: int) -> None:
         self.reach = np.ones(b)  # P(the user sees the next page)
         self.quiet = np.ones(b)  # P(the user sees the next page and has not clicked yet)
-        self.sums = {name: np.zeros(b) for name in ("pages", "impressions", "clicks", "purchases", "gmv")}
+        names = ("pages", "impressions", "clicks", "purchases", "gmv", "new_impressions", "new_clicks")
+        self.sums = {name: np.zeros(b) for name in names}
         self.no_click = np.zeros(b)
 
     def add(self, world: World, rows: np.ndarray, out: PageOutcome, last: bool) -> None:
@@ -227,12 +241,15 @@ class _Exact:
         shown = out.items >= 0
         p_buy = out.p_click * out.p_purchase
         price = world.item_price[np.maximum(out.items, 0)]
+        new = new_shown(world, out.items)
         page = {
             "pages": np.ones(len(rows)),
             "impressions": shown.sum(axis=1).astype(np.float64),
             "clicks": out.p_click.sum(axis=1),
             "purchases": p_buy.sum(axis=1),
             "gmv": (p_buy * price).sum(axis=1),
+            "new_impressions": new.sum(axis=1).astype(np.float64),
+            "new_clicks": (out.p_click * new).sum(axis=1),
         }
         for name, value in page.items():
             self.sums[name][rows] += reach * value
@@ -331,6 +348,9 @@ def run_pages(
         totals["expected_purchases"][at] += p_buy.sum(1)
         totals["expected_gmv"][at] += (p_buy * price[np.maximum(out.items[kept], 0)]).sum(1)
         totals["log_no_click"][at] += np.log1p(-out.p_click[kept]).sum(1)
+        new = new_shown(sim.world, out.items[kept])
+        totals["new_impressions"][at] += new.sum(1)
+        totals["new_clicks"][at] += (out.clicks[kept] & new).sum(1)
         if observe is not None:
             observe(rows, out)
     return SessionTotals(**totals, exact=None if ev is None else ev.totals())

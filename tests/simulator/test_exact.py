@@ -47,7 +47,8 @@ def test_computing_the_exact_totals_leaves_the_realised_sessions_alone(small_sim
     plain = run_static(small_sim, some_keys, score)
     exact = run_static(small_sim, some_keys, score, exact=True)
     assert plain.exact is None and exact.exact is not None
-    for name in ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks", "log_no_click"):
+    names = ("pages", "impressions", "clicks", "purchases", "gmv", "expected_clicks", "log_no_click")
+    for name in (*names, "new_impressions", "new_clicks"):
         np.testing.assert_array_equal(getattr(plain, name), getattr(exact, name), err_msg=name)
 
 
@@ -63,7 +64,7 @@ def test_exact_totals_do_not_depend_on_the_batch(small_sim, seed, n) -> None:
         for lo, hi in ((0, half), (half, n))
         if hi > lo
     ]
-    for name in ("pages", "clicks", "purchases", "gmv", "clicked"):
+    for name in ("pages", "clicks", "purchases", "gmv", "clicked", "new_impressions", "new_clicks"):
         joined = np.concatenate([getattr(p, name) for p in parts])
         np.testing.assert_allclose(joined, getattr(together, name), rtol=1e-12, err_msg=name)
 
@@ -75,13 +76,16 @@ def test_exact_totals_are_the_realised_totals_in_expectation(small_sim) -> None:
     and the exact totals vary less than the realised ones."""
     users = np.repeat(np.arange(200), 20)
     keys = SessionKeys(users, np.full(len(users), 3), np.tile(np.arange(20), 200))
-    t = run_static(small_sim, keys, _popularity, exact=True)
+    t = run_static(small_sim, keys, _random, exact=True)  # random: shows new items, unlike popularity
+    assert t.new_clicks.sum() > 0
     realised = {
         "pages": t.pages,
         "impressions": t.impressions,
         "clicks": t.clicks,
         "purchases": t.purchases,
         "clicked": (t.clicks > 0).astype(float),
+        "new_impressions": t.new_impressions,
+        "new_clicks": t.new_clicks,
     }
     for name, values in realised.items():
         exact = getattr(t.exact, name)

@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from simulator import SMALL, SessionKeys, Simulator, World
 from simulator.describe import baseline_scores
-from simulator.session import SessionTotals, page_order, run_static
+from simulator.session import (
+    PageOutcome,
+    SessionBatch,
+    SessionTotals,
+    page_order,
+    page_slots,
+    run_pages,
+    run_static,
+)
 from simulator.world import sigmoid
 
 K = SMALL.page_size
@@ -70,7 +78,8 @@ def test_sharded_sessions_equal_one_batch(
     shards = np.array_split(perm, k)
     parts = [run_static(small_sim, SHARD_KEYS.take(shard), score) for shard in shards]
     order = np.argsort(np.concatenate(shards))
-    for field in ("pages", "clicks", "purchases", "gmv", "impressions", "expected_clicks"):
+    fields = ("pages", "clicks", "purchases", "gmv", "impressions", "expected_clicks", "new_impressions")
+    for field in (*fields, "new_clicks"):
         combined = np.concatenate([getattr(p, field) for p in parts])[order]
         np.testing.assert_array_equal(combined, getattr(one_batch[policy], field), err_msg=field)
 
@@ -229,3 +238,31 @@ def test_truncation_and_termination_are_exclusive_and_final() -> None:
         assert (out.truncated == (out.viewed & ~out.terminated & (page == 2))).all()
         ended |= out.terminated | out.truncated
     assert ended.all() and not batch.active.any()
+
+
+@pytest.mark.parametrize("policy", ["random", "popularity", "oracle"])
+def test_new_item_totals_count_the_new_items_on_the_pages_shown(small_sim: Simulator, policy: str) -> None:
+    """new_impressions / new_clicks equal a count, slot by slot, of the pages ``observe`` saw."""
+    world = small_sim.world
+    score = baseline_scores(world)[policy]
+    keys = SessionKeys.of(np.arange(0, world.config.n_users, 3), day=1)
+    batch = small_sim.start(keys)
+    order = page_order(score(batch), world.config.max_pages * world.config.page_size)
+    counted = {"new_impressions": np.zeros(len(keys)), "new_clicks": np.zeros(len(keys))}
+
+    def observe(rows: np.ndarray, out: PageOutcome) -> None:
+        for j, row in enumerate(rows):
+            for item, click in zip(out.items[j], out.clicks[j], strict=True):
+                if item >= 0 and world.item_is_new[item]:
+                    counted["new_impressions"][row] += 1
+                    counted["new_clicks"][row] += click
+
+    def choose(_: SessionBatch, page: int, rows: np.ndarray) -> np.ndarray:
+        return page_slots(order[rows], page, world.config.page_size)
+
+    totals = run_pages(small_sim, batch, choose, observe)
+    for name, values in counted.items():
+        np.testing.assert_array_equal(getattr(totals, name), values, err_msg=name)
+    assert (totals.new_clicks <= totals.clicks).all() and (totals.new_impressions <= totals.impressions).all()
+    if policy == "random":  # new items are shown at all: the count is not trivially zero
+        assert totals.new_impressions.sum() > 0 and totals.new_clicks.sum() > 0
