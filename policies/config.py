@@ -28,7 +28,7 @@ from common.config import (
 from policies.data import SampleSpace
 from policies.losses import ListLoss, TaskWeights
 from policies.models import CoarseConfig, FineConfig
-from policies.rankers import Task
+from policies.tasks import HEADS, Task
 from simulator.config import WORLD_NAMES
 
 
@@ -77,13 +77,20 @@ class TrainConfig:
     task_weights: TaskWeights = setting(default_factory=TaskWeights)
     """Coarse ranker: weights of the exposure, click and purchase tasks."""
     score_task: Task = Task.CLICK
-    """Coarse ranker: the task whose logit ranks candidates when serving."""
+    """Coarse ranker: the task whose logit ranks candidates when serving (exposure, click,
+    purchase; gmv is a ranker setting, an arm's ``coarse_score``, not a training one)."""
     eval_lists: int = setting(20_000, ge=0)
     """Held-out request lists scored after every epoch (0 = skip)."""
 
     def __post_init__(self) -> None:
         if self.lr == float("inf"):
             raise ConfigError("must be finite", key="lr")
+        if self.score_task not in HEADS:
+            raise ConfigError(
+                f"must be one of {[str(t) for t in HEADS]} (a task with a logit of its own; "
+                f"{str(self.score_task)!r} is a ranker setting: an arm's coarse_score)",
+                key="score_task",
+            )
 
 
 @config

@@ -184,12 +184,12 @@ def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> di
     the simulator-side metrics only."""
     out: dict[str, float] = {}
     if isinstance(scorer, CoarseModelScorer):
-        model, task = scorer.model, scorer.task.index
+        model = scorer.model
         out |= list_metrics(
             eval_set.data,
             EVAL_SPACE,
             eval_set.list_ids,
-            lambda batch: model(batch.user, batch.items)[..., task],
+            lambda batch: scorer.task_score(model(batch.user, batch.items), batch.items.item_id),
             eval_set.teacher_list_pctr,
         )
     users, recall, C = eval_set.keys.user, eval_set.recall, eval_set.sizes.coarse

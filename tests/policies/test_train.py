@@ -89,7 +89,11 @@ def _vocab():
         ({"kind": "coarse", "out": "x", "extra": 1}, r"^extra: unknown key"),
         ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, r"^\[train\] lr: must be > 0"),
         ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, r"\[train\] loss: must be one of"),
-        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, r"score_task: must be one of"),
+        (
+            {"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}},
+            r"score_task: must .*a ranker setting",
+        ),
+        ({"kind": "coarse", "out": "x", "train": {"score_task": "margin"}}, r"score_task: must be one of"),
         (
             {"kind": "coarse", "out": "x", "train": {"epoch": 2}},
             r"^\[train\] epoch: unknown key; did you mean 'epochs'",
