@@ -30,12 +30,13 @@ from simulator.world import World
 class ArmSpec:
     """An arm's resolved rankers: baseline names, "module:attribute" specs or absolute
     checkpoint paths; ``world`` is the experiment's world spec (a custom factory's version
-    needs the world)."""
+    needs the world); ``coarse_score`` what the coarse model ranks by ("" = its checkpoint's)."""
 
     coarse: str
     fine: str
     coarse_size: int
     world: str
+    coarse_score: str = ""
 
 
 def check_coarse_sizes(config: ExperimentConfig, world_config: WorldConfig) -> None:
@@ -88,7 +89,7 @@ def arm_specs(config: ExperimentConfig) -> dict[str, ArmSpec]:
         coarse, fine = (
             _resolved(name, stage, spec) for stage, spec in (("coarse", arm.coarse), ("fine", arm.fine))
         )
-        out[name] = ArmSpec(coarse, fine, arm.coarse_size, config.world)
+        out[name] = ArmSpec(coarse, fine, arm.coarse_size, config.world, arm.coarse_score)
     return out
 
 
@@ -126,23 +127,24 @@ def _resolved(arm: str, stage: str, spec: str) -> str:
 def build_cascades(world: World, arms: Mapping[str, ArmSpec]) -> dict[str, Cascade]:
     """One in-process cascade per arm; scorers are loaded once and shared between arms."""
     features = None
-    scorers: dict[tuple[str, str], Any] = {}
+    scorers: dict[tuple[str, str, str], Any] = {}
 
-    def scorer(spec: str, stage: str):
+    def scorer(spec: str, stage: str, task: str = ""):
         nonlocal features
-        if (spec, stage) not in scorers:
+        if (spec, stage, task) not in scorers:
             if features is None and spec not in BASELINES:
                 features = FeatureStore.from_world(world)
-            scorers[spec, stage] = load_scorer(spec, world, features, stage)
-        return scorers[spec, stage]
+            scorers[spec, stage, task] = load_scorer(spec, world, features, stage, task)
+        return scorers[spec, stage, task]
 
     cascades: dict[tuple, Cascade] = {}
     out = {}
     for name, arm in arms.items():
-        key = (arm.coarse, arm.fine, arm.coarse_size)
+        key = (arm.coarse, arm.coarse_score, arm.fine, arm.coarse_size)
         if key not in cascades:
             sizes = CascadeSizes(coarse=arm.coarse_size, page=world.config.page_size)
-            cascades[key] = Cascade(scorer(arm.coarse, "coarse"), scorer(arm.fine, "fine"), sizes)
+            coarse = scorer(arm.coarse, "coarse", arm.coarse_score)
+            cascades[key] = Cascade(coarse, scorer(arm.fine, "fine"), sizes)
         out[name] = cascades[key]
     return out
 
@@ -173,5 +175,6 @@ def versions(arms: Mapping[str, ArmSpec]) -> dict[str, dict[str, Any]]:
             "fine": arm.fine,
             "fine_version": version(arm.fine, "fine", arm.world),
             "coarse_size": arm.coarse_size,
+            **({"coarse_score": arm.coarse_score} if arm.coarse_score else {}),
         }
     return out

@@ -21,6 +21,7 @@ from abtest.stats import Mean, Metric, Ratio
 from common.config import ConfigError, config, dumps_toml, from_mapping, load_toml, setting, to_plain
 from policies.baselines import BASELINES
 from policies.custom import is_ranker_name
+from policies.tasks import Task
 from simulator.config import WORLD_NAMES, load_world_config
 from simulator.segments import DIMENSIONS
 
@@ -56,10 +57,19 @@ class ArmConfig:
     """Fine ranker, the same kinds of spec; usually shared by every arm."""
     coarse_size: int = setting(600, ge=1)
     """Candidates the coarse stage passes to the fine stage (the page size is the world's)."""
+    coarse_score: str = ""
+    """What the coarse model ranks by: "" = its checkpoint's ``[train] score_task``, else
+    "exposure" | "click" | "purchase" | "gmv" (expected GMV: the purchase head and the price),
+    so arms can share one checkpoint scored two ways (in-process traffic only)."""
 
     def __post_init__(self) -> None:
         _check_ranker("coarse", self.coarse)
         _check_ranker("fine", self.fine)
+        if self.coarse_score:
+            if self.coarse_score not in list(Task):
+                raise ConfigError(f"must be one of {[str(t) for t in Task]} or empty", key="coarse_score")
+            if not self.coarse.endswith((".pt", ".toml")):
+                raise ConfigError("applies to a coarse checkpoint or training config", key="coarse_score")
 
 
 class Through(enum.StrEnum):

@@ -25,10 +25,10 @@ from common.config import (
     setting,
     to_plain,
 )
-from policies.data import SampleSpace
+from policies.data import SampleSpace, Split
 from policies.losses import ListLoss, TaskWeights
 from policies.models import CoarseConfig, FineConfig
-from policies.rankers import Task
+from policies.tasks import HEADS, Task
 from simulator.config import WORLD_NAMES
 
 
@@ -42,10 +42,14 @@ class DataConfig:
     """Users (ids 0..users-1) logged when the folder has to be created."""
     days: int = setting(1, ge=1)
     """Days logged when the folder has to be created."""
+    split: Split = Split.USER
+    """Offline protocol: "user" holds users out of training; "day" trains on every logged
+    user's days before the last logged day and evaluates on the last one (needs ``days`` >= 2
+    of logs; what production teams do)."""
     held_out_share: float = setting(0.2, ge=0, lt=1)
-    """Share of users held out of training for offline evaluation."""
+    """Split "user": share of users held out of training for offline evaluation."""
     split_seed: int = 0
-    """Seed of the user split (a hash of (seed, user id))."""
+    """Split "user": seed of the user split (a hash of (seed, user id))."""
     unexposed: bool = True
     """Coarse ranker lists include the M unexposed coarse survivors per request."""
     dropped: bool = True
@@ -77,13 +81,20 @@ class TrainConfig:
     task_weights: TaskWeights = setting(default_factory=TaskWeights)
     """Coarse ranker: weights of the exposure, click and purchase tasks."""
     score_task: Task = Task.CLICK
-    """Coarse ranker: the task whose logit ranks candidates when serving."""
+    """Coarse ranker: the task whose logit ranks candidates when serving (exposure, click,
+    purchase; gmv is a ranker setting, an arm's ``coarse_score``, not a training one)."""
     eval_lists: int = setting(20_000, ge=0)
     """Held-out request lists scored after every epoch (0 = skip)."""
 
     def __post_init__(self) -> None:
         if self.lr == float("inf"):
             raise ConfigError("must be finite", key="lr")
+        if self.score_task not in HEADS:
+            raise ConfigError(
+                f"must be one of {[str(t) for t in HEADS]} (a task with a logit of its own; "
+                f"{str(self.score_task)!r} is a ranker setting: an arm's coarse_score)",
+                key="score_task",
+            )
 
 
 @config
@@ -130,7 +141,12 @@ class RunConfig:
             raise ConfigError("applies to coarse models only", table="distill")
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        """The plain config; ``[data] split`` is left out at its default ("user"), so configs and
+        checkpoints from before it existed stay equal to it (and checkpoints are reused)."""
+        plain = to_plain(self)
+        if self.data.split is Split.USER:
+            del plain["data"]["split"]
+        return plain
 
     def portable(self) -> dict[str, Any]:
         """``to_dict`` with paths relative to the checkpoint's folder: what a checkpoint stores

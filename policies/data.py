@@ -29,6 +29,7 @@ built once per ``SampleSpace`` (numpy sorts, no Python loop over rows) and cache
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -272,6 +273,44 @@ def _changes(columns: Sequence[np.ndarray]) -> np.ndarray:
     return change
 
 
+class Split(enum.StrEnum):
+    """How logged requests divide into training and offline evaluation."""
+
+    USER = "user"
+    """Held-out users (a hash of (seed, user id)): each user's every day on one side."""
+    DAY = "day"
+    """A time split, what production teams do: every logged user's days before the last logged
+    day train, the last day evaluates (needs >= 2 logged days)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LogSplit:
+    """Which logged requests train a model and which evaluate it: those of ``train_users``
+    (before ``eval_day``, for a time split) and those of ``eval_users`` (on ``eval_day``)."""
+
+    train_users: np.ndarray  # (U_train,) sorted user ids
+    eval_users: np.ndarray  # (U_eval,) sorted user ids
+    eval_day: int | None = None  # the time split's evaluation day; None: users split, every day
+
+
+def split_logs(data: LogData, split: Split, held_out_share: float, seed: int) -> LogSplit:
+    """The training / evaluation split of ``data``: by user (``split_by_user`` with
+    ``held_out_share`` and ``seed``) or by day (the last logged day evaluates; the share and seed
+    are not used). A day split of logs with fewer than two days is a ValueError."""
+    if Split(split) is Split.USER:
+        return LogSplit(*split_by_user(data, held_out_share, seed))
+    day = data.samples["day"].to_numpy(np.int64)
+    days = np.unique(day)
+    if len(days) < 2:
+        raise ValueError(
+            f'split = "day" needs logs of at least 2 days, these have {len(days)} (day(s) {days.tolist()}); '
+            "log more days ([data] days) or split by user"
+        )
+    user = data.samples["user_id"].to_numpy(np.int64)
+    last = int(days[-1])
+    return LogSplit(np.unique(user[day < last]), np.unique(user[day == last]), last)
+
+
 def split_by_user(data: LogData, held_out_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train users, held-out users): a user is held out when a hash of (seed, user id) falls
     below ``held_out_share``, so the split does not depend on user order or the user count."""
@@ -289,6 +328,7 @@ def iterate_list_ids(
     shuffle: bool,
     generator: torch.Generator | None,
     users: np.ndarray | None = None,
+    before_day: int | None = None,
 ) -> Iterator[np.ndarray]:
     """The list indices (into ``data.lists(space)``) of each batch ``iterate_lists`` yields."""
     if batch_size < 1:
@@ -299,6 +339,8 @@ def iterate_list_ids(
     ids = np.arange(len(lists))
     if users is not None:
         ids = ids[np.isin(lists.user_id, np.asarray(users))]
+    if before_day is not None:
+        ids = ids[lists.day[ids] < before_day]
     if shuffle:
         ids = ids[torch.randperm(len(ids), generator=generator).numpy()]
     for lo in range(0, len(ids), batch_size):
@@ -312,11 +354,13 @@ def iterate_lists(
     shuffle: bool,
     generator: torch.Generator | None,
     users: np.ndarray | None = None,
+    before_day: int | None = None,
 ) -> Iterator[ListBatch]:
-    """Batches of ``batch_size`` request lists (of ``users`` only, if given); shuffled by
-    ``generator`` or in sorted request order. A full pass holds every included sample once."""
+    """Batches of ``batch_size`` request lists (of ``users`` only and of days before
+    ``before_day`` only, if given); shuffled by ``generator`` or in sorted request order. A full
+    pass holds every included sample once."""
     lists = data.lists(space)
-    for ids in iterate_list_ids(data, space, batch_size, shuffle, generator, users):
+    for ids in iterate_list_ids(data, space, batch_size, shuffle, generator, users, before_day):
         yield make_batch(data, lists, ids)
 
 

@@ -50,9 +50,13 @@ EVAL_SPACE = SampleSpace(unexposed=True, dropped=True, random=True, out_of_scene
 """The logged lists every model is evaluated on, whatever it was trained on."""
 
 
-def held_out_list_ids(lists: Lists, users: np.ndarray, n: int) -> np.ndarray:
-    """The first ``n`` lists of ``users`` (a fixed subset; every user's lists stay together)."""
-    return np.flatnonzero(np.isin(lists.user_id, users))[:n]
+def held_out_list_ids(lists: Lists, users: np.ndarray, n: int, day: int | None = None) -> np.ndarray:
+    """The first ``n`` lists of ``users`` (a fixed subset; every user's lists stay together), of
+    ``day`` only if given (a time split's evaluation day)."""
+    keep = np.isin(lists.user_id, users)
+    if day is not None:
+        keep &= lists.day == day
+    return np.flatnonzero(keep)[:n]
 
 
 def _pad(x: torch.Tensor, width: int, fill: float | bool) -> torch.Tensor:
@@ -150,8 +154,13 @@ class EvalSet:
         n_sessions: int = 500,
         n_lists: int = 20_000,
         funnel_k: int = 10,
+        day: int | None = None,
     ) -> EvalSet:
+        """The evaluation set of ``held_out_users`` (their first logged session each and their
+        logged lists), on ``day`` only if given (a time split's evaluation day)."""
         samples = data.samples
+        if day is not None:
+            samples = samples[samples["day"] == day]
         first = (
             samples[samples["user_id"].isin(held_out_users) & (samples["page"] >= 0)]
             .sort_values(["user_id", "day", "session"])
@@ -163,7 +172,7 @@ class EvalSet:
         keys = SessionKeys.of(users, first["day"].to_numpy(np.int64), first["session"].to_numpy(np.int64))
         recall = Recall(world)(keys).items
         bought = samples[(samples["sample_type"] == EXPOSED) & (samples["purchase"] > 0)]
-        list_ids = held_out_list_ids(data.lists(EVAL_SPACE), held_out_users, n_lists)
+        list_ids = held_out_list_ids(data.lists(EVAL_SPACE), held_out_users, n_lists, day)
         return cls(
             data=data,
             keys=keys,
@@ -184,12 +193,12 @@ def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> di
     the simulator-side metrics only."""
     out: dict[str, float] = {}
     if isinstance(scorer, CoarseModelScorer):
-        model, task = scorer.model, scorer.task.index
+        model = scorer.model
         out |= list_metrics(
             eval_set.data,
             EVAL_SPACE,
             eval_set.list_ids,
-            lambda batch: model(batch.user, batch.items)[..., task],
+            lambda batch: scorer.task_score(model(batch.user, batch.items), batch.items.item_id),
             eval_set.teacher_list_pctr,
         )
     users, recall, C = eval_set.keys.user, eval_set.recall, eval_set.sizes.coarse

@@ -30,6 +30,7 @@ class FeatureStore:
     items: ItemFeatures  # (N,) indexed by item id
     history: torch.Tensor  # (U, H) long, logged behaviour sequence, indexed by user id
     history_dwell: torch.Tensor | None = None  # (U, H) float logged dwell seconds, if the world logs them
+    item_price: np.ndarray | None = None  # (N,) float64 price by item id (catalogue data; GMV scores)
 
     @classmethod
     def from_world(cls, world: World) -> FeatureStore:
@@ -42,7 +43,8 @@ class FeatureStore:
             is_new=torch.as_tensor(table["is_new"], dtype=torch.float32),
         )
         dwell = None if world.history_dwell is None else torch.as_tensor(world.history_dwell)
-        return cls(items, torch.as_tensor(world.history, dtype=torch.long), dwell)
+        history = torch.as_tensor(world.history, dtype=torch.long)
+        return cls(items, history, dwell, np.asarray(table["price"], dtype=np.float64))
 
     @property
     def n_items(self) -> int:

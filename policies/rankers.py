@@ -6,7 +6,8 @@ better, and carries a ``version`` naming the model behind it. A score depends on
 request is ranked alone or with others (``tests/policies/test_rankers.py`` checks this).
 
 - ``CoarseModelScorer``: a ``CoarseRanker`` with its item tower precomputed for the whole
-  pool (``ItemEmbeddings``); it refuses embeddings of another model version.
+  pool (``ItemEmbeddings``); it refuses embeddings of another model version. It ranks by one
+  task's logit, or (task gmv) by expected GMV from the purchase head and the item's price.
 - ``FineModelScorer``: a ``FineRanker``'s pCTR (task click) or pCTCVR (task purchase).
 - Baselines: ``RandomScorer``, ``PopularityScorer`` and ``OracleScorer`` (the simulator's
   true expected value; an upper bound no model can see).
@@ -14,13 +15,13 @@ request is ranked alone or with others (``tests/policies/test_rankers.py`` check
 
 from __future__ import annotations
 
-import enum
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from common.rng import Stream, uniform
+from policies.baselines import BASELINES
 from policies.checkpoint import (
     CheckpointError,
     ItemEmbeddings,
@@ -31,6 +32,7 @@ from policies.checkpoint import (
 from policies.custom import is_custom_spec, load_custom
 from policies.features import FeatureStore, vocab_of
 from policies.models import CoarseRanker, FineRanker
+from policies.tasks import Task
 from simulator.oracle import Objective, expected_value
 from simulator.world import World
 
@@ -47,19 +49,6 @@ class Scorer(Protocol):
         ...
 
 
-class Task(enum.StrEnum):
-    """The coarse ranker's tasks, in the order of its output logits."""
-
-    EXPOSURE = "exposure"
-    CLICK = "click"
-    PURCHASE = "purchase"
-
-    @property
-    def index(self) -> int:
-        """Position of this task's logit in the model output (..., n_tasks)."""
-        return list(Task).index(self)
-
-
 def _per_request(score_one, users: np.ndarray, items: np.ndarray) -> np.ndarray:
     """Score each request on its own: float32 kernels round differently for different batch
     shapes, so scoring requests one by one is what makes a score independent of its batch."""
@@ -71,7 +60,12 @@ def _per_request(score_one, users: np.ndarray, items: np.ndarray) -> np.ndarray:
 
 
 class CoarseModelScorer:
-    """Scores with one task logit of a coarse model, user tower online, item tower cached."""
+    """Scores with one task logit of a coarse model, user tower online, item tower cached.
+
+    Task gmv ranks by expected GMV, pCTCVR x price, as its log: log sigmoid(purchase logit) +
+    log price (the purchase head's logit read as the log-odds of a purchase, which its
+    distillation targets, the teacher's pCTCVR, make it; the item prices come from
+    ``features.item_price``)."""
 
     def __init__(
         self,
@@ -96,6 +90,19 @@ class CoarseModelScorer:
                 f"expected {(features.n_items, model.item_dim)}"
             )
         self.embeddings = embeddings
+        self.log_price = None
+        if self.task is Task.GMV:
+            if features.item_price is None:
+                raise ValueError("task gmv needs the item prices (FeatureStore.item_price)")
+            self.log_price = torch.log(torch.as_tensor(features.item_price, dtype=torch.float64))
+
+    def task_score(self, logits: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """The ranking score of this scorer's task from the model's logits (..., n_tasks) of
+        items (...): the one place a model output becomes a score."""
+        logit = logits[..., self.task.index]
+        if self.log_price is None:
+            return logit
+        return torch.nn.functional.logsigmoid(logit.double()) + self.log_price[items]
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return _per_request(self._score_one, users, items)
@@ -104,7 +111,7 @@ class CoarseModelScorer:
     def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
         user_vec = self.model.encode_user(self.features.users(user))  # (1, D_u)
         item_vecs = self.embeddings.vectors[torch.as_tensor(items, dtype=torch.long)]  # (1, R, D_i)
-        return self.model.score(user_vec, item_vecs)[..., self.task.index]  # (1, R)
+        return self.task_score(self.model.score(user_vec, item_vecs), torch.as_tensor(items))  # (1, R)
 
 
 FINE_TASKS = (Task.CLICK, Task.PURCHASE)
@@ -168,15 +175,18 @@ class OracleScorer:
         return expected_value(self.world, np.asarray(users), items, self.objective, np.asarray(days))
 
 
-def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> Scorer:
+def load_scorer(spec: str, world: World, features: FeatureStore, stage: str, task: Task | str = "") -> Scorer:
     """A scorer for cascade ``stage`` ("coarse" or "fine") from ``spec``: a baseline name
     ("random", "popularity", "oracle"), "module:attribute" naming a scorer or a factory
     ``f(world, features)`` of one (``policies.custom``, checked by a probe call), or the path of a
     checkpoint of that stage. A checkpoint ranks by the task of its training config (``[train]
-    score_task``, recorded in its metadata; click when absent); a coarse model's item tower is
-    computed here, once."""
+    score_task``, recorded in its metadata; click when absent) unless ``task`` names another (a
+    ranker setting, e.g. an arm's ``coarse_score``: the same checkpoint scored for GMV); a coarse
+    model's item tower is computed here, once."""
     if stage not in ("coarse", "fine"):
         raise ValueError(f'stage must be "coarse" or "fine", got {stage!r}')
+    if task and (is_custom_spec(spec) or spec in BASELINES):
+        raise ValueError(f"a score task ({str(task)!r}) applies to checkpoints, not to {spec!r}")
     if is_custom_spec(spec):
         return load_custom(spec, world, features)
     match spec:
@@ -189,7 +199,7 @@ def load_scorer(spec: str, world: World, features: FeatureStore, stage: str) -> 
     loaded = load_checkpoint(spec, kind=stage)
     if loaded.model.vocab != vocab_of(world.config):
         raise CheckpointError(f"{spec} was trained on another world: vocab {loaded.model.vocab}")
-    task = Task(loaded.metadata.get("score_task", Task.CLICK))
+    task = Task(task or loaded.metadata.get("score_task", Task.CLICK))
     if stage == "fine":
         return FineModelScorer(loaded.model, features, task)
     return CoarseModelScorer(loaded.model, features, task)

@@ -24,8 +24,9 @@ labels + ``soft_weight`` x soft labels. The soft click label is the teacher's pC
 exposed samples and pCTR x ``label_smoothing_scale`` otherwise; the soft purchase label is
 pCTCVR treated the same way. Teacher outputs are computed once per list entry and cached.
 
-Held-out users (``split_by_user``) never enter training; offline metrics on them are printed
-after every epoch and stored in the checkpoint's metadata.
+Offline evaluation follows ``[data] split`` (``split_logs``): held-out users (``split =
+"user"``) or the last logged day of every user (``"day"``, a time split) never enter training;
+offline metrics on them are printed after every epoch and stored in the checkpoint's metadata.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from policies.data import (
     iterate_list_ids,
     load_logs,
     make_batch,
-    split_by_user,
+    split_logs,
 )
 from policies.evaluate import held_out_list_ids, list_metrics, teacher_outputs
 from policies.features import vocab_of
@@ -214,7 +215,8 @@ class TrainResult:
     version: str
     history: list[dict[str, float]]  # one record per epoch
     train_users: np.ndarray
-    held_out_users: np.ndarray
+    held_out_users: np.ndarray  # the users evaluated (split "day": every user of the last day)
+    eval_day: int | None  # split "day": the evaluation day, the training days before it
     seconds: float
     samples: int  # list entries processed
 
@@ -232,13 +234,15 @@ def train(
     and, from a second generator of the same seed, the shuffling; torch's global generator is
     neither used nor changed."""
     data = data if data is not None else load_logs(run.data.logs)
-    train_users, held_out = split_by_user(data, run.data.held_out_share, run.data.split_seed)
+    split = split_logs(data, run.data.split, run.data.held_out_share, run.data.split_seed)
     task = TASKS[run.kind](run, data, progress, log)
     model = task.model(vocab_of(WorldConfig.from_dict(data.world)), run.train.seed)
     lists = data.lists(task.space)
     shuffle = torch.Generator().manual_seed(run.train.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=run.train.lr, weight_decay=run.train.weight_decay)
-    eval_ids = held_out_list_ids(lists, held_out, run.train.eval_lists)
+    eval_ids = held_out_list_ids(lists, split.eval_users, run.train.eval_lists, split.eval_day)
+    if split.eval_day is not None and len(eval_ids):
+        log(f"time split: training on days < {split.eval_day}, offline metrics on day {split.eval_day}")
     reference = None  # the teacher's pCTR of the held-out entries
     if task.teacher is not None and len(eval_ids):
         reference = teacher_outputs(data, task.space, task.teacher, list_ids=eval_ids)[0]
@@ -247,7 +251,9 @@ def train(
         stage = task.stage(epoch)
         model.train()
         batches = list(
-            iterate_list_ids(data, task.space, run.train.batch_size, True, shuffle, users=train_users)
+            iterate_list_ids(
+                data, task.space, run.train.batch_size, True, shuffle, split.train_users, split.eval_day
+            )
         )
         bar = tqdm(batches, desc=f"epoch {epoch + 1}/{run.train.epochs}", disable=not progress, leave=False)
         total, n = 0.0, 0
@@ -279,11 +285,22 @@ def train(
         "train_samples": samples,
         "held_out_share": run.data.held_out_share,
         "split_seed": run.data.split_seed,
+        **({"split": str(run.data.split), "eval_day": split.eval_day} if split.eval_day is not None else {}),
         "score_task": str(run.train.score_task),
         "teacher_version": task.teacher_version,
     }
     version = save_checkpoint(run.out, model, metadata)
-    return TrainResult(model, Path(run.out), version, history, train_users, held_out, seconds, samples)
+    return TrainResult(
+        model,
+        Path(run.out),
+        version,
+        history,
+        split.train_users,
+        split.eval_users,
+        split.eval_day,
+        seconds,
+        samples,
+    )
 
 
 def ensure_logs(data: DataConfig, progress: bool = True) -> Path:

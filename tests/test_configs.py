@@ -13,7 +13,7 @@ from tuning.config import load_config as load_search
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-EXPERIMENTS = ("default.toml", "aa.toml", "oracle_vs_random.toml", "quick.toml")
+EXPERIMENTS = ("default.toml", "aa.toml", "oracle_vs_random.toml", "quick.toml", "gmv_vs_clicks.toml")
 
 
 def test_world_toml_lists_every_setting_at_its_default():
@@ -36,8 +36,17 @@ def test_experiment_configs_name_existing_training_configs(name):
 def test_training_configs_write_their_checkpoints_under_runs(path):
     run = load_training(path)
     assert Path(run.out) == ROOT / "runs" / "models" / f"{path.stem}.pt"
-    assert Path(run.data.logs) == ROOT / "data" / "logs" / "default"
-    assert not run.distill.enabled or Path(run.distill.teacher) == CONFIGS / "models" / "fine.toml"
+    assert Path(run.data.logs).parent == ROOT / "data" / "logs"
+    assert not run.distill.enabled or Path(run.distill.teacher).parent == CONFIGS / "models"
+
+
+@pytest.mark.parametrize("path", sorted((CONFIGS / "models").glob("*.toml")), ids=lambda p: p.name)
+def test_training_configs_of_one_world_share_its_logs(path):
+    """Logs are simulated once per world: the default world's in data/logs/default, another's
+    in a folder of its own (a folder's world.json must match every config that reads it)."""
+    run = load_training(path)
+    default_world = run.data.world == "default"
+    assert (Path(run.data.logs).name == "default") == default_world, (run.data.logs, run.data.world)
 
 
 @pytest.mark.parametrize("name", ["tune_default.toml", "tune_small.toml"])

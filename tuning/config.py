@@ -60,6 +60,7 @@ FIXED_SETTINGS = frozenset(
         "data.users",
         "data.days",
         "data.held_out_share",
+        "data.split",
         "data.split_seed",
         "train.epochs",
         "train.seed",

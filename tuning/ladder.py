@@ -42,7 +42,7 @@ from policies.data import load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
-from policies.train import ensure_logs, ensure_trained, parse_config, split_by_user
+from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
 from simulator.config import load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
@@ -105,14 +105,17 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     first = next(iter(runs.values()))
     world = World(load_world_config(first.data.world))
     data = load_logs(ensure_logs(first.data, progress=args.progress))
-    _, held_out = split_by_user(data, first.data.held_out_share, first.data.split_seed)
+    split = split_logs(data, first.data.split, first.data.held_out_share, first.data.split_seed)
+    held_out = split.eval_users
     features = FeatureStore.from_world(world)
     sizes = CascadeSizes(coarse=args.coarse_size, page=world.config.page_size)
 
     fine_path = ensure_trained(args.fine, progress=args.progress, log=log)
     fine = load_scorer(str(fine_path), world, features, "fine")
     log(f"building the evaluation set ({args.eval_sessions} held-out sessions)...")
-    eval_set = EvalSet.build(world, data, held_out, fine, sizes, n_sessions=args.eval_sessions)
+    eval_set = EvalSet.build(
+        world, data, held_out, fine, sizes, n_sessions=args.eval_sessions, day=split.eval_day
+    )
 
     sim = Simulator(world)
     online_users = held_out[: args.online_users]
@@ -147,11 +150,14 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
+    who, who_offline = ("held-out", "held-out users")  # split "user"
+    if split.eval_day is not None:
+        who, who_offline = ("logged", f"logged users (time split: their day {split.eval_day})")
     table.attrs["caption"] = (
-        f"Offline: {len(held_out)} held-out users; hitrate and funnel over {len(eval_set.keys)} of "
+        f"Offline: {len(held_out)} {who_offline}; hitrate and funnel over {len(eval_set.keys)} of "
         f"their sessions ({n_in} in-scene and {n_out} out-of-scene purchases: a hitrate's standard "
         f"error is up to {0.5 / np.sqrt(max(n_in, 1)):.3f} / {0.5 / np.sqrt(max(n_out, 1)):.3f}), "
-        f"coarse cut C = {sizes.coarse}. Online: {len(keys)} held-out users, one session each on "
+        f"coarse cut C = {sizes.coarse}. Online: {len(keys)} {who} users, one session each on "
         f"day {days} with the fine ranker after the coarse one; Δ = paired mean difference ± 95 %."
     )
     return table

@@ -8,6 +8,7 @@ import pytest
 
 from abtest.arms import arm_specs, build_cascades, resolve_arms, versions
 from abtest.experiment import run_experiment
+from abtest.serve_traffic import app_args
 from policies.checkpoint import load_checkpoint
 from simulator import SMALL
 from simulator.config import ConfigError
@@ -66,3 +67,39 @@ def test_arms_with_the_same_rankers_share_one_cascade(make_config, small_world) 
     arms["c"] = {"coarse": "oracle", "fine": "oracle", "coarse_size": 50}
     cascades = build_cascades(small_world, arm_specs(make_config(arms=arms)))
     assert cascades["a"] is cascades["b"] and cascades["c"] is not cascades["a"]
+
+
+def test_an_arm_can_score_a_shared_checkpoint_for_gmv(make_config, small_world, seeded_models) -> None:
+    coarse = seeded_models["coarse_a"]
+    arms = {
+        "clicks": {"coarse": coarse, "fine": "oracle", "coarse_size": 100},
+        "gmv": {"coarse": coarse, "fine": "oracle", "coarse_size": 100, "coarse_score": "gmv"},
+    }
+    specs = arm_specs(make_config(arms=arms))
+    cascades = build_cascades(small_world, specs)
+    assert str(cascades["clicks"].coarse.task) == "click" and str(cascades["gmv"].coarse.task) == "gmv"
+    found = versions(specs)
+    assert found["gmv"]["coarse_version"] == found["clicks"]["coarse_version"]  # one checkpoint
+    assert found["gmv"]["coarse_score"] == "gmv" and "coarse_score" not in found["clicks"]
+
+
+@pytest.mark.parametrize(
+    ("arm", "message"),
+    [
+        ({"coarse": "x.pt", "coarse_score": "margin"}, "coarse_score: must be one of"),
+        ({"coarse": "popularity", "coarse_score": "gmv"}, "coarse_score: applies to a coarse checkpoint"),
+    ],
+)
+def test_a_bad_coarse_score_is_a_config_error(make_config, arm, message) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config(arms={"control": {"coarse": "popularity"}, "t": arm})
+
+
+def test_serve_traffic_refuses_a_coarse_score(make_config, seeded_models) -> None:
+    arms = {
+        "control": {"coarse": seeded_models["coarse_a"], "fine": "oracle"},
+        "treatment": {"coarse": seeded_models["coarse_a"], "fine": "oracle", "coarse_score": "gmv"},
+    }
+    config = make_config(arms=arms)
+    with pytest.raises(ConfigError, match=r"arms \['treatment'\] set coarse_score"):
+        app_args(config, arm_specs(config))

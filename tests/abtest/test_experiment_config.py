@@ -12,7 +12,10 @@ from abtest.stats import Mean, Ratio
 from common.config import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-EXPERIMENTS = [CONFIGS / name for name in ("default.toml", "aa.toml", "oracle_vs_random.toml", "quick.toml")]
+EXPERIMENTS = [
+    CONFIGS / name
+    for name in ("default.toml", "aa.toml", "oracle_vs_random.toml", "quick.toml", "gmv_vs_clicks.toml")
+]
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

@@ -6,11 +6,19 @@ import pytest
 
 from policies.data import LogData, load_logs
 from policies.train import TrainResult, parse_config, train
+from simulator.logs import write_logs
 
 
 @pytest.fixture(scope="session")
 def small_data(small_log_dir) -> LogData:
     return load_logs(small_log_dir)
+
+
+@pytest.fixture(scope="session")
+def two_day_log_dir(tmp_path_factory, small_world):
+    """Two days of logs of 300 users of the SMALL world (the time split needs >= 2)."""
+    out = tmp_path_factory.mktemp("two-days") / "logs"
+    return write_logs(small_world, out, n_users=300, days=2, progress=False)
 
 
 def _train(small_log_dir, small_data, out, kind: str, **tables) -> TrainResult:

@@ -16,10 +16,12 @@ from policies.data import (
     REQUEST_KEYS,
     LogData,
     SampleSpace,
+    Split,
     iterate_list_ids,
     iterate_lists,
     load_logs,
     split_by_user,
+    split_logs,
 )
 from simulator import SMALL, World
 from simulator.logs import write_logs
@@ -309,6 +311,38 @@ def test_split_by_user_held_out_share_is_near_requested(data, seed, share):
 def test_split_by_user_rejects_a_share_outside_0_1(data):
     with pytest.raises(ValueError, match="held_out_share"):
         split_by_user(data, 1.5, seed=0)
+
+
+# --- split by day (time split) ------------------------------------------------------------------
+
+
+def test_the_day_split_trains_on_earlier_days_of_every_user_and_evaluates_on_the_last(data):
+    day, user = data.samples["day"].to_numpy(), data.samples["user_id"].to_numpy()
+    last = day.max()
+    split = split_logs(data, Split.DAY, held_out_share=0.3, seed=7)
+    assert split.eval_day == last > 0
+    np.testing.assert_array_equal(split.train_users, np.unique(user[day < last]))  # every earlier user
+    np.testing.assert_array_equal(split.eval_users, np.unique(user[day == last]))
+    space = SampleSpace(out_of_scene=True)
+    lists = data.lists(space)
+    trained = np.concatenate(list(iterate_list_ids(data, space, 16, False, None, split.train_users, last)))
+    assert (lists.day[trained] < last).all()  # never a list of the last day
+    earlier = np.flatnonzero(lists.day < last)
+    np.testing.assert_array_equal(np.sort(trained), earlier)  # and every list of the days before
+
+
+def test_the_user_split_is_split_by_user(data):
+    split = split_logs(data, Split.USER, held_out_share=0.3, seed=7)
+    train, held = split_by_user(data, 0.3, seed=7)
+    np.testing.assert_array_equal(split.train_users, train)
+    np.testing.assert_array_equal(split.eval_users, held)
+    assert split.eval_day is None
+
+
+def test_a_day_split_of_one_day_of_logs_is_a_clear_error(data):
+    one_day = dataclasses.replace(data, samples=data.samples[data.samples["day"] == 0])
+    with pytest.raises(ValueError, match=r'split = "day" needs logs of at least 2 days, these have 1'):
+        split_logs(one_day, Split.DAY, 0.2, 0)
 
 
 # --- features --------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 
 from policies.cascade import CascadeSizes
 from policies.checkpoint import load_checkpoint
-from policies.data import split_by_user
+from policies.data import Split, load_logs, split_by_user, split_logs
 from policies.evaluate import (
     EVAL_SPACE,
     EvalSet,
@@ -102,3 +102,25 @@ def test_model_metrics_are_complete_and_funnel_shares_sum_to_one(small_world, sm
     funnel = sum(result[f"funnel_{s}"] for s in ("recall", "coarse", "fine", "kept"))
     assert funnel == pytest.approx(1.0)
     assert np.isfinite(result["hitrate_global@50"])
+
+
+def test_a_time_split_eval_set_holds_the_evaluation_day_only(small_world, two_day_log_dir, seeded_models):
+    data = load_logs(two_day_log_dir)
+    split = split_logs(data, Split.DAY, 0.2, 0)
+    teacher = load_scorer(seeded_models["fine"], small_world, FeatureStore.from_world(small_world), "fine")
+    sizes = CascadeSizes(coarse=50, page=10)
+    eval_set = EvalSet.build(small_world, data, split.eval_users, teacher, sizes, 40, 500, day=split.eval_day)
+    assert len(eval_set.keys) == 40 and (eval_set.keys.day == split.eval_day).all()
+    lists = data.lists(EVAL_SPACE)
+    assert len(eval_set.list_ids) == 500 and (lists.day[eval_set.list_ids] == split.eval_day).all()
+    # without the day, the same users' first sessions are on day 0
+    assert (EvalSet.build(small_world, data, split.eval_users, teacher, sizes, 40, 500).keys.day == 0).all()
+
+
+def test_a_gmv_scorer_is_evaluated_by_its_gmv_score(small_world, small_coarse, eval_set):
+    features = FeatureStore.from_world(small_world)
+    click = evaluate_coarse(load_scorer(str(small_coarse.path), small_world, features, "coarse"), eval_set)
+    gmv = evaluate_coarse(
+        load_scorer(str(small_coarse.path), small_world, features, "coarse", "gmv"), eval_set
+    )
+    assert set(gmv) == set(click) and gmv["auc"] != click["auc"]  # another score, another ranking

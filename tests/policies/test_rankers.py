@@ -27,7 +27,7 @@ from policies.rankers import (
 from simulator import SMALL
 from simulator.oracle import Objective, expected_value
 
-SCORERS = ("random", "popularity", "oracle", "coarse", "fine")
+SCORERS = ("random", "popularity", "oracle", "coarse", "coarse_gmv", "fine")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def scorers(small_world, features, seeded_models) -> dict:
         "popularity": load_scorer("popularity", small_world, features, "coarse"),
         "oracle": load_scorer("oracle", small_world, features, "fine"),
         "coarse": load_scorer(seeded_models["coarse_a"], small_world, features, "coarse"),
+        "coarse_gmv": load_scorer(seeded_models["coarse_a"], small_world, features, "coarse", "gmv"),
         "fine": load_scorer(seeded_models["fine"], small_world, features, "fine"),
     }
 
@@ -155,6 +156,27 @@ def test_a_coarse_checkpoint_serves_the_task_of_its_training_config(
     save_checkpoint(tmp_path / "c.pt", model, {"score_task": "purchase"})
     assert load_scorer(str(tmp_path / "c.pt"), small_world, features, "coarse").task is Task.PURCHASE
     assert load_scorer(seeded_models["coarse_a"], small_world, features, "coarse").task is Task.CLICK
+
+
+def test_the_gmv_score_is_the_log_of_pctcvr_times_price(small_world, features, seeded_models, requests):
+    users, items = requests
+    purchase = load_scorer(seeded_models["coarse_a"], small_world, features, "coarse", "purchase")
+    gmv = load_scorer(seeded_models["coarse_a"], small_world, features, "coarse", Task.GMV)
+    assert gmv.version == purchase.version and gmv.task is Task.GMV
+    pctcvr = 1 / (1 + np.exp(-purchase.score(users, items)))  # the purchase head's probability
+    expected_gmv = pctcvr * small_world.item_price[items]
+    np.testing.assert_allclose(np.exp(gmv.score(users, items)), expected_gmv, rtol=1e-9)
+    # prices differ across a request's candidates, so the GMV order is not the purchase order
+    assert (np.argsort(-gmv.score(users, items)) != np.argsort(-purchase.score(users, items))).any()
+
+
+def test_a_score_task_applies_to_checkpoints_only(small_world, features, seeded_models):
+    with pytest.raises(ValueError, match="applies to checkpoints, not to 'popularity'"):
+        load_scorer("popularity", small_world, features, "coarse", "gmv")
+    model = load_checkpoint(seeded_models["coarse_a"]).model
+    no_prices = FeatureStore(features.items, features.history)
+    with pytest.raises(ValueError, match="task gmv needs the item prices"):
+        CoarseModelScorer(model, no_prices, Task.GMV)
 
 
 def test_a_fine_scorer_refuses_the_exposure_task(seeded_models, features):

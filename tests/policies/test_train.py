@@ -11,7 +11,8 @@ import torch
 
 from policies import metrics
 from policies.checkpoint import load_checkpoint
-from policies.data import EXPOSED, SampleSpace, iterate_lists
+from policies.data import EXPOSED, SampleSpace, iterate_lists, load_logs
+from policies.evaluate import held_out_list_ids
 from policies.features import vocab_of
 from policies.models import CoarseRanker
 from policies.train import (
@@ -89,7 +90,11 @@ def _vocab():
         ({"kind": "coarse", "out": "x", "extra": 1}, r"^extra: unknown key"),
         ({"kind": "coarse", "out": "x", "train": {"lr": 0}}, r"^\[train\] lr: must be > 0"),
         ({"kind": "coarse", "out": "x", "train": {"loss": "hinge"}}, r"\[train\] loss: must be one of"),
-        ({"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}}, r"score_task: must be one of"),
+        (
+            {"kind": "coarse", "out": "x", "train": {"score_task": "gmv"}},
+            r"score_task: must .*a ranker setting",
+        ),
+        ({"kind": "coarse", "out": "x", "train": {"score_task": "margin"}}, r"score_task: must be one of"),
         (
             {"kind": "coarse", "out": "x", "train": {"epoch": 2}},
             r"^\[train\] epoch: unknown key; did you mean 'epochs'",
@@ -217,6 +222,67 @@ def test_one_loop_trains_each_kind_reproducibly_without_the_global_generator(
     assert other.version != first.version
     assert records == first.history and {"auc", "gauc", "loss"} <= set(records[0])
     assert load_checkpoint(first.path).metadata["score_task"] == "click"
+
+
+def _split_run(log_dir, path, split: str | None, kind: str = "coarse"):
+    data = {"logs": str(log_dir), "world": "small", **({"split": split} if split else {})}
+    train_table = {"epochs": 1, "batch_size": 256, "eval_lists": 400, "seed": 0}
+    raw = {"kind": kind, "out": str(path), "data": data, "model": _TINY_MODEL[kind], "train": train_table}
+    return parse_config(raw)
+
+
+def test_the_time_split_trains_before_the_last_day_and_evaluates_on_it(
+    two_day_log_dir, tmp_path, monkeypatch
+):
+    import policies.train as training  # noqa: PLC0415 (its batch maker is watched)
+
+    data = load_logs(two_day_log_dir)
+    run = _split_run(two_day_log_dir, tmp_path / "day.pt", "day")
+    trained_days, made = [], training.make_batch
+
+    def watched(data_, lists, ids):
+        trained_days.append(lists.day[np.asarray(ids)])
+        return made(data_, lists, ids)
+
+    monkeypatch.setattr(training, "make_batch", watched)  # the training batches, not the evaluation
+    lines: list[str] = []
+    result = train(run, data, progress=False, log=lines.append)
+    day, user = data.samples["day"].to_numpy(), data.samples["user_id"].to_numpy()
+    assert result.eval_day == day.max() == 1
+    assert np.unique(np.concatenate(trained_days)).tolist() == [0]  # never a list of the last day
+    np.testing.assert_array_equal(result.train_users, np.unique(user[day == 0]))  # every earlier user
+    np.testing.assert_array_equal(result.held_out_users, np.unique(user[day == 1]))
+    assert any("offline metrics on day 1" in line for line in lines)
+    assert {"auc", "gauc"} <= set(result.history[0])
+    meta = load_checkpoint(result.path).metadata
+    assert (meta["split"], meta["eval_day"], meta["run"]["data"]["split"]) == ("day", 1, "day")
+    # the offline metrics are those of the last day's lists of the evaluated users
+    lists = data.lists(CoarseTask.of(run, data, False, print).space)
+    ids = held_out_list_ids(lists, result.held_out_users, 400, day=1)
+    assert len(ids) and (lists.day[ids] == 1).all()
+
+
+def test_a_time_split_of_one_day_of_logs_fails_clearly(small_log_dir, small_data, tmp_path):
+    with pytest.raises(ValueError, match=r'split = "day" needs logs of at least 2 days'):
+        train(_split_run(small_log_dir, tmp_path / "x.pt", "day"), small_data, progress=False, log=print)
+
+
+def test_the_user_split_is_unchanged_by_the_split_setting(two_day_log_dir, tmp_path):
+    data = load_logs(two_day_log_dir)
+    default = _split_run(two_day_log_dir, tmp_path / "default.pt", None)
+    explicit = _split_run(two_day_log_dir, tmp_path / "user.pt", "user")
+    # a checkpoint of a config from before the setting is reused: the default is left out
+    assert "split" not in default.to_dict()["data"]
+    assert default.to_dict() == dataclasses.replace(explicit, out=default.out).to_dict()
+    assert default.portable() == dataclasses.replace(explicit, out=default.out).portable()
+    a = train(default, data, progress=False, log=lambda *_: None)
+    b = train(explicit, data, progress=False, log=lambda *_: None)
+    assert a.version == b.version and a.history == b.history and a.eval_day is None
+    assert "split" not in load_checkpoint(a.path).metadata
+    day = train(
+        _split_run(two_day_log_dir, tmp_path / "day.pt", "day"), data, progress=False, log=lambda *_: None
+    )
+    assert day.version != a.version  # the setting does change what trains
 
 
 def test_a_fine_ranker_cannot_serve_the_exposure_task(small_log_dir, small_data, tmp_path):
