@@ -73,8 +73,8 @@ def main() -> None:
     print(
         f"wall time {wall:.0f} s = setup {setup:.0f} s + search {search_wall:.0f} s + outputs {outputs:.0f} s"
     )
-    setup_steps = ("ray_init", "models", "world_and_logs", "eval_set", "fine_table", "control_online")
-    setup_steps += ("control_offline", "object_store_put")
+    setup_steps = ("ray_init", "models", "world_and_logs", "teacher_labels", "eval_set", "fine_table")
+    setup_steps += ("control_online", "control_offline", "object_store_put")
     print("setup: " + ", ".join(f"{k} {t[k]:.1f} s" for k in setup_steps if k in t))
     done = len(table)
     scored = counts.get("finished", 0)

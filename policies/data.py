@@ -113,6 +113,8 @@ class LogData:
     world: dict  # the world config the logs came from
     history_dwell: torch.Tensor | None = None  # (U, H) float logged dwell seconds, if the world logs them
     _lists: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    _teacher_labels: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+    """``policies.evaluate.teacher_labels``' cache: teacher version -> per-sample (pCTR, pCTCVR)."""
 
     @classmethod
     def from_frames(

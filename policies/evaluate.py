@@ -129,6 +129,35 @@ def teacher_outputs(
     return pctr, pctcvr
 
 
+ALL_SAMPLES = SampleSpace(unexposed=True, dropped=True, random=True, out_of_scene=True)
+"""The sample space with every kind of logged sample (what a search labels up front)."""
+
+
+def teacher_labels(
+    data: LogData, space: SampleSpace, teacher: FineRanker, version: str, progress: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's (pCTR, pCTCVR) of every list entry of ``space``, each (E,), like
+    ``teacher_outputs``, but kept with ``data`` per sample row for teacher ``version``: a later
+    call (another rung of the ladder, another trial of a search, another space) runs the teacher
+    only on the lists holding samples not labelled yet. A sample's labels depend only on its user
+    and item; where a sample was labelled within other lists they differ by float rounding."""
+    cache = data._teacher_labels
+    if version not in cache:
+        cache.clear()  # one teacher at a time
+        n = len(data.samples)
+        cache[version] = (torch.full((n,), torch.nan), torch.full((n,), torch.nan))
+    pctr, pctcvr = cache[version]
+    lists = data.lists(space)
+    missing = torch.isnan(pctr[lists.row])
+    if missing.any():
+        list_of_entry = torch.repeat_interleave(torch.arange(len(lists)), lists.offsets.diff())
+        ids = np.unique(list_of_entry[missing].numpy())
+        new_ctr, new_ctcvr = teacher_outputs(data, space, teacher, progress=progress, list_ids=ids)
+        rows = lists.row[missing]
+        pctr[rows], pctcvr[rows] = new_ctr[missing], new_ctcvr[missing]
+    return pctr[lists.row], pctcvr[lists.row]
+
+
 @dataclasses.dataclass(frozen=True)
 class EvalSet:
     data: LogData

@@ -62,7 +62,7 @@ from policies.data import (
     make_batch,
     split_logs,
 )
-from policies.evaluate import held_out_list_ids, list_metrics, teacher_outputs
+from policies.evaluate import held_out_list_ids, list_metrics, teacher_labels
 from policies.features import vocab_of
 from policies.losses import (
     TaskLogits,
@@ -89,6 +89,7 @@ class FineTask:
     config: FineConfig
     teacher: ClassVar[None] = None  # the fine ranker is the teacher
     teacher_version: ClassVar[None] = None
+    soft: ClassVar[None] = None
 
     @classmethod
     def of(cls, run: RunConfig, data: LogData, progress: bool, log: Callable[..., None]) -> FineTask:
@@ -143,7 +144,7 @@ class CoarseTask:
         if teacher_path.endswith(".toml"):  # a training config: train the teacher if needed
             teacher_path = ensure_trained(teacher_path, progress, log)
         loaded = load_checkpoint(teacher_path, kind="fine")
-        soft = teacher_outputs(data, run.data.space, loaded.model, progress=progress)
+        soft = teacher_labels(data, run.data.space, loaded.model, loaded.version, progress=progress)
         return cls(run, lists, loaded.model, loaded.version, soft)
 
     @property
@@ -243,9 +244,7 @@ def train(
     eval_ids = held_out_list_ids(lists, split.eval_users, run.train.eval_lists, split.eval_day)
     if split.eval_day is not None and len(eval_ids):
         log(f"time split: training on days < {split.eval_day}, offline metrics on day {split.eval_day}")
-    reference = None  # the teacher's pCTR of the held-out entries
-    if task.teacher is not None and len(eval_ids):
-        reference = teacher_outputs(data, task.space, task.teacher, list_ids=eval_ids)[0]
+    reference = task.soft[0] if task.soft is not None else None  # the teacher's pCTR per entry
     history, samples, start = [], 0, time.perf_counter()
     for epoch in range(run.train.epochs):
         stage = task.stage(epoch)

@@ -44,9 +44,10 @@ import torch
 
 from common.ray_env import init_ray
 from policies.cascade import Cascade, CascadeSizes
+from policies.checkpoint import load_checkpoint
 from policies.custom import is_custom_spec
 from policies.data import LogData, load_logs, split_by_user
-from policies.evaluate import EvalSet, evaluate_coarse
+from policies.evaluate import ALL_SAMPLES, EvalSet, evaluate_coarse, teacher_labels
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
 from policies.train import ensure_checkpoint, ensure_logs, parse_config
@@ -123,6 +124,13 @@ def prepare(
     world = World(load_world_config(base.data.world))
     features = FeatureStore.from_world(world)
     timings["world_and_logs"] = time.perf_counter() - t0
+
+    if base.distill.enabled or any(d.key == "distill.teacher" for d in config.space):
+        t0 = time.perf_counter()  # the soft labels of every sample, once: distilling trials gather them
+        teacher = load_checkpoint(fine, kind="fine")
+        with torch_threads(threads):
+            teacher_labels(data, ALL_SAMPLES, teacher.model, teacher.version)
+        timings["teacher_labels"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     sizes = CascadeSizes(coarse=config.control.coarse_size, page=world.config.page_size)

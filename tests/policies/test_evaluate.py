@@ -9,13 +9,15 @@ import torch
 
 from policies.cascade import CascadeSizes
 from policies.checkpoint import load_checkpoint
-from policies.data import Split, load_logs, split_by_user, split_logs
+from policies.data import SampleSpace, Split, load_logs, split_by_user, split_logs
 from policies.evaluate import (
+    ALL_SAMPLES,
     EVAL_SPACE,
     EvalSet,
     evaluate_coarse,
     held_out_list_ids,
     list_metrics,
+    teacher_labels,
     teacher_outputs,
 )
 from policies.features import FeatureStore
@@ -58,6 +60,28 @@ def test_teacher_outputs_of_some_lists_equal_those_of_all_lists(small_data, teac
     others[chosen] = False
     assert (some_ctr[others] == 0).all() and (some_ctr[chosen] > 0).all()
     assert (some_ctcvr[chosen] <= some_ctr[chosen]).all()
+
+
+def test_teacher_labels_are_the_teachers_outputs_kept_per_sample_for_every_space(
+    small_log_dir, teacher, seeded_models, monkeypatch
+):
+    data = load_logs(small_log_dir)  # a fresh LogData: its own cache
+    version = load_checkpoint(seeded_models["fine"], kind="fine").version
+    full = teacher_outputs(data, ALL_SAMPLES, teacher)
+    first = teacher_labels(data, ALL_SAMPLES, teacher, version)
+    assert all(torch.equal(a, b) for a, b in zip(first, full, strict=True))  # the same batches
+    # a space whose lists hold samples the first one merged away (out-of-scene purchases of
+    # items that only the unexposed/dropped negatives held): labelled on demand
+    for space in (EVAL_SPACE, SampleSpace(unexposed=False, dropped=False, random=False, out_of_scene=True)):
+        labels = teacher_labels(data, space, teacher, version)
+        direct = teacher_outputs(data, space, teacher)  # batches of other lists: float rounding only
+        torch.testing.assert_close(labels, direct)
+        assert (labels[0] > 0).all() and (labels[1] <= labels[0]).all()
+    monkeypatch.setattr("policies.evaluate.teacher_outputs", None)  # every sample is labelled now
+    again = teacher_labels(data, ALL_SAMPLES, teacher, version)
+    assert all(torch.equal(a, b) for a, b in zip(again, first, strict=True))
+    teacher_labels(data, EVAL_SPACE, teacher, version)
+    assert data._teacher_labels.keys() == {version}
 
 
 def test_list_metrics_reward_agreement_with_labels_and_teacher(small_data, teacher, eval_ids):
