@@ -58,13 +58,17 @@ def best_in_pool(
     chunk: int = 20_000,
     day: np.ndarray | int = 0,
 ) -> np.ndarray:
-    """The k truly best items of the whole pool for each user on ``day``, best first: (B, k)."""
+    """The k truly best items of the whole pool for each user on ``day``, best first: (B, k);
+    items that arrive after ``day`` cannot be shown yet and are left out."""
     n = world.config.n_items
     best_items = np.empty((len(users), 0), dtype=np.int64)
     best_values = np.empty((len(users), 0))
+    days = np.broadcast_to(np.asarray(day), (len(users),))[:, None]  # (B, 1)
     for lo in range(0, n, chunk):
         items = np.arange(lo, min(lo + chunk, n))
         values = expected_value(world, users, items, objective, day)  # (B, chunk)
+        if world.items_arrive:
+            values = np.where(world.item_arrival_day[items] <= days, values, -np.inf)
         best_items = np.concatenate([best_items, np.broadcast_to(items, values.shape)], axis=1)
         best_values = np.concatenate([best_values, values], axis=1)
         top = np.argpartition(-best_values, k - 1, axis=1)[:, :k]

@@ -418,7 +418,15 @@ def template_raw_config(config: SearchConfig, teacher: str, logs: str | None = N
     if raw.get("distill", {}).get("teacher"):
         changes["distill.teacher"] = teacher
     try:
-        return to_plain(parse_run_config(apply_overrides(raw, changes)))
+        run = parse_run_config(apply_overrides(raw, changes))
+        if str(run.data.split) != "user":  # the held-out evaluation and the online users would not follow
+            raise ConfigError(
+                f"= {str(run.data.split)!r} is not supported by a search: its offline evaluation and online "
+                'A/B run on the held-out users of a user split; use split = "user"',
+                table="data",
+                key="split",
+            )
+        return to_plain(run)
     except ConfigError as err:
         base = config.trial.base
         if err.file is None:  # name the base's file, or its table in the search config

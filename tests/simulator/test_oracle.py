@@ -106,6 +106,18 @@ def test_best_in_pool_finds_the_top_values_of_the_whole_pool(small_world: World,
     assert all(len(set(row)) == 10 for row in best.tolist())
 
 
+def test_best_in_pool_leaves_out_items_that_have_not_arrived() -> None:
+    world = World(SMALL.replace(arrival_days=3, new_item_share_per_day=0.3, new_item_effect_std=3.0))
+    users = np.arange(0, SMALL.n_users, 50)
+    late = world.item_arrival_day > 0
+    assert late.any()
+    for day in range(4):
+        best = best_in_pool(world, users, 20, day=np.full(len(users), day))
+        assert (world.item_arrival_day[best] <= day).all()
+    everything = expected_value(world, users, np.arange(SMALL.n_items))
+    assert late[np.argsort(-everything, axis=1)[:, :20]].any()  # late items would be chosen otherwise
+
+
 @st.composite
 def funnels(draw):
     """Random best items and nested stage sets (each stage a subset of the one before)."""

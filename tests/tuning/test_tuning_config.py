@@ -155,3 +155,12 @@ def test_numpy_samples_become_plain_values():
 
 def test_searcher_names():
     assert parse_config(_raw(search={"searcher": "random"})).search.searcher is Searcher.RANDOM
+
+
+def test_a_time_split_base_is_refused_before_anything_runs():
+    """A search evaluates every trial on the held-out users of a user split: a day split would
+    be silently scored on the wrong users."""
+    raw = _raw()
+    raw["trial"] = {**raw["trial"], "data": {"split": "day", "days": 2}}
+    with pytest.raises(ConfigError, match=r"'day' is not supported by a search.*split = \"user\""):
+        template_raw_config(parse_config(raw), teacher="f.pt")
