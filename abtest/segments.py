@@ -35,16 +35,20 @@ from simulator.world import World
 def checkpoint_training_users(path: str | Path) -> np.ndarray | None:
     """The users whose logs trained the checkpoint at ``path``, sorted: users with samples in
     its logs folder and not held out (``policies.data.split_by_user``'s rule: a hash of
-    (split_seed, user id) below held_out_share); None when the checkpoint records no training
-    run (not written by ``policies.train``)."""
+    (split_seed, user id) below held_out_share), or with a time split (``[data] split = "day"``)
+    the users with samples before the last logged day; None when the checkpoint records no
+    training run (not written by ``policies.train``)."""
     path = Path(path)
     meta = load_checkpoint(path).metadata
     run = meta.get("run")
     if not isinstance(run, dict) or "held_out_share" not in meta:
         return None
     logs = path.parent / run["data"]["logs"]  # portable: relative to the checkpoint's folder
-    logged = pq.read_table(logs / "samples.parquet", columns=["user_id"])["user_id"].to_numpy()
-    users = np.unique(logged).astype(np.int64)
+    table = pq.read_table(logs / "samples.parquet", columns=["user_id", "day"])
+    logged, day = (table[c].to_numpy().astype(np.int64) for c in ("user_id", "day"))
+    if run["data"].get("split", "user") == "day":  # policies.data.split_logs: days before the last train
+        return np.unique(logged[day < day.max()])
+    users = np.unique(logged)
     held_out = uniform(int(meta["split_seed"]), Stream.SPLIT, users) < float(meta["held_out_share"])
     return users[~held_out]
 

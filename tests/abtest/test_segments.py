@@ -21,7 +21,7 @@ from abtest.report import markdown_report, write_run
 from abtest.segments import checkpoint_training_users, trained_users
 from abtest.stats import Mean, analyse, analyse_paired, metric_value
 from policies.checkpoint import save_checkpoint
-from policies.data import load_logs, split_by_user
+from policies.data import load_logs, split_by_user, split_logs
 from policies.features import vocab_of
 from policies.models import CoarseConfig, CoarseRanker
 from simulator import SMALL, World
@@ -39,13 +39,14 @@ def log_dir(tmp_path_factory, small_world: World) -> Path:
     )
 
 
-def _checkpoint(folder: Path, logs: Path, held_out_share: float, split_seed: int) -> str:
+def _checkpoint(folder: Path, logs: Path, held_out_share: float, split_seed: int, **data) -> str:
     """An (untrained) coarse checkpoint whose metadata names its training data as
-    ``policies.train`` writes it (the logs path relative to the checkpoint's folder)."""
+    ``policies.train`` writes it (the logs path relative to the checkpoint's folder; ``data``:
+    other ``[data]`` settings, e.g. split)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"coarse-{split_seed}.pt"
     metadata = {
-        "run": {"data": {"logs": os.path.relpath(logs, folder)}},
+        "run": {"data": {"logs": os.path.relpath(logs, folder), **data}},
         "held_out_share": held_out_share,
         "split_seed": split_seed,
     }
@@ -58,6 +59,16 @@ def test_training_users_are_the_logged_users_the_split_keeps(log_dir: Path, tmp_
     train, held_out = split_by_user(load_logs(log_dir), 0.3, 7)
     np.testing.assert_array_equal(checkpoint_training_users(path), train)
     assert len(held_out) > 0 and len(train) > 0 and train.max() < LOGGED_USERS
+
+
+def test_training_users_of_a_time_split_are_those_logged_before_the_last_day(
+    small_world: World, tmp_path: Path
+) -> None:
+    logs = write_logs(small_world, tmp_path / "logs2", n_users=LOGGED_USERS, days=2, progress=False)
+    path = _checkpoint(tmp_path / "models", logs, 0.3, split_seed=7, split="day")
+    expected = split_logs(load_logs(logs), "day", 0.3, 7).train_users
+    np.testing.assert_array_equal(checkpoint_training_users(path), expected)
+    assert len(expected) > len(split_by_user(load_logs(logs), 0.3, 7)[0])  # nobody held out
 
 
 def test_warm_users_are_those_every_trained_model_learnt_from(log_dir: Path, tmp_path: Path) -> None:
