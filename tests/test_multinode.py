@@ -121,6 +121,7 @@ def _on_cluster(spec: dict, out: Path) -> None:
     ray_environment()
     import ray  # noqa: PLC0415
     from ray.cluster_utils import Cluster  # noqa: PLC0415
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: PLC0415
 
     from abtest.config import parse_config  # noqa: PLC0415
     from abtest.experiment import run_experiment  # noqa: PLC0415
@@ -149,7 +150,10 @@ def _on_cluster(spec: dict, out: Path) -> None:
 
             return common.__file__, ray.get_runtime_context().get_node_id()
 
-        facts["imports"] = ray.get([where.remote() for _ in range(4)])
+        # one task pinned to each node with CPUs (unpinned, one node may run them all)
+        nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+        on = [NodeAffinitySchedulingStrategy(node, soft=False) for node in nodes]
+        facts["imports"] = ray.get([where.options(scheduling_strategy=s).remote() for s in on])
         facts["node_ips"] = [node["NodeManagerAddress"] for node in ray.nodes()]
         facts["listening"] = _listening(_descendants(os.getpid()))
         ray.shutdown()
