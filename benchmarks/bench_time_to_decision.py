@@ -4,6 +4,7 @@ and the users and time it needs for a +1 % effect.
 
     .venv/bin/python benchmarks/bench_time_to_decision.py [--config configs/default.toml]
         [--sample-users 600] [--designs split,paired,interleave] [--workers 2] [--minutes 2,15]
+        [--set traffic.days=1]
 
 Method (printed with the figures): each design runs the config's experiment (its arms, days,
 world) on ``--sample-users`` users in process on ``--workers`` Ray workers, without the truth
@@ -31,6 +32,7 @@ import pandas as pd
 from abtest.arms import resolve_arms
 from abtest.config import load_config
 from abtest.experiment import run_experiment
+from common.config import add_set_argument, overrides
 from simulator.config import load_world_config
 from simulator.world import World
 
@@ -69,13 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--minutes", default="2,15", help="traffic wall times to report the MDE at (default: %(default)s)"
     )
+    add_set_argument(parser, "traffic.days=1")
     args = parser.parse_args(argv)
     designs = args.designs.split(",")
     if set(designs) - set(METRICS):
         parser.error(f"unknown design(s) {sorted(set(designs) - set(METRICS))}; choose from {list(METRICS)}")
     minutes = [float(m) for m in args.minutes.split(",")]
 
-    config = load_config(args.config)
+    config = load_config(args.config, overrides(args.set))
     config = resolve_arms(config, load_world_config(config.world), log=lambda m: print(m, file=sys.stderr))
     world = World(load_world_config(config.world))
     rows = []

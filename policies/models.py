@@ -201,6 +201,18 @@ class FineOutput:
         return self.pctr * torch.sigmoid(self.purchase_logit)  # (B, L)
 
 
+@dataclasses.dataclass(frozen=True)
+class FineUser:
+    """A fine ranker's user-side tensors for B users (``FineRanker.encode_user``)."""
+
+    history: ItemFeatures  # (B, H) the behaviour sequence's features
+    mask: Tensor  # (B, H) True for real entries
+    embedded: Tensor  # (B, H, D) the behaviours' embeddings (what attention pools)
+    keys: Tensor  # (B, H, D) what the attention weights read (embeddings, plus dwell if read)
+    mean: Tensor  # (B, D) mean of the real behaviours' embeddings
+    user: Tensor  # (B, D) the user-id embedding
+
+
 class TargetAttention(nn.Module):
     """DIN target attention: an MLP on [h, t, h-t, h*t] weighs each history item per target.
 
@@ -274,16 +286,24 @@ class FineRanker(nn.Module):
         hits = (history[:, None, :] == target[:, :, None]) & mask[:, None, :]  # (B, L, H)
         return hits.sum(dim=-1) / mask.sum(dim=-1, keepdim=True).clamp(min=1)  # (B, L)
 
-    def forward(self, user: UserFeatures, items: ItemFeatures) -> FineOutput:
+    def encode_user(self, user: UserFeatures) -> FineUser:
+        """Everything the model computes from the user alone (``forward`` = ``score_items`` of
+        it): a scorer may keep it for the user's later calls, with the same results."""
         hist = user.history
         mask = _history_mask(hist)  # (B, H)
         h = self.embed(hist)  # (B, H, D)
-        t = self.embed(items)  # (B, L, D)
-        B, L, D = t.shape
         u = self.user(user.user_id)  # (B, D)
         mean_h = _masked_mean(h, mask)  # (B, D)
-        keys = h if self.dwell is None else h + self.dwell(user)  # (B, H, D)
-        interest = self.attention(h, t, mask, keys)  # (B, L, D)
+        keys = h if self.dwell is None else h + self.dwell(user)  # (B, H, D); built after mean_h:
+        # the order in which uses of h are built is the order its gradients are summed in
+        return FineUser(history=hist, mask=mask, embedded=h, keys=keys, mean=mean_h, user=u)
+
+    def score_items(self, user: FineUser, items: ItemFeatures) -> FineOutput:
+        """The outputs for items (B, L) of encoded users (B,)."""
+        hist, mask, h, mean_h, u = user.history, user.mask, user.embedded, user.mean, user.user
+        t = self.embed(items)  # (B, L, D)
+        B, L, D = t.shape
+        interest = self.attention(h, t, mask, user.keys)  # (B, L, D)
         scale = 1.0 / math.sqrt(D)
         crosses = torch.stack(
             [
@@ -305,6 +325,9 @@ class FineRanker(nn.Module):
             click_logit=self.click_head(z).squeeze(-1),  # (B, L)
             purchase_logit=self.purchase_head(z).squeeze(-1),  # (B, L)
         )
+
+    def forward(self, user: UserFeatures, items: ItemFeatures) -> FineOutput:
+        return self.score_items(self.encode_user(user), items)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ request is ranked alone or with others (``tests/policies/test_rankers.py`` check
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -31,7 +32,7 @@ from policies.checkpoint import (
 )
 from policies.custom import is_custom_spec, load_custom
 from policies.features import FeatureStore, vocab_of
-from policies.models import CoarseRanker, FineRanker
+from policies.models import CoarseRanker, FineRanker, FineUser
 from policies.tasks import Task
 from simulator.oracle import Objective, expected_value
 from simulator.world import World
@@ -119,7 +120,14 @@ FINE_TASKS = (Task.CLICK, Task.PURCHASE)
 
 
 class FineModelScorer:
-    """Scores with a fine model's pCTR (task click, the default) or pCTCVR (task purchase)."""
+    """Scores with a fine model's pCTR (task click, the default) or pCTCVR (task purchase).
+
+    A user's side of the model (``FineRanker.encode_user``: history embeddings, mask, means)
+    is kept for the ``USER_CACHE`` users asked most recently: a session asks for its user's
+    scores several times (its coarse order chunk by chunk, then the next day or arm), and the
+    kept tensors are those a fresh call computes, so scores do not change."""
+
+    USER_CACHE = 2048
 
     def __init__(self, model: FineRanker, features: FeatureStore, task: Task = Task.CLICK) -> None:
         if Task(task) not in FINE_TASKS:
@@ -127,13 +135,18 @@ class FineModelScorer:
         model.eval()
         self.model, self.features, self.task = model, features, Task(task)
         self.version = model_version(model)
+        self._user = functools.lru_cache(maxsize=self.USER_CACHE)(self._encode_user)
 
     def score(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         return _per_request(self._score_one, users, items)
 
     @torch.no_grad()
+    def _encode_user(self, user: int) -> FineUser:
+        return self.model.encode_user(self.features.users(np.array([user])))
+
+    @torch.no_grad()
     def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        out = self.model(self.features.users(user), self.features.item_features(items))
+        out = self.model.score_items(self._user(int(user[0])), self.features.item_features(items))
         return out.pctr if self.task is Task.CLICK else out.pctcvr  # (1, R)
 
 

@@ -114,6 +114,22 @@ def test_checkpoint_scorers_carry_the_checkpoint_version_and_score_like_the_mode
     np.testing.assert_allclose(fine.score(users, items), pctr.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_a_fine_scorer_keeping_users_scores_as_the_whole_model_does_per_request(
+    small_world, features, seeded_models, requests
+):
+    users, items = requests
+    model = load_checkpoint(seeded_models["fine"]).model
+    scorer = FineModelScorer(model, features)
+    order = np.arange(len(users))[::-1]
+    scorer.score(users[order], np.roll(items, 3, axis=1)[order])  # users kept from other calls
+    kept = scorer.score(users, items)
+    with torch.no_grad():
+        for b in range(len(users)):
+            direct = model(features.users(users[b : b + 1]), features.item_features(items[b : b + 1]))
+            assert np.array_equal(kept[b], direct.pctr.double().numpy()[0])
+    assert scorer._user.cache_info().hits >= len(users)  # the second call used the kept users
+
+
 def test_two_coarse_models_differ_in_version_and_scores(small_world, features, seeded_models, requests):
     users, items = requests
     a = load_scorer(seeded_models["coarse_a"], small_world, features, "coarse")
