@@ -13,8 +13,10 @@ fixed, so a session needs each stage's scores once:
 - fine: float32 kernels round an item's score differently depending on the other items in
   its call and its position there (measured: ~0.1 % of scores move by an ulp), so a score is
   defined by a canonical call: the fine scorer sees the session's coarse order in fixed
-  chunks, positions [0, C) then [C + jE, C + (j + 1)E) with E = ``FINE_CHUNK``. Each page's
-  window lies in the first C + (excluded) positions, so later pages need at most a chunk more.
+  chunks, positions [0, C), then [C, C + E) with E = ``FINE_CHUNK``, then [C + E + 4jE,
+  C + E + 4(j + 1)E). Each page's window lies in the first C + (excluded) positions, so later
+  pages need at most a chunk more: a session that ends after a few pages one chunk of E, the
+  A/B traffic's exact sessions (ranked to their 30th page, ~290 positions more) two calls.
 
 ``Cascade.rank`` is the per-page reference: it computes everything afresh for each call.
 ``Cascade.__call__`` (the ``PageRanker``) keeps each session's coarse scores, order and fine
@@ -53,8 +55,8 @@ if TYPE_CHECKING:  # the scorers load torch: not needed to rank with given score
     from policies.rankers import Scorer
 
 FINE_CHUNK = 64
-"""Width E of the fine scorer's calls after the first (which covers the C best of the coarse
-order): the positions a session's later pages add, E at a time."""
+"""Width E of the fine scorer's second call (the first covers the C best of the coarse order);
+later calls are 4E wide: the positions a session's later pages add."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +169,8 @@ def stage_scores(scorer: Scorer, users: np.ndarray, items: np.ndarray, days: np.
 
 def fine_chunk_end(position: np.ndarray, size: int) -> np.ndarray:
     """End (exclusive) of the fine chunk holding each order position, for coarse size ``size``."""
-    return np.where(position < size, size, size + ((position - size) // FINE_CHUNK + 1) * FINE_CHUNK)
+    later = size + FINE_CHUNK + ((position - size - FINE_CHUNK) // (4 * FINE_CHUNK) + 1) * 4 * FINE_CHUNK
+    return np.where(position < size, size, np.where(position < size + FINE_CHUNK, size + FINE_CHUNK, later))
 
 
 def coarse_window(
