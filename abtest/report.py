@@ -13,7 +13,8 @@
     daily.parquet      cumulative records after each day, with always-valid intervals
     report.md / report.html, lifts.png, daily.png (days > 1), funnel.png
 
-``terminal_report`` is the table printed by run_ab.py; the SRM gate comes before the results.
+``terminal_report`` is the table printed by run_ab.py; the SRM gate comes before the results,
+the per-segment lines (exploratory) after them.
 """
 
 from __future__ import annotations
@@ -173,6 +174,20 @@ def segment_sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataF
     ]
 
 
+def segment_lines(result: ExperimentResult) -> list[str]:
+    """The terminal's segment block: one aligned line per segment value, metric and treatment
+    (lift, interval and true lift as in the main table), then why a dimension, segment or
+    metric was skipped."""
+    skipped = [f"skipped segment {k}: {v}" for k, v in result.segments_skipped.items()]
+    if not len(result.segments):
+        return ["segments: no per-segment results", *skipped] if skipped else []
+    table = segment_details(result)
+    table["segment"] = table["dimension"] + " = " + table["segment"]
+    table = table.drop(columns=["dimension", "control", "treat.", "p (uncorrected)"])
+    note = "exploratory: no multiple-testing correction across segments; every comparison in report.md"
+    return [f"segments ({note}):", table.to_string(index=False), *skipped]
+
+
 def truth_line(result: ExperimentResult) -> str:
     """What the true effect is and how many of the lift intervals cover it."""
     t, c = result.truth, result.config
@@ -252,6 +267,8 @@ def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
         )
         lines.append(truth_line(result))
         lines += decision_lines(result)
+        segments = segment_lines(result)
+        lines += ["", *segments] if segments else []
     return "\n".join(lines)
 
 
