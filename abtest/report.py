@@ -127,17 +127,17 @@ def segments_side_by_side(result: ExperimentResult) -> pd.DataFrame:
 
 
 def segment_details(result: ExperimentResult) -> pd.DataFrame:
-    """The per-segment records as display strings."""
-    seg = result.segments
+    """The per-segment records as display strings, labelled as in the main table."""
+    seg, interleave = result.segments, result.config.interleave
     ci = f"{100 * (1 - result.config.stats.alpha):g}% CI"
     rows = []
     for r in seg.to_dict("records"):
         truth = {}
         if "true_rel_effect" in r:  # interleaving: credits, only the direction compares
-            check = "same sign" if result.config.interleave else "covers"
-            verdict = r["same_sign"] if result.config.interleave else r["rel_covered"]
+            check = "same sign" if interleave else "covers"
+            verdict = r["same_sign"] if interleave else r["rel_covered"]
             truth = {
-                "true lift": _pct(r["true_rel_effect"]),
+                ("true A/B lift" if interleave else "true lift"): _pct(r["true_rel_effect"]),
                 check: {True: "yes", False: "NO"}.get(verdict, "–"),
             }
         rows.append(
@@ -149,7 +149,7 @@ def segment_details(result: ExperimentResult) -> pd.DataFrame:
                 "treatment": r["treatment"],
                 "control": _fmt(r["control_value"]),
                 "treat.": _fmt(r["treatment_value"]),
-                "lift": _pct(r["rel_effect"]),
+                ("credit ratio" if interleave else "lift"): _pct(r["rel_effect"]),
                 ci: f"[{_pct(r['rel_ci_lower'])}, {_pct(r['rel_ci_upper'])}]",
                 **truth,
                 "p (uncorrected)": _pvalue(r["pvalue"]),

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from abtest.analysis import ExperimentResult
+from abtest.experiment import run_experiment
 from abtest.report import markdown_report, terminal_report, write_run
 from abtest.stats import SRMResult
 
@@ -76,3 +77,13 @@ def test_terminal_report_has_a_line_per_segment_metric_and_the_skipped_dimension
         assert row.split() == expected.split()
     assert {"warm", "activity"} <= set(tiny_result.segments_skipped)  # baselines; simulated pre-period
     assert skipped == [f"skipped segment {k}: {v}" for k, v in tiny_result.segments_skipped.items()]
+
+
+def test_interleaved_segment_lines_are_labelled_as_the_main_table(make_config, small_world) -> None:
+    config = make_config(design={"kind": "interleave", "truth_users": 100}, traffic={"users": 200, "days": 1})
+    result = run_experiment(config, world=small_world)
+    text = terminal_report(result)
+    main_header = next(line for line in text.splitlines() if line.split()[:2] == ["metric", "treatment"])
+    segment_header = text.split("\nsegments (")[1].splitlines()[1]
+    for label in ("credit ratio", "true A/B lift", "same sign"):
+        assert label in main_header and label in segment_header, label
