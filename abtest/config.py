@@ -256,10 +256,12 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "new_item_clicks": "new_clicks",
     "exact_new_item_share": ("exact_new_impressions", "exact_impressions"),
     "exact_new_item_clicks": "exact_new_clicks",
+    "new_item_hitrate": ("new_global_hits", "new_global_purchases"),
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means.
 ``new_item_share`` is the share of impressions that show new items (``world.item_is_new``),
-``new_item_clicks`` the clicks on new items per user (seed 000's new-product metric).
+``new_item_clicks`` the clicks on new items per user (seed 000's new-product metric),
+``new_item_hitrate`` the global hitrate of the purchases of new items.
 The expected_* metrics are the simulator's expected values given the pages shown
 (``abtest.outcomes.EXPECTED_TWINS``), the exact_* ones the expectations over every draw given
 the policy (``abtest.outcomes.EXACT_TWINS``): the same effects as uctr, clicks, purchases and

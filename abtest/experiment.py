@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -56,7 +57,7 @@ from abtest.segments import experiment_segments
 from abtest.store import ShardStore
 from abtest.traffic import Shard, plan_shards
 from simulator.config import WorldConfig, load_world_config
-from simulator.world import World
+from simulator.world import World, user_arrival_days
 
 
 def run_experiment(
@@ -107,7 +108,7 @@ def run_experiment(
     if store is not None:
         store.check_versions(arm_versions)
     todo = [s for s in shards if s.key not in frames]
-    with _progress_bar(sum(s.n_users for s in shards), progress) as shown:
+    with _progress_bar(_arrived_user_days(shards, world_config), progress) as shown:
         for frame in frames.values():
             shown(frame)
         t0 = time.perf_counter()
@@ -199,6 +200,11 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """User-day frames as one table, by day, then user."""
     table = pd.concat(frames, ignore_index=True)
     return table.sort_values(["day", "user"], kind="stable").reset_index(drop=True)
+
+
+def _arrived_user_days(shards: list[Shard], world: WorldConfig) -> int:
+    """The user-days the shards run: their users who have arrived by the shard's day."""
+    return sum(int((user_arrival_days(world, np.arange(s.lo, s.hi)) <= s.day).sum()) for s in shards)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,9 @@ from which a user's expected uCTR ``expected_clicked = 1 - exp(sum of log_no_cli
 user-day's purchases contained in the coarse stage's output on the session's first page, for
 in-scene purchases (trivially high: a bought item was shown, hence passed the coarse stage on
 its page) and for all purchases including the out-of-scene ones of
-``simulator.logs.out_of_scene_purchases`` (global hitrate, the real test of a coarse ranker).
+``simulator.logs.out_of_scene_purchases`` (global hitrate, the real test of a coarse ranker),
+and the global counts again for the purchases of new items only (``new_global_hits``,
+``new_global_purchases``: does the coarse stage keep the new items the user buys?).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ SESSION_COLUMNS = (
     "log_no_click",
     "new_impressions",
     "new_clicks",
+    "new_global_hits",
+    "new_global_purchases",
 )
 """The columns of ``session_outcomes``: per-session counts, summed per user over days."""
 
@@ -113,11 +117,12 @@ def session_outcomes(
     counts = np.array([len(p) for p in sessions.purchased], dtype=np.int64)
     ins_rows = np.repeat(np.arange(b), counts)
     ins_items = np.concatenate(sessions.purchased) if b else np.empty(0, np.int64)
-    inscene_hits = np.bincount(ins_rows, _contains(coarse, ins_rows, ins_items), minlength=b)
     buyer, oos_items = out_of_scene_purchases(world, users, day)
     by_user = np.argsort(users, kind="stable")
     oos_rows = by_user[np.searchsorted(users, buyer, sorter=by_user)]
-    oos_hits = np.bincount(oos_rows, _contains(coarse, oos_rows, oos_items), minlength=b)
+    rows, items = np.concatenate([ins_rows, oos_rows]), np.concatenate([ins_items, oos_items])
+    hit, new = _contains(coarse, rows, items), world.item_is_new[items]
+    inscene_hits = np.bincount(ins_rows, hit[: len(ins_rows)], minlength=b)
     oos_count = np.bincount(oos_rows, minlength=b)
     return {
         "pages": t.pages,
@@ -129,13 +134,15 @@ def session_outcomes(
         "inscene_hits": inscene_hits.astype(np.float64),
         "inscene_purchases": counts.astype(np.float64),
         "oos_purchases": oos_count.astype(np.float64),
-        "global_hits": (inscene_hits + oos_hits).astype(np.float64),
+        "global_hits": np.bincount(rows, hit, minlength=b).astype(np.float64),
         "global_purchases": (counts + oos_count).astype(np.float64),
         "expected_purchases": t.expected_purchases,
         "expected_gmv": t.expected_gmv,
         "log_no_click": t.log_no_click,
         "new_impressions": t.new_impressions,
         "new_clicks": t.new_clicks,
+        "new_global_hits": np.bincount(rows, hit & new, minlength=b).astype(np.float64),
+        "new_global_purchases": np.bincount(rows, new, minlength=b).astype(np.float64),
         "exact_pages": t.exact.pages,
         "exact_impressions": t.exact.impressions,
         "exact_clicks": t.exact.clicks,

@@ -13,7 +13,8 @@
     daily.parquet      cumulative records after each day, with always-valid intervals
     report.md / report.html, lifts.png, daily.png (days > 1), funnel.png
 
-``terminal_report`` is the table printed by run_ab.py; the SRM gate comes before the results.
+``terminal_report`` is the table printed by run_ab.py; the SRM gate comes before the results,
+the per-segment lines (exploratory) after them.
 """
 
 from __future__ import annotations
@@ -126,17 +127,17 @@ def segments_side_by_side(result: ExperimentResult) -> pd.DataFrame:
 
 
 def segment_details(result: ExperimentResult) -> pd.DataFrame:
-    """The per-segment records as display strings."""
-    seg = result.segments
+    """The per-segment records as display strings, labelled as in the main table."""
+    seg, interleave = result.segments, result.config.interleave
     ci = f"{100 * (1 - result.config.stats.alpha):g}% CI"
     rows = []
     for r in seg.to_dict("records"):
         truth = {}
         if "true_rel_effect" in r:  # interleaving: credits, only the direction compares
-            check = "same sign" if result.config.interleave else "covers"
-            verdict = r["same_sign"] if result.config.interleave else r["rel_covered"]
+            check = "same sign" if interleave else "covers"
+            verdict = r["same_sign"] if interleave else r["rel_covered"]
             truth = {
-                "true lift": _pct(r["true_rel_effect"]),
+                ("true A/B lift" if interleave else "true lift"): _pct(r["true_rel_effect"]),
                 check: {True: "yes", False: "NO"}.get(verdict, "–"),
             }
         rows.append(
@@ -148,7 +149,7 @@ def segment_details(result: ExperimentResult) -> pd.DataFrame:
                 "treatment": r["treatment"],
                 "control": _fmt(r["control_value"]),
                 "treat.": _fmt(r["treatment_value"]),
-                "lift": _pct(r["rel_effect"]),
+                ("credit ratio" if interleave else "lift"): _pct(r["rel_effect"]),
                 ci: f"[{_pct(r['rel_ci_lower'])}, {_pct(r['rel_ci_upper'])}]",
                 **truth,
                 "p (uncorrected)": _pvalue(r["pvalue"]),
@@ -171,6 +172,20 @@ def segment_sections(result: ExperimentResult) -> list[tuple[str, str | pd.DataF
         ("Segments side by side: lift [CI] (true lift)", segments_side_by_side(result)),
         ("Segments: every comparison", segment_details(result)),
     ]
+
+
+def segment_lines(result: ExperimentResult) -> list[str]:
+    """The terminal's segment block: one aligned line per segment value, metric and treatment
+    (lift, interval and true lift as in the main table), then why a dimension, segment or
+    metric was skipped."""
+    skipped = [f"skipped segment {k}: {v}" for k, v in result.segments_skipped.items()]
+    if not len(result.segments):
+        return ["segments: no per-segment results", *skipped] if skipped else []
+    table = segment_details(result)
+    table["segment"] = table["dimension"] + " = " + table["segment"]
+    table = table.drop(columns=["dimension", "control", "treat.", "p (uncorrected)"])
+    note = "exploratory: no multiple-testing correction across segments; every comparison in report.md"
+    return [f"segments ({note}):", table.to_string(index=False), *skipped]
 
 
 def truth_line(result: ExperimentResult) -> str:
@@ -252,6 +267,8 @@ def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
         )
         lines.append(truth_line(result))
         lines += decision_lines(result)
+        segments = segment_lines(result)
+        lines += ["", *segments] if segments else []
     return "\n".join(lines)
 
 

@@ -32,6 +32,23 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
+def arrival_days(config: WorldConfig, stream: Stream, ids: np.ndarray, share_per_day: float) -> np.ndarray:
+    """Arrival day of ``ids``: day d in 1..arrival_days with probability share_per_day each,
+    else 0; a hash of the id, so it needs no world."""
+    ids = np.asarray(ids, dtype=np.int64)
+    days = np.zeros(ids.shape, dtype=np.int64)
+    if config.arrival_days and share_per_day > 0:
+        u = uniform(config.seed, stream, ids)
+        later = u < share_per_day * config.arrival_days
+        days[later] = 1 + np.minimum((u[later] / share_per_day).astype(np.int64), config.arrival_days - 1)
+    return days
+
+
+def user_arrival_days(config: WorldConfig, users: np.ndarray) -> np.ndarray:
+    """``World(config).user_arrival_day[users]`` without building the world."""
+    return arrival_days(config, Stream.USER_ARRIVAL, users, config.new_user_share_per_day)
+
+
 class AliasTable:
     """Walker's alias method: O(1) draws from a fixed discrete distribution."""
 
@@ -192,21 +209,10 @@ class World:
         ).astype(np.float32)
         # taste drift: N(0, I) steps scaled so <step, v_i> has unit std over random items
         self.drift_scale = np.float32(1.0 / np.sqrt(np.mean(self.item_norm**2)))
-        self.user_arrival_day = self._arrival_days(Stream.USER_ARRIVAL, c.n_users, c.new_user_share_per_day)
-        item_arrival = self._arrival_days(Stream.ITEM_ARRIVAL, c.n_items, c.new_item_share_per_day)
+        self.user_arrival_day = user_arrival_days(c, np.arange(c.n_users))
+        item_arrival = arrival_days(c, Stream.ITEM_ARRIVAL, np.arange(c.n_items), c.new_item_share_per_day)
         self.item_arrival_day = np.where(self.item_is_new, item_arrival, 0)
         self.items_arrive = bool(self.item_arrival_day.max(initial=0) > 0)
-
-    def _arrival_days(self, stream: Stream, n: int, share_per_day: float) -> np.ndarray:
-        """Arrival day of ids 0..n-1: day d >= 1 with probability share_per_day each, else 0."""
-        days = np.zeros(n, dtype=np.int64)
-        if self.config.arrival_days and share_per_day > 0:
-            u = uniform(self.config.seed, stream, np.arange(n))
-            later = u < share_per_day * self.config.arrival_days
-            days[later] = 1 + np.minimum(
-                (u[later] / share_per_day).astype(np.int64), self.config.arrival_days - 1
-            )
-        return days
 
     def _build_histories(self, rng: np.random.Generator, side_rng: np.random.Generator) -> None:
         c = self.config

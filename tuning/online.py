@@ -20,9 +20,10 @@ fine ranker — 600 candidates per page — dominates the cost of a session. Bot
 (user, item) pairs, and each user's candidates all come from one recall set, so the scores of
 every recall item are computed once per user (``TableScorer.precompute``) and looked up on
 every page: the fine scores once before the search (shared by every trial and the control),
-the coarse scores once per trial. Coarse scores are bit-identical to scoring page by page (the
-same calls); fine scores of a recall set scored at once may differ from scoring 600 at a time
-in the last float32 bit, equally in both arms.
+the coarse scores once per trial, all on the A/B's day (a scorer whose scores depend on the
+day, ``score_on_day``, is tabled for that day). Coarse scores are bit-identical to scoring page
+by page (the same calls); fine scores of a recall set scored at once may differ from scoring
+600 at a time in the last float32 bit, equally in both arms.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pandas as pd
 
 from abtest.outcomes import session_outcomes as abtest_outcomes
 from abtest.stats import paired_lift
-from policies.cascade import Cascade, run_sessions
+from policies.cascade import Cascade, run_sessions, stage_scores
 from policies.rankers import Scorer
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
@@ -58,9 +59,14 @@ class TableScorer:
     ``users`` (U,) are distinct; ``recall`` (U, R) holds each user's candidates and ``scores``
     (U, R) their scores. ``score(users, items)`` answers for items of those recall sets;
     items outside a user's recall set (the cascade asks for item 0 where it pads) score −inf.
+    ``day``: the day the scores are of when they depend on it (a scorer with ``score_on_day``,
+    e.g. the oracle under taste drift), None when they do not; the cascade calls
+    ``score_on_day`` with each request's day, and a table of one day refuses the others.
     """
 
-    def __init__(self, users: np.ndarray, recall: np.ndarray, scores: np.ndarray, version: str) -> None:
+    def __init__(
+        self, users: np.ndarray, recall: np.ndarray, scores: np.ndarray, version: str, day: int | None = None
+    ) -> None:
         users, recall = np.asarray(users, dtype=np.int64), np.asarray(recall, dtype=np.int64)
         scores = np.asarray(scores, dtype=np.float64)
         if recall.ndim != 2 or users.shape != recall.shape[:1] or scores.shape != recall.shape:
@@ -70,7 +76,7 @@ class TableScorer:
             )
         if len(np.unique(users)) != len(users):
             raise ValueError("TableScorer needs distinct users (one recall set each)")
-        self.version = version
+        self.version, self.day = version, day
         by_user = np.argsort(users, kind="stable")
         self.users, self.recall, self.scores = users[by_user], recall[by_user], scores[by_user]
         order = np.argsort(self.recall, axis=1, kind="stable")
@@ -80,11 +86,13 @@ class TableScorer:
         self._sorted_scores = np.take_along_axis(self.scores, order, 1).ravel()
 
     @classmethod
-    def precompute(cls, scorer: Scorer, users: np.ndarray, recall: np.ndarray) -> TableScorer:
-        """The table of ``scorer`` over each user's recall set (one call per user)."""
-        return cls(
-            users, recall, scorer.score(np.asarray(users), np.asarray(recall)), f"table:{scorer.version}"
-        )
+    def precompute(cls, scorer: Scorer, users: np.ndarray, recall: np.ndarray, day: int = 0) -> TableScorer:
+        """The table of ``scorer`` over each user's recall set on ``day`` (one call per user;
+        the day matters only to a scorer with ``score_on_day``)."""
+        users, recall = np.asarray(users), np.asarray(recall)
+        scores = stage_scores(scorer, users, recall, np.full(len(users), day, dtype=np.int64))
+        on_day = day if hasattr(scorer, "score_on_day") else None
+        return cls(users, recall, scores, f"table:{scorer.version}", on_day)
 
     def rows(self, users: np.ndarray) -> np.ndarray:
         """Table rows of ``users``; KeyError for a user without a row."""
@@ -108,6 +116,15 @@ class TableScorer:
         pos = np.minimum(np.searchsorted(self._keys, query), len(self._keys) - 1)
         found = (self._keys[pos] == query) & (items >= 0) & (items < self._span)
         return np.where(found, self._sorted_scores[pos], -np.inf)
+
+    def score_on_day(self, users: np.ndarray, items: np.ndarray, days: np.ndarray) -> np.ndarray:
+        """``score`` for requests on ``days`` (B,); ValueError for a day other than the table's
+        when its scores depend on the day."""
+        days = np.asarray(days)
+        if self.day is not None and (days != self.day).any():
+            other = np.unique(days[days != self.day]).tolist()
+            raise ValueError(f"scores precomputed for day {self.day}, asked for day(s) {other}")
+        return self.score(users, items)
 
 
 def session_outcomes(sim: Simulator, cascade: Cascade, keys: SessionKeys) -> dict[str, np.ndarray]:

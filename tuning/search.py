@@ -162,8 +162,8 @@ def prepare(
     keys = SessionKeys.of(held_out[: config.objective.users], day=day)
     recall = sim.recall(keys).items
     with torch_threads(threads):
-        fine_table = TableScorer.precompute(fine_scorer, keys.user, recall)
-        control_table = TableScorer.precompute(control_scorer, keys.user, recall)
+        fine_table = TableScorer.precompute(fine_scorer, keys.user, recall, day)
+        control_table = TableScorer.precompute(control_scorer, keys.user, recall, day)
     timings["fine_table"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     control_outcome = session_outcomes(sim, Cascade(control_table, fine_table, sizes), keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,6 +27,9 @@ def test_per_user_columns_are_sums_over_days(tiny_result: ExperimentResult) -> N
     assert (users["inscene_purchases"] == users["purchases"]).all()
     assert (users["global_hits"] <= users["global_purchases"]).all()
     assert (users["inscene_hits"] <= users["inscene_purchases"]).all()
+    assert (users["new_global_purchases"] <= users["global_purchases"]).all()
+    assert (users["new_global_hits"] <= np.minimum(users["new_global_purchases"], users["global_hits"])).all()
+    assert users["new_global_purchases"].sum() > 0  # new items are bought: the checks are not vacuous
 
 
 def test_srm_gate_passes_a_healthy_split(tiny_result: ExperimentResult) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from abtest.analysis import ExperimentResult
+from abtest.experiment import run_experiment
 from abtest.report import markdown_report, terminal_report, write_run
 from abtest.stats import SRMResult
 
@@ -52,3 +53,37 @@ def test_a_failed_gate_is_flagged_and_results_can_be_withheld(tiny_result) -> No
     text = terminal_report(failed, show_results=False)
     assert "FAILED" in text and "pctr" not in text
     assert "**SRM gate FAILED**" in markdown_report(failed, [])
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:+.2f}%"
+
+
+def test_terminal_report_has_a_line_per_segment_metric_and_the_skipped_dimensions(tiny_result) -> None:
+    """After the main results: a header saying the results are exploratory, one aligned row per
+    segment value, metric and treatment (lift, interval, true lift, covers), then the reasons."""
+    seg = tiny_result.segments
+    assert set(seg["dimension"]) == {"mindful"} and len(seg) > 1
+    block = terminal_report(tiny_result).split("\nsegments (")[1].splitlines()
+    assert block[0].startswith("exploratory: no multiple-testing correction across segments")
+    rows, skipped = block[2 : 2 + len(seg)], block[2 + len(seg) :]
+    assert len({len(row) for row in rows}) == 1  # aligned
+    for row, r in zip(rows, seg.itertuples(index=False), strict=True):
+        covers = "yes" if r.rel_covered else "NO"
+        expected = (
+            f"{r.dimension} = {r.segment} {r.users} {r.metric} {r.treatment} {_pct(r.rel_effect)} "
+            f"[{_pct(r.rel_ci_lower)}, {_pct(r.rel_ci_upper)}] {_pct(r.true_rel_effect)} {covers}"
+        )
+        assert row.split() == expected.split()
+    assert {"warm", "activity"} <= set(tiny_result.segments_skipped)  # baselines; simulated pre-period
+    assert skipped == [f"skipped segment {k}: {v}" for k, v in tiny_result.segments_skipped.items()]
+
+
+def test_interleaved_segment_lines_are_labelled_as_the_main_table(make_config, small_world) -> None:
+    config = make_config(design={"kind": "interleave", "truth_users": 100}, traffic={"users": 200, "days": 1})
+    result = run_experiment(config, world=small_world)
+    text = terminal_report(result)
+    main_header = next(line for line in text.splitlines() if line.split()[:2] == ["metric", "treatment"])
+    segment_header = text.split("\nsegments (")[1].splitlines()[1]
+    for label in ("credit ratio", "true A/B lift", "same sign"):
+        assert label in main_header and label in segment_header, label

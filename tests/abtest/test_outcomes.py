@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from abtest.analysis import (
@@ -59,3 +61,29 @@ def test_outcomes_follow_the_users_in_any_order(small_world, small_sim) -> None:
         np.testing.assert_array_equal(shuffled[name][order], ranked[name], err_msg=name)
     buyers, _ = out_of_scene_purchases(small_world, users, 1)
     assert shuffled["oos_purchases"].sum() == len(buyers) > 0
+
+
+def test_new_item_hit_counts_of_known_purchases(small_world, small_sim, monkeypatch) -> None:
+    """Two users with known purchases, in and out of the scene, and known first coarse outputs:
+    the global and new-item hit counts are those counted by hand."""
+    new, old = np.flatnonzero(small_world.item_is_new)[:3], np.flatnonzero(~small_world.item_is_new)[:2]
+    users = np.array([5, 3])
+    sessions = run_sessions(
+        small_sim,
+        Cascade(PopularityScorer(small_world), OracleScorer(small_world), CascadeSizes(100, 10)),
+        SessionKeys.of(users, 1),
+        exact=True,
+    )
+    sessions = dataclasses.replace(
+        sessions,
+        first_coarse_items=np.array([[new[0], old[0], new[2]], [old[0], new[0], -1]]),
+        purchased=[np.array([new[0], old[0]]), np.array([new[1]])],  # user 5: hit, hit; user 3: miss
+    )
+    oos = (np.array([3, 5, 5]), np.array([new[0], new[1], old[1]]))  # user 3: hit; user 5: miss, miss
+    monkeypatch.setattr("simulator.logs.out_of_scene_purchases", lambda world, users, day: oos)
+    out = session_outcomes(small_world, sessions, users, 1)
+    np.testing.assert_array_equal(out["global_purchases"], [4, 2])
+    np.testing.assert_array_equal(out["global_hits"], [2, 1])
+    np.testing.assert_array_equal(out["new_global_purchases"], [2, 2])  # 5: new[0], new[1]; 3: new[1], new[0]
+    np.testing.assert_array_equal(out["new_global_hits"], [1, 1])  # 5: new[0]; 3: new[0]
+    np.testing.assert_array_equal(out["inscene_hits"], [2, 0])

@@ -18,6 +18,7 @@ from abtest.outcomes import SESSION_COLUMNS
 from abtest.traffic import Shard, Traffic
 from common.assignment import Assignment
 from simulator import SMALL, World
+from simulator.world import user_arrival_days
 
 FRAME_COLUMNS = ["user", "day", "arm", *SESSION_COLUMNS]
 
@@ -101,6 +102,40 @@ def test_no_session_runs_before_its_users_arrival_day(make_config, arrival_world
         ran = result.user_days.drop_duplicates(["user", "day"])
         assert len(ran) == due.sum(), design
         assert 0 < due.sum() < due.size  # the knob leaves some user-days out
+
+
+class _Bar:
+    """Stands in for tqdm: records the total and the count shown."""
+
+    def __init__(self, total: int, **_) -> None:
+        self.total, self.n = total, 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def set_postfix(self, **_) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_progress_bar_counts_only_the_user_days_of_arrived_users(
+    make_config, arrival_world, monkeypatch
+) -> None:
+    path, world = arrival_world
+    bars = []
+    monkeypatch.setattr("abtest.experiment.tqdm", lambda **kw: bars.append(_Bar(**kw)) or bars[-1])
+    run_experiment(make_config(world=path), world=world, progress=True)
+    (bar,) = bars
+    due = sum(int((world.user_arrival_day[:400] <= day).sum()) for day in (0, 1, 2))  # pre, days 1, 2
+    assert bar.n == bar.total == due < 3 * 400
+
+
+def test_user_arrival_days_need_no_world(arrival_world) -> None:
+    _, world = arrival_world
+    users = np.array([7, 3, 1999, 0])
+    np.testing.assert_array_equal(user_arrival_days(world.config, users), world.user_arrival_day[users])
 
 
 def test_arrivals_are_shard_invariant_with_empty_shards(make_config, arrival_world, same_results) -> None:

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from abtest.stats import paired_lift
-from policies.cascade import Cascade, CascadeSizes, run_sessions
+from policies.cascade import Cascade, CascadeSizes, run_sessions, stage_scores
 from policies.rankers import OracleScorer, PopularityScorer, RandomScorer
-from simulator import SessionKeys
+from simulator import SMALL, SessionKeys, World
 from tuning.online import TableScorer, session_outcomes
 
 
@@ -35,6 +35,26 @@ def test_table_returns_the_scorers_scores(small_world, keys, recall):
     np.testing.assert_allclose(
         table.score(keys.user[rows], subset), oracle.score(keys.user[rows], subset), rtol=1e-6
     )
+
+
+def test_a_table_of_a_drifting_scorer_gives_its_scores_on_the_tables_day(keys, recall):
+    """Under taste drift the oracle's scores move from day to day: a table of day 1 answers the
+    cascade's day-1 requests with the oracle's day-1 scores and refuses the other days."""
+    world = World(SMALL.replace(taste_drift=0.4))
+    oracle, day1 = OracleScorer(world), np.ones(len(keys.user), np.int64)
+    table = TableScorer.precompute(oracle, keys.user, recall, day=1)
+    on_day1 = oracle.score_on_day(keys.user, recall, day1)
+    assert not np.allclose(on_day1, oracle.score_on_day(keys.user, recall, 0 * day1), rtol=1e-3)
+    np.testing.assert_array_equal(stage_scores(table, keys.user, recall, day1), on_day1)
+    with pytest.raises(ValueError, match="precomputed for day 1"):
+        stage_scores(table, keys.user, recall, None)  # day 0
+
+
+def test_a_table_of_a_day_free_scorer_answers_on_any_day(keys, recall):
+    table = TableScorer.precompute(RandomScorer(4), keys.user, recall, day=1)
+    days = np.arange(len(keys.user))
+    assert table.day is None
+    np.testing.assert_array_equal(table.score_on_day(keys.user, recall, days), table.score(keys.user, recall))
 
 
 def test_table_scores_outside_the_recall_set_are_minus_inf(small_world, keys, recall):
