@@ -9,7 +9,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from policies.batch import ItemFeatures, UserFeatures
+from policies.batch import ItemFeatures, UserFeatures, take_rows
 from policies.models import Vocab
 from simulator.config import WorldConfig
 from simulator.world import World
@@ -59,8 +59,9 @@ class FeatureStore:
         ids = torch.tensor(np.asarray(user_ids), dtype=torch.long)
         if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= self.n_users):
             raise IndexError(f"user ids must be in [0, {self.n_users}), got {ids.min()}..{ids.max()}")
-        dwell = None if self.history_dwell is None else self.history_dwell[ids]
-        return UserFeatures(user_id=ids, history=self.items.index(self.history[ids]), history_dwell=dwell)
+        dwell = None if self.history_dwell is None else take_rows(self.history_dwell, ids)
+        history = self.items.index(take_rows(self.history, ids))
+        return UserFeatures(user_id=ids, history=history, history_dwell=dwell)
 
     def item_features(self, item_ids: np.ndarray | torch.Tensor) -> ItemFeatures:
         """Features of items ``item_ids`` (any shape)."""

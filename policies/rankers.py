@@ -23,6 +23,7 @@ import torch
 
 from common.rng import Stream, uniform
 from policies.baselines import BASELINES
+from policies.batch import take_rows
 from policies.checkpoint import (
     CheckpointError,
     ItemEmbeddings,
@@ -111,8 +112,9 @@ class CoarseModelScorer:
     @torch.no_grad()
     def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
         user_vec = self.model.encode_user(self.features.users(user))  # (1, D_u)
-        item_vecs = self.embeddings.vectors[torch.as_tensor(items, dtype=torch.long)]  # (1, R, D_i)
-        return self.task_score(self.model.score(user_vec, item_vecs), torch.as_tensor(items))  # (1, R)
+        ids = torch.as_tensor(items, dtype=torch.long)
+        item_vecs = take_rows(self.embeddings.vectors, ids)  # (1, R, D_i)
+        return self.task_score(self.model.score(user_vec, item_vecs), ids)  # (1, R)
 
 
 FINE_TASKS = (Task.CLICK, Task.PURCHASE)

@@ -7,7 +7,10 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from policies.batch import take_rows
 from policies.features import FeatureStore, vocab_of
 from simulator import SMALL, World
 
@@ -58,3 +61,19 @@ def test_users_carry_the_logged_dwell_when_the_world_logs_it(store):
     world = World(SMALL.replace(history_dwell_separation=2.0))
     users = FeatureStore.from_world(world).users(ids)
     np.testing.assert_array_equal(users.history_dwell.numpy(), world.history_dwell[ids])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(1, 30),
+    width=st.sampled_from([(), (1,), (4,), (3, 2)]),
+    shape=st.lists(st.integers(0, 5), min_size=0, max_size=3),
+    negative=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_take_rows_is_indexing(rows, width, shape, negative, seed):
+    g = torch.Generator().manual_seed(seed)
+    table = torch.randn(rows, *width, generator=g)
+    ids = torch.randint(-rows if negative else 0, rows, tuple(shape), generator=g)
+    assert torch.equal(take_rows(table, ids), table[ids])
+    assert torch.equal(take_rows(table, slice(1, 3)), table[1:3])
