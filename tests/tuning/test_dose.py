@@ -14,7 +14,6 @@ from policies.config import read_raw
 from simulator.config import PHENOMENON_KNOBS, SMALL, WorldConfig
 from tuning import dose_cli
 from tuning.dose import (
-    LEVELS,
     TECHNIQUE_NAMES,
     TECHNIQUES,
     level_world,
@@ -32,7 +31,7 @@ def test_off_is_the_base_world_and_each_level_moves_only_its_knob():
     proposed = proposed_strengths()
     for knob in {k for t in TECHNIQUES for k in t.knobs}:
         assert level_world(SMALL, knob, "off", proposed) == SMALL
-        for level in ("default", "strong"):
+        for level, multiple in (("default", 1), ("strong", 2)):
             world = level_world(SMALL, knob, level, proposed)
             changed = {
                 f.name
@@ -40,7 +39,7 @@ def test_off_is_the_base_world_and_each_level_moves_only_its_knob():
                 if getattr(world, f.name) != getattr(SMALL, f.name)
             }
             assert changed == {knob}
-            assert getattr(world, knob) == LEVELS[level] * proposed[knob]
+            assert getattr(world, knob) == multiple * proposed[knob]
 
 
 def test_proposed_strengths_are_the_commented_block_of_world_toml():
