@@ -200,6 +200,8 @@ def run_dose(args: argparse.Namespace, log=print) -> pd.DataFrame:
     """Every world of the sweep, measured in turn: one row per (technique, world), a technique's
     own knob's rows first."""
     base = load_world_config(args.world)
+    if args.world_seed is not None:
+        base = base.replace(seed=args.world_seed)
     proposed = proposed_strengths()
     techniques = tuple(t for t in TECHNIQUES if t.name in args.techniques)
     worlds = sweep_worlds(techniques)
@@ -218,13 +220,14 @@ def run_dose(args: argparse.Namespace, log=print) -> pd.DataFrame:
     ).reset_index(drop=True)
     table.attrs["seconds"] = time.perf_counter() - start
     epochs = args.epochs or parse_config(read_raw(args.base)).train.epochs
+    online = f"{table['online_users'].min()}-{table['online_users'].max()}"
     table.attrs["caption"] = (
-        f"Base world {args.world!r} with one knob at a time; per world {args.users} logged users x 1 day, "
-        f"every rung {epochs} epoch(s), seed of {args.base}. Offline: held-out users' logged lists (GAUC) "
-        f"and {args.eval_sessions} of their sessions (global hitrate at the coarse cut). Online: "
-        f"{table['online_users'].min()}-{table['online_users'].max()} held-out users, one session each "
-        "on the day after the logs, the same random numbers for both rungs; Δ = technique rung minus the "
-        "rung before, paired, ± the 95 % half-width."
+        f"Base world {args.world!r} (seed {base.seed}) with one knob at a time; per world "
+        f"{args.users} logged users x 1 day, every rung {epochs} epoch(s), seed of {args.base}. "
+        f"Offline: held-out users' logged lists (GAUC) and {args.eval_sessions} of their sessions "
+        f"(global hitrate at the coarse cut). Online: {online} held-out users, one session each on "
+        "the day after the logs, the same random numbers for both rungs; Δ = technique rung minus "
+        "the rung before, paired, ± the 95 % half-width."
     )
     return table
 

@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         "proposed block at the end of configs/world.toml, strong = twice that.",
     )
     parser.add_argument("--world", default="small", help='base world: "small", "default" or a TOML file')
+    parser.add_argument("--world-seed", type=int, help="the base world's seed (default: its own)")
     parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
     parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker config (per world)")
     parser.add_argument("--out", default="runs/dose", help="folder for every world's files and the table")
