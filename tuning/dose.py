@@ -264,6 +264,7 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
     techniques = list(dict.fromkeys(table["technique"]))
     fig, axes = plt.subplots(2, len(techniques), figsize=(4 * len(techniques), 6.5), squeeze=False)
     multiple = table["level"].map(LEVELS)
+    colour = {knob: f"C{i}" for i, knob in enumerate(k for k in dict.fromkeys(table["knob"]) if k != "none")}
     for col, name in enumerate(techniques):
         rows = table[table["technique"] == name]
         off = rows[rows["knob"] == "none"]
@@ -277,7 +278,9 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
                 points = pd.concat([off, rows[rows["knob"] == knob]])
                 x = multiple[points.index] + 0.04 * i
                 err = points[half] if half else None
-                ax.errorbar(x, points[metric], yerr=err, fmt="-o", capsize=3, label=f"own: {knob}")
+                ax.errorbar(
+                    x, points[metric], yerr=err, fmt="-o", capsize=3, color=colour[knob], label=f"own: {knob}"
+                )
             for i, (_, other) in enumerate(others.iterrows()):
                 ax.errorbar(
                     1.15 + 0.08 * i,
@@ -286,6 +289,7 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
                     fmt="s",
                     capsize=3,
                     alpha=0.7,
+                    color=colour[other["knob"]],
                     label=f"other: {other['knob']}",
                 )
             ax.axhline(0, color="grey", lw=1)
