@@ -27,6 +27,7 @@ if __name__ == "__main__":  # the command parses its arguments before torch and 
 import argparse
 import copy
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,11 @@ from abtest.stats import paired_lift
 from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
-from policies.config import read_raw
-from policies.data import load_logs
+from policies.config import RunConfig, read_raw
+from policies.data import LogSplit, load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
-from policies.rankers import load_scorer
+from policies.rankers import Scorer, load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
 from simulator.config import load_world_config
 from simulator.recall import SessionKeys
@@ -89,6 +90,53 @@ def paired_vs_reference(
     return out
 
 
+@dataclass
+class Bench:
+    """What every rung is measured on: the world of the first rung's logs, its held-out users'
+    evaluation set (``policies.evaluate.EvalSet``) and their sessions on the fresh day after the
+    logs (the same users and random numbers for every rung), with the fine ranker after the
+    coarse one."""
+
+    world: World
+    features: FeatureStore
+    fine: Scorer
+    sizes: CascadeSizes
+    split: LogSplit
+    eval_set: EvalSet
+    sim: Simulator
+    keys: SessionKeys
+    day: int
+    """The online sessions' day (the first after the logs)."""
+
+    @classmethod
+    def build(
+        cls,
+        first: RunConfig,
+        fine_config: str | Path | RunConfig,
+        coarse_size: int,
+        eval_sessions: int,
+        online_users: int,
+        progress: bool,
+        log=print,
+    ) -> Bench:
+        """The bench of ``first``'s logs (simulated if missing) and the fine ranker of
+        ``fine_config`` (trained if needed)."""
+        world = World(load_world_config(first.data.world))
+        data = load_logs(ensure_logs(first.data, progress=progress))
+        split = split_logs(data, first.data.split, first.data.held_out_share, first.data.split_seed)
+        features = FeatureStore.from_world(world)
+        sizes = CascadeSizes(coarse=coarse_size, page=world.config.page_size)
+        fine_path = ensure_trained(fine_config, progress=progress, log=log)
+        fine = load_scorer(str(fine_path), world, features, "fine")
+        log(f"building the evaluation set ({eval_sessions} held-out sessions)...")
+        eval_set = EvalSet.build(
+            world, data, split.eval_users, fine, sizes, n_sessions=eval_sessions, day=split.eval_day
+        )
+        day = int(data.samples["day"].max()) + 1
+        keys = SessionKeys.of(split.eval_users[:online_users], day=day)  # the same for every rung
+        return cls(world, features, fine, sizes, split, eval_set, Simulator(world), keys, day)
+
+
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = read_raw(args.base)
@@ -102,25 +150,18 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         data = raw.setdefault("data", {})
         data.update({k: v for k, v in (("logs", args.logs), ("users", args.users)) if v is not None})
     runs = {name: parse_config(raw, f"ladder rung {name}") for name, raw in configs.items()}
-    first = next(iter(runs.values()))
-    world = World(load_world_config(first.data.world))
-    data = load_logs(ensure_logs(first.data, progress=args.progress))
-    split = split_logs(data, first.data.split, first.data.held_out_share, first.data.split_seed)
-    held_out = split.eval_users
-    features = FeatureStore.from_world(world)
-    sizes = CascadeSizes(coarse=args.coarse_size, page=world.config.page_size)
-
-    fine_path = ensure_trained(args.fine, progress=args.progress, log=log)
-    fine = load_scorer(str(fine_path), world, features, "fine")
-    log(f"building the evaluation set ({args.eval_sessions} held-out sessions)...")
-    eval_set = EvalSet.build(
-        world, data, held_out, fine, sizes, n_sessions=args.eval_sessions, day=split.eval_day
+    bench = Bench.build(
+        next(iter(runs.values())),
+        args.fine,
+        args.coarse_size,
+        args.eval_sessions,
+        args.online_users,
+        args.progress,
+        log,
     )
-
-    sim = Simulator(world)
-    online_users = held_out[: args.online_users]
-    days = int(data.samples["day"].max()) + 1
-    keys = SessionKeys.of(online_users, day=days)  # a fresh day, the same for every row
+    world, features, fine, sizes = bench.world, bench.features, bench.fine, bench.sizes
+    eval_set, sim, keys, split, days = bench.eval_set, bench.sim, bench.keys, bench.split, bench.day
+    held_out = split.eval_users
     probe_user, probe_items = int(eval_set.keys.user[0]), eval_set.recall[0]
 
     rows, outcomes = [], {}

@@ -1,0 +1,138 @@
+"""The dose-response sweep: its worlds, its rungs, and the command end to end on a tiny world."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from common.config import dumps_toml
+from policies.config import read_raw
+from simulator.config import PHENOMENON_KNOBS, SMALL, WorldConfig
+from tuning import dose_cli
+from tuning.dose import (
+    TECHNIQUE_NAMES,
+    TECHNIQUES,
+    level_world,
+    proposed_strengths,
+    sweep_worlds,
+)
+from tuning.ladder import ladder_configs
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "models"
+BY_NAME = {t.name: t for t in TECHNIQUES}
+
+
+def test_off_is_the_base_world_and_each_level_moves_only_its_knob():
+    proposed = proposed_strengths()
+    for knob in {k for t in TECHNIQUES for k in t.knobs}:
+        assert level_world(SMALL, knob, "off", proposed) == SMALL
+        for level, multiple in (("default", 1), ("strong", 2)):
+            world = level_world(SMALL, knob, level, proposed)
+            changed = {
+                f.name
+                for f in dataclasses.fields(WorldConfig)
+                if getattr(world, f.name) != getattr(SMALL, f.name)
+            }
+            assert changed == {knob}
+            assert getattr(world, knob) == multiple * proposed[knob]
+
+
+def test_proposed_strengths_are_the_commented_block_of_world_toml():
+    proposed = proposed_strengths()
+    assert set(PHENOMENON_KNOBS) <= set(proposed)
+    assert proposed["field_interaction_std"] == 0.5
+    assert proposed["history_dwell_separation"] == 1.5
+    live = tomllib.loads((ROOT / "configs" / "world.toml").read_text())["world"]
+    assert all(live[knob] == 0 for knob in PHENOMENON_KNOBS)  # the block is not the live table
+
+
+def test_sweep_measures_every_technique_on_every_default_world_and_only_its_own_strong_ones():
+    worlds = sweep_worlds(TECHNIQUES)
+    assert worlds[0].name == "off" and worlds[0].techniques == TECHNIQUES
+    assert len({w.name for w in worlds}) == len(worlds) == 1 + 2 * 4
+    for world in worlds[1:]:
+        if world.level == "default":
+            assert world.techniques == TECHNIQUES
+        else:
+            assert world.level == "strong"
+            assert world.techniques == tuple(t for t in TECHNIQUES if world.knob in t.knobs)
+
+
+def test_each_technique_rung_is_the_rung_before_plus_the_technique():
+    base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
+    ladder = ladder_configs(base, "fine.toml", Path("out"))
+    name, mlp = BY_NAME["mlp"].rung_configs(ladder, SMALL)
+    assert name == "dssm+mlp"
+    assert {**mlp, "out": ""} == {**ladder["+mlp"], "out": ""}  # the ladder's own +mlp rung
+    assert mlp["out"] == str(Path("out") / "dssm+mlp.pt")
+    for logs_dwell, buckets in ((SMALL, None), (SMALL.replace(history_dwell_separation=1.5), 8)):
+        _, nova = BY_NAME["nova"].rung_configs(ladder, logs_dwell)
+        assert nova["model"] == {**ladder["+fm"]["model"], "nova": True} | (
+            {"dwell_buckets": buckets} if buckets else {}
+        )
+    assert "distill" not in ladder["+fm"]  # the pairs need no teacher outputs
+
+
+def test_the_command_offers_the_techniques_of_the_module():
+    assert dose_cli.TECHNIQUES == TECHNIQUE_NAMES
+
+
+TINY_WORLD = """[world]
+n_items = 600
+n_users = 200
+n_categories = 5
+brands_per_category = 4
+recall_size = 100
+logging_coarse_size = 30
+i2i_neighbors = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    """The command on a 200-user world with dim-8 one-epoch models, twice in the same folder."""
+    folder = tmp_path_factory.mktemp("dose")
+    (folder / "world.toml").write_text(TINY_WORLD)
+    for name in ("coarse_dssm", "fine"):
+        raw = read_raw(CONFIGS / f"{name}.toml")
+        raw["model"]["dim"] = 8
+        raw["train"]["epochs"] = 1
+        (folder / f"{name}.toml").write_text(dumps_toml(raw))
+    argv = [
+        "--world", str(folder / "world.toml"), "--base", str(folder / "coarse_dssm.toml"),
+        "--fine", str(folder / "fine.toml"), "--out", str(folder / "out"), "--users", "200",
+        "--eval-sessions", "10", "--techniques", "nova", "senet_bilinear",
+    ]  # fmt: skip
+    return folder / "out", argv
+
+
+def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files(tiny_sweep, capsys):
+    out, argv = tiny_sweep
+    assert dose_cli.main(argv) == 0
+    first = capsys.readouterr()
+    table = pd.read_csv(out / "dose.csv")
+    rows = list(zip(table["technique"], table["knob"], table["level"], table["own"], strict=True))
+    assert rows == [
+        ("nova", "none", "off", True),
+        ("nova", "history_dwell_separation", "default", True),
+        ("nova", "history_dwell_separation", "strong", True),
+        ("nova", "field_interaction_std", "default", False),
+        ("senet_bilinear", "none", "off", True),
+        ("senet_bilinear", "field_interaction_std", "default", True),
+        ("senet_bilinear", "field_interaction_std", "strong", True),
+        ("senet_bilinear", "history_dwell_separation", "default", False),
+    ]
+    assert table.loc[2, "strength"] == 2 * table.loc[1, "strength"] == 3.0
+    assert (table["Δexact_clicks ±95%"] > 0).all()
+    assert "training coarse model" in first.err and "[5/5] world field_interaction_std-strong" in first.err
+    assert (out / "dose.md").read_text().count("\n| ") == 1 + len(rows)  # header and rows
+    assert (out / "dose.png").stat().st_size > 10_000
+
+    assert dose_cli.main(argv) == 0  # again: every log folder and checkpoint reused, same table
+    assert "training" not in capsys.readouterr().err
+    pd.testing.assert_frame_equal(pd.read_csv(out / "dose.csv"), table)
