@@ -26,6 +26,7 @@ if __name__ == "__main__":  # the command parses its arguments before torch and 
 
 import argparse
 import copy
+import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from abtest.stats import paired_lift
+from abtest.stats import holm, paired_lift
 from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
@@ -137,6 +138,38 @@ class Bench:
         return cls(world, features, fine, sizes, split, eval_set, Simulator(world), keys, day)
 
 
+def rung_tests(outcomes: dict[str, dict[str, np.ndarray]], rungs: list[str], metric: str) -> pd.DataFrame:
+    """Paired tests of ``metric`` per trained rung against the first rung (the DSSM) and against
+    the rung before it (do neighbouring rungs separate?), and of the oracle against the DSSM:
+    the mean difference with its 95 % interval, the relative lift, the paired t-test's p and
+    Holm's adjustment over each family of comparisons (the rungs vs the DSSM; neighbours)."""
+    pairs = [(name, rungs[0], "vs dssm") for name in rungs[1:]]
+    pairs += [(name, before, "vs the rung before") for before, name in itertools.pairwise(rungs)]
+    if "oracle" in outcomes:
+        pairs.append(("oracle", rungs[0], "oracle vs dssm"))
+    rows = []
+    for name, reference, family in pairs:
+        paired = paired_lift(outcomes[reference][metric], outcomes[name][metric])
+        rows.append(
+            {
+                "family": family,
+                "rung": name,
+                "reference": reference,
+                f"Δ{metric}": paired.effect,
+                "±95%": paired.effect_hi - paired.effect,
+                "lift %": 100 * paired.lift,
+                "p": paired.pvalue,
+            }
+        )
+    tests = pd.DataFrame(rows)
+    tests["p Holm"] = np.nan
+    for family in ("vs dssm", "vs the rung before"):
+        rows = tests["family"] == family
+        if rows.any():
+            tests.loc[rows, "p Holm"] = holm(tests.loc[rows, "p"].to_numpy())
+    return tests
+
+
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = read_raw(args.base)
@@ -190,6 +223,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         for row in rows:
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
+    trained = [name for name in runs if name in outcomes]
+    if len(trained) >= 2 and trained[0] == "dssm":
+        table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks")
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     who, who_offline = ("held-out", "held-out users")  # split "user"
     if split.eval_day is not None:

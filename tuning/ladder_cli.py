@@ -45,8 +45,15 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "ladder.csv", index=False)
     text = table.attrs["caption"] + "\n\n" + format_table(table)
+    if "tests" in table.attrs:
+        tests = table.attrs["tests"]
+        tests.to_csv(out / "ladder_tests.csv", index=False)
+        text += (
+            "\n\nPaired tests of exact clicks per session (the same users and random numbers in every"
+            " row; Holm within each family):\n\n" + format_table(tests)
+        )
     (out / "ladder.md").write_text(text + "\n")
     plot_ladder(table, out / "ladder.png")
     print(text)
-    print(f"wrote {out / 'ladder.md'}, ladder.csv and ladder.png")
+    print(f"wrote {out / 'ladder.md'}, ladder.csv, ladder_tests.csv and ladder.png")
     return 0

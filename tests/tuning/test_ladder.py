@@ -8,9 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
+from scipy import stats
 
+from abtest.stats import holm
 from policies.train import parse_config
-from tuning.ladder import STEPS, format_table, ladder_configs, paired_vs_reference, plot_ladder
+from tuning.ladder import STEPS, format_table, ladder_configs, paired_vs_reference, plot_ladder, rung_tests
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "models"
 
@@ -61,6 +64,31 @@ def test_paired_differences_cover_the_true_difference_at_95_percent():
         covered += abs(delta - 0.5) <= half
     assert paired["dssm"] == {"Δclicks vs dssm": 0.0, "Δclicks ±95%": 0.0}
     assert 0.94 <= covered / reps <= 0.96
+
+
+def test_rung_tests_compare_each_rung_with_the_dssm_and_its_neighbour_and_adjust_by_family():
+    """Rungs with known steps (0, +1, 0 over the previous) on 400 users: the neighbour family
+    finds the one real step and not the null ones, the DSSM family carries the cumulative step;
+    p values are scipy's paired t, Holm's are its step-down adjustment within each family."""
+    rng = np.random.default_rng(1)
+    level = rng.gamma(2.0, 3.0, 400)
+    means = {"dssm": 0.0, "+mlp": 0.0, "+fm": 1.0, "+distill": 1.0}
+    outcomes = {name: {"exact_clicks": level + m + rng.normal(0, 1, 400)} for name, m in means.items()}
+    outcomes["oracle"] = {"exact_clicks": level + 3 + rng.normal(0, 1, 400)}
+    tests = rung_tests(outcomes, list(means), "exact_clicks").set_index(["family", "rung"])
+    neighbours = tests.loc["vs the rung before"]
+    assert list(neighbours["reference"]) == ["dssm", "+mlp", "+fm"]
+    assert neighbours.loc["+fm", "p Holm"] < 1e-6
+    assert (neighbours.loc[["+mlp", "+distill"], "p Holm"] > 0.01).all()
+    assert abs(tests.loc[("vs dssm", "+distill"), "Δexact_clicks"] - 1.0) < 4 * 0.1  # SE ~ 0.07
+    for (_, rung), row in tests.iterrows():
+        t = stats.ttest_rel(outcomes[rung]["exact_clicks"], outcomes[row["reference"]]["exact_clicks"])
+        assert row["p"] == pytest.approx(t.pvalue, rel=1e-9)
+    for family in ("vs dssm", "vs the rung before"):
+        p = tests.loc[family, "p"].to_numpy()
+        assert np.allclose(tests.loc[family, "p Holm"], holm(p))
+        assert (tests.loc[family, "p Holm"] >= p).all()
+    assert np.isnan(tests.loc[("oracle vs dssm", "oracle"), "p Holm"])
 
 
 def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path):
