@@ -111,6 +111,7 @@ def tiny_sweep(tmp_path_factory):
     return folder / "out", argv
 
 
+@pytest.mark.slow  # five worlds logged and trained end to end: ~1 min
 def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files(tiny_sweep, capsys):
     out, argv = tiny_sweep
     assert dose_cli.main(argv) == 0
