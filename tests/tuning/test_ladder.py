@@ -91,13 +91,15 @@ def test_rung_tests_compare_each_rung_with_the_dssm_and_its_neighbour_and_adjust
     assert np.isnan(tests.loc[("oracle vs dssm", "oracle"), "p Holm"])
 
 
-def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path):
+@pytest.mark.parametrize("columns", [("Δclicks",), ("Δclicks", "Δexact_clicks")])
+def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path, columns):
     import matplotlib.image  # noqa: PLC0415
 
-    rows = [{"model": "oracle", "auc": np.nan, "gauc": np.nan, "Δclicks vs dssm": 1.0, "Δclicks ±95%": 0.2}]
+    rows = [{"model": "oracle", "auc": np.nan, "gauc": np.nan}]
+    rows[0] |= {f"{c} vs dssm": 1.0 for c in columns} | {f"{c} ±95%": 0.2 for c in columns}
     for i, name in enumerate(["dssm", "+fm", "full"]):
         rows.append({"model": name, "auc": 0.6 + i / 100, "gauc": 0.55 + i / 100})
-        rows[-1] |= {"Δclicks vs dssm": i / 10, "Δclicks ±95%": 0.1}
+        rows[-1] |= {f"{c} vs dssm": i / 10 for c in columns} | {f"{c} ±95%": 0.1 for c in columns}
     plot_ladder(pd.DataFrame(rows), tmp_path / "ladder.png")
     image = matplotlib.image.imread(tmp_path / "ladder.png")
     assert image.shape[:2] == (440, 1210)  # 11 x 4 inches at 110 dpi
