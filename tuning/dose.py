@@ -5,7 +5,7 @@
 
 Each technique exists for a phenomenon of the world (docs/world.md), a ``[world]`` knob. The
 sweep builds worlds from a base world (all knobs off) with one knob at a time at ``LEVELS``:
-off (0), default (the proposed strength of ``configs/world.toml``'s calibration block) and
+off (0), default (the knob's strength in the feed world, ``configs/world_feed.toml``) and
 strong (twice that). On every world it trains the technique's rung and the rung before (ladder
 configs, ``tuning.ladder.ladder_configs``, on that world's logs) and measures both on the same
 bench (``tuning.ladder.Bench``): the offline gain (ΔGAUC in ‰, Δ global hitrate at the coarse
@@ -29,7 +29,6 @@ if __name__ == "__main__":  # the command parses its arguments before torch and 
 
 import argparse
 import copy
-import re
 import time
 import tomllib
 from dataclasses import dataclass
@@ -46,17 +45,14 @@ from policies.config import read_raw
 from policies.evaluate import evaluate_coarse
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config
-from simulator.config import WorldConfig, load_world_config
-from tuning.ladder import Bench, format_table, ladder_configs
+from simulator.config import PHENOMENON_KNOBS, WorldConfig, load_world_config
+from tuning.ladder import Bench, dwell_buckets, format_table, ladder_configs
 from tuning.online import session_outcomes
 
-WORLD_TOML = Path(__file__).parents[1] / "configs" / "world.toml"
+FEED_WORLD_TOML = Path(__file__).parents[1] / "configs" / "world_feed.toml"
 
 LEVELS = {"off": 0.0, "default": 1.0, "strong": 2.0}
 """A knob's levels as multiples of its proposed strength."""
-
-DWELL_BUCKETS = 8
-"""NOVA's dwell buckets (log2 seconds) on worlds that log dwell."""
 
 
 @dataclass(frozen=True)
@@ -78,8 +74,8 @@ class Technique:
         raw = copy.deepcopy(rungs[self.before])
         for table, values in self.changes.items():
             raw.setdefault(table, {}).update(values)
-        if self.reads_dwell and world.history_dwell_separation > 0:
-            raw["model"]["dwell_buckets"] = DWELL_BUCKETS
+        if self.reads_dwell and dwell_buckets(world) is not None:
+            raw["model"]["dwell_buckets"] = dwell_buckets(world)
         raw["out"] = str(Path(raw["out"]).with_name(f"{name}.pt"))
         return name, raw
 
@@ -92,10 +88,10 @@ TECHNIQUES = (
 TECHNIQUE_NAMES = tuple(t.name for t in TECHNIQUES)
 
 
-def proposed_strengths(path: Path = WORLD_TOML) -> dict[str, float]:
-    """The settings of the commented "proposed calibration" block at the end of ``path``."""
-    block = path.read_text().split("# --- proposed calibration", 1)[1]
-    return tomllib.loads("\n".join(line[2:] for line in block.splitlines() if re.match(r"# \w+ = ", line)))
+def proposed_strengths(path: Path = FEED_WORLD_TOML) -> dict[str, float]:
+    """The phenomenon knobs of the feed world (``path``'s [world] table)."""
+    world = tomllib.loads(path.read_text())["world"]
+    return {knob: world[knob] for knob in PHENOMENON_KNOBS if knob in world}
 
 
 def level_world(base: WorldConfig, knob: str, level: str, proposed: dict[str, float]) -> WorldConfig:

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         "budget_penalty); nova = +fm -> +fm+nova, reading the logged dwell where the world logs it "
         "(history_dwell_separation); senet_bilinear = +fm -> +fm+senet_bilinear (field_interaction_std); "
         "+fm is the ladder's DSSM + MLP + FM rung. Levels: off = 0, default = the knob's strength in the "
-        "proposed block at the end of configs/world.toml, strong = twice that.",
+        "feed world (configs/world_feed.toml), strong = twice that.",
     )
     parser.add_argument("--world", default="small", help='base world: "small", "default" or a TOML file')
     parser.add_argument("--world-seed", type=int, help="the base world's seed (default: its own)")

@@ -45,7 +45,7 @@ from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
 from policies.rankers import Scorer, load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
-from simulator.config import load_world_config
+from simulator.config import WorldConfig, load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
@@ -63,12 +63,27 @@ STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
 """Cumulative changes to the baseline config; "FINE" stands for the fine ranker's config."""
 
 
-def ladder_configs(base: dict[str, Any], fine: str, out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The raw training config of every rung (cumulative ``STEPS`` over ``base``)."""
+DWELL_BUCKETS = 8
+"""NOVA's dwell buckets (log2 seconds) on worlds that log dwell."""
+
+
+def dwell_buckets(world: WorldConfig) -> int | None:
+    """What NOVA's ``[model] dwell_buckets`` is on ``world``: the logged dwell is side
+    information where the world logs it (``history_dwell_separation`` > 0), else none."""
+    return DWELL_BUCKETS if world.history_dwell_separation > 0 else None
+
+
+def ladder_configs(
+    base: dict[str, Any], fine: str, out_dir: Path, dwell: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """The raw training config of every rung (cumulative ``STEPS`` over ``base``); from the
+    NOVA rung on, NOVA reads the logged dwell in ``dwell`` buckets if given."""
     configs, current = {}, copy.deepcopy(base)
     for name, changes in STEPS:
         for table, values in changes.items():
             current.setdefault(table, {}).update({k: fine if v == "FINE" else v for k, v in values.items()})
+        if dwell is not None and current.get("model", {}).get("nova"):
+            current["model"]["dwell_buckets"] = dwell
         if "teacher" in current.get("distill", {}):
             current["distill"] = {"soft_only_epochs": 1, "label_smoothing_scale": 0.1, **current["distill"]}
         configs[name] = {**copy.deepcopy(current), "out": str(out_dir / f"{name.lstrip('+')}.pt")}
@@ -173,7 +188,8 @@ def rung_tests(outcomes: dict[str, dict[str, np.ndarray]], rungs: list[str], met
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = read_raw(args.base)
-    configs = ladder_configs(base, args.fine, out_dir)
+    world_config = load_world_config(parse_config(base, "the base config").data.world)
+    configs = ladder_configs(base, args.fine, out_dir, dwell_buckets(world_config))
     if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():
             raw.setdefault("train", {})["epochs"] = args.epochs

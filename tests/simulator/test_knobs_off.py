@@ -12,11 +12,9 @@ import dataclasses
 import io
 import json
 import os
-import re
 import subprocess
 import sys
 import tarfile
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -79,8 +77,11 @@ def test_every_knob_is_off_by_default_and_stored_only_when_on() -> None:
     assert WorldConfig.from_dict(SMALL.to_dict()) == SMALL
 
 
-def test_the_proposed_calibration_block_is_a_valid_world_with_every_knob_on() -> None:
-    text = (ROOT / "configs" / "world.toml").read_text().split("# --- proposed calibration", 1)[1]
-    settings = tomllib.loads("\n".join(line[2:] for line in text.splitlines() if re.match(r"# \w+ = ", line)))
-    proposed = WorldConfig.from_dict({**WorldConfig().to_dict(), **settings})
-    assert all(getattr(proposed, name) > 0 for name in PHENOMENON_KNOBS)
+def test_the_feed_world_is_the_default_sizes_with_every_knob_on() -> None:
+    feed = WorldConfig.from_toml(ROOT / "configs" / "world_feed.toml")
+    assert all(getattr(feed, name) > 0 for name in PHENOMENON_KNOBS)
+    assert (feed.n_items, feed.n_users, feed.recall_size) == (
+        WorldConfig().n_items,
+        WorldConfig().n_users,
+        WorldConfig().recall_size,
+    )

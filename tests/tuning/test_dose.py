@@ -42,13 +42,11 @@ def test_off_is_the_base_world_and_each_level_moves_only_its_knob():
             assert getattr(world, knob) == multiple * proposed[knob]
 
 
-def test_proposed_strengths_are_the_commented_block_of_world_toml():
+def test_proposed_strengths_are_the_feed_worlds_knobs():
     proposed = proposed_strengths()
-    assert set(PHENOMENON_KNOBS) <= set(proposed)
-    assert proposed["field_interaction_std"] == 0.5
-    assert proposed["history_dwell_separation"] == 1.5
-    live = tomllib.loads((ROOT / "configs" / "world.toml").read_text())["world"]
-    assert all(live[knob] == 0 for knob in PHENOMENON_KNOBS)  # the block is not the live table
+    assert set(proposed) == set(PHENOMENON_KNOBS)
+    feed = WorldConfig.from_toml(ROOT / "configs" / "world_feed.toml")
+    assert all(getattr(feed, knob) == proposed[knob] for knob in PHENOMENON_KNOBS)
 
 
 def test_sweep_measures_every_technique_on_every_default_world_and_only_its_own_strong_ones():

@@ -12,8 +12,19 @@ import pytest
 from scipy import stats
 
 from abtest.stats import holm
+from policies.config import read_raw
 from policies.train import parse_config
-from tuning.ladder import STEPS, format_table, ladder_configs, paired_vs_reference, plot_ladder, rung_tests
+from simulator.config import SMALL, load_world_config
+from tuning.ladder import (
+    DWELL_BUCKETS,
+    STEPS,
+    dwell_buckets,
+    format_table,
+    ladder_configs,
+    paired_vs_reference,
+    plot_ladder,
+    rung_tests,
+)
 
 CONFIGS = Path(__file__).parents[2] / "configs" / "models"
 
@@ -21,7 +32,8 @@ CONFIGS = Path(__file__).parents[2] / "configs" / "models"
 def test_the_last_rung_is_the_full_model_config():
     base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
     full = tomllib.loads((CONFIGS / "coarse_full.toml").read_text())
-    rungs = ladder_configs(base, full["distill"]["teacher"], Path("runs/ladder"))
+    world = load_world_config(parse_config(read_raw(CONFIGS / "coarse_dssm.toml")).data.world)
+    rungs = ladder_configs(base, full["distill"]["teacher"], Path("runs/ladder"), dwell_buckets(world))
     assert list(rungs) == [name for name, _ in STEPS]
     last = parse_config({**rungs["full"], "out": full["out"]})
     assert last == parse_config(full)
@@ -39,6 +51,20 @@ def test_each_rung_adds_exactly_its_step():
             if before.get(table, {}).get(key) != after[table].get(key)
         }
         assert 1 <= len(changed) <= 4, changed  # distillation brings its settings along
+
+
+def test_nova_reads_the_dwell_only_where_the_world_logs_it():
+    assert dwell_buckets(SMALL) is None
+    assert dwell_buckets(SMALL.replace(history_dwell_separation=1.5)) == DWELL_BUCKETS
+    base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
+    without = ladder_configs(base, "fine.toml", Path("out")).values()
+    assert all("dwell_buckets" not in raw.get("model", {}) for raw in without)
+    rungs = ladder_configs(base, "fine.toml", Path("out"), dwell=8)
+    reads = {name: rungs[name]["model"].get("dwell_buckets") for name in rungs}
+    nova_on = [name for name, raw in rungs.items() if raw["model"].get("nova")]
+    assert nova_on and all(reads[n] == 8 for n in nova_on)
+    assert all(reads[n] is None for n in rungs if n not in nova_on)
+    parse_config(rungs["full"])  # a valid config: dwell with NOVA
 
 
 def test_table_formats_every_row():

@@ -1,0 +1,215 @@
+"""The seeds' reported figures beside this world's on the same comparisons.
+
+    python -m tuning.seeds --ladder runs/ladder --ab runs/ab/default   # prints a Markdown table
+
+Reads what two committed commands wrote: the ablation ladder (``python -m tuning.ladder``,
+``ladder.csv``: offline metrics per rung, and the paired exact-click tests in
+``ladder_tests.csv``) and an A/B run of the DSSM against the full model (``run_ab.py``,
+``results.json``: the true lift of every metric on every user, and per segment). The seeds'
+figures are the ones their write-ups report (``SEED_FIGURES``); nothing here is fitted to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from common.version import add_version_argument, command_name
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One comparison: what a seed reports and where this world's value comes from.
+
+    ``source`` is ``("gauc", rung, reference)`` (held-out GAUC difference in per mille),
+    ``("hitrate_out@600", rung, reference)`` and the like (a ladder metric's difference in
+    points), ``("ab", metric, segment)`` (the A/B's true lift in %, on every user or on a
+    segment "dimension=value") or ``("ladder_online", rung, reference)`` (the ladder's paired
+    exact-click lift in %)."""
+
+    seed: str
+    comparison: str
+    reported: str
+    source: tuple[str, str, str]
+
+
+SEED_FIGURES: tuple[Figure, ...] = (
+    Figure(
+        "000",
+        "offline GAUC, + MLP + FM + distillation over the DSSM (‰)",
+        "+30",
+        ("gauc", "+distill", "dssm"),
+    ),
+    Figure(
+        "000",
+        "offline GAUC, + NOVA + SENET/bilinear on top (‰)",
+        "+10 to +13",
+        ("gauc", "+senet_bilinear", "+distill"),
+    ),
+    Figure("000", "offline GAUC, + MLP scorer (‰)", "", ("gauc", "+mlp", "dssm")),
+    Figure("000", "offline GAUC, + FM cross (‰)", "", ("gauc", "+fm", "+mlp")),
+    Figure("000", "offline GAUC, + distillation (‰)", "", ("gauc", "+distill", "+fm")),
+    Figure("000", "offline GAUC, + NOVA (‰)", "", ("gauc", "+nova", "+distill")),
+    Figure("000", "offline GAUC, + SENET/bilinear (‰)", "", ("gauc", "+senet_bilinear", "+nova")),
+    Figure("000", "online uCTR, full vs DSSM (%)", "+1.86", ("ab", "uctr", "")),
+    Figure("000", "online pCTR, full vs DSSM (%)", "+1.68", ("ab", "pctr", "")),
+    Figure("000", "online depth, full vs DSSM (%)", "+1.83", ("ab", "depth", "")),
+    Figure("000", "online clicks, full vs DSSM (%)", "+3.48", ("ab", "clicks", "")),
+    Figure(
+        "000", "online uCTR, warm (trained-on) users (%)", "(production: +1.86)", ("ab", "uctr", "warm=warm")
+    ),
+    Figure("000", "online pCTR, warm users (%)", "(production: +1.68)", ("ab", "pctr", "warm=warm")),
+    Figure("000", "online depth, warm users (%)", "(production: +1.83)", ("ab", "depth", "warm=warm")),
+    Figure("000", "online clicks, warm users (%)", "(production: +3.48)", ("ab", "clicks", "warm=warm")),
+    Figure("000", "online uCTR, mindful users (%)", "+1.52", ("ab", "uctr", "mindful=True")),
+    Figure("000", "online pCTR, mindful users (%)", "+2.19", ("ab", "pctr", "mindful=True")),
+    Figure("000", "online depth, mindful users (%)", "+3.11", ("ab", "depth", "mindful=True")),
+    Figure("000", "online clicks, mindful users (%)", "+5.33", ("ab", "clicks", "mindful=True")),
+    Figure(
+        "000",
+        "ladder online exact clicks, full vs DSSM, held-out users (%)",
+        "",
+        ("ladder_online", "full", "dssm"),
+    ),
+    Figure(
+        "002",
+        "out-of-scene hitrate, + out-of-scene positives (pt)",
+        "+0.6",
+        ("hitrate_out@600", "full", "+senet_bilinear"),
+    ),
+    Figure(
+        "002",
+        "in-scene hitrate, + distillation with label smoothing (pt)",
+        "+0.65",
+        ("hitrate_in@600", "+distill", "+fm"),
+    ),
+    Figure(
+        "002",
+        "out-of-scene hitrate, + distillation with label smoothing (pt)",
+        "+0.3",
+        ("hitrate_out@600", "+distill", "+fm"),
+    ),
+    Figure("002", "global hitrate, full vs DSSM (pt)", "", ("hitrate_global@600", "full", "dssm")),
+    Figure(
+        "002",
+        "fine-stage loss of the truly best items, full vs DSSM (pt)",
+        "rises",
+        ("funnel_fine", "full", "dssm"),
+    ),
+    Figure("002", "online GMV, full vs DSSM (%)", "about +1.0", ("ab", "gmv", "")),
+    Figure("002", "online GMV, warm users (%)", "(production: about +1.0)", ("ab", "gmv", "warm=warm")),
+)
+"""Seed 000 (Taobao new-product coarse ranking) and seed 002 (Taobao main-search coarse ranking)."""
+
+EXACT_TWINS = {
+    "uctr": "exact_uctr",
+    "clicks": "exact_clicks",
+    "gmv": "exact_gmv",
+    "purchases": "exact_purchases",
+}
+"""A metric whose exact twin's interval is shown beside its true lift (the twin estimates it)."""
+
+
+def _ladder_value(ladder: pd.DataFrame, metric: str, rung: str, reference: str) -> tuple[float, str]:
+    table = ladder.set_index("model")
+    if rung not in table.index or reference not in table.index:
+        return float("nan"), "rung missing from the ladder"
+    scale = 1000.0 if metric == "gauc" else 100.0
+    return scale * float(table.loc[rung, metric] - table.loc[reference, metric]), "ladder, held-out users"
+
+
+def _ladder_online(tests: pd.DataFrame | None, rung: str, reference: str) -> tuple[float, str]:
+    if tests is None:
+        return float("nan"), "no ladder_tests.csv"
+    row = tests[(tests["rung"] == rung) & (tests["reference"] == reference)]
+    if row.empty:
+        return float("nan"), "pair missing from ladder_tests.csv"
+    lift, delta = float(row["lift %"].iloc[0]), float(row["Δexact_clicks"].iloc[0])
+    half = float(row["±95%"].iloc[0]) * lift / delta  # the interval in % of the reference
+    return lift, f"ladder, held-out users; ±{abs(half):.2f}, Holm p {float(row['p Holm'].iloc[0]):.2g}"
+
+
+def _ab_value(results: dict[str, Any], metric: str, segment: str) -> tuple[float, str]:
+    if segment:
+        dimension, value = segment.split("=")
+        records = [
+            r
+            for r in results.get("segments", {}).get("records", [])
+            if r["dimension"] == dimension and str(r["segment"]) == value
+        ]
+        where = f"A/B, {segment} ({records[0]['users']:,} users)" if records else ""
+    else:
+        records = results["records"]
+        where = f"A/B, all {records[0]['n_control']:,} users" if records else ""
+    by_metric = {r["metric"]: r for r in records}
+    if metric not in by_metric:
+        return float("nan"), f"{metric} not in the A/B's {'segment ' if segment else ''}results"
+    truth = by_metric[metric].get("true_rel_effect")
+    if truth is None:
+        return float("nan"), "the A/B has no true effect"
+    estimate = by_metric.get(EXACT_TWINS.get(metric, ""), by_metric[metric])
+    low, high = 100 * estimate["rel_ci_lower"], 100 * estimate["rel_ci_upper"]
+    interval = f"[{low:+.2f}, {high:+.2f}] ({estimate['metric']})"
+    return 100.0 * truth, f"{where}; estimate's 95 % CI {interval}"
+
+
+def seeds_table(ladder: pd.DataFrame, tests: pd.DataFrame | None, results: dict[str, Any]) -> pd.DataFrame:
+    """One row per ``SEED_FIGURES`` entry: the seed's figure, this world's value and its source."""
+    rows = []
+    for figure in SEED_FIGURES:
+        kind, a, b = figure.source
+        if kind == "ab":
+            value, how = _ab_value(results, a, b)
+        elif kind == "ladder_online":
+            value, how = _ladder_online(tests, a, b)
+        else:
+            value, how = _ladder_value(ladder, kind, a, b)
+        rows.append(
+            {"seed": figure.seed, "comparison": figure.comparison, "seed reports": figure.reported or "—"}
+            | {"this world": value, "how measured": how}
+        )
+    return pd.DataFrame(rows)
+
+
+def format_seeds(table: pd.DataFrame) -> str:
+    lines = ["| seed | comparison | seed reports | this world | how measured |", "|---|---|---|---|---|"]
+    for row in table.itertuples(index=False):
+        value = "n/a" if pd.isna(row[3]) else f"{row[3]:+.2f}"
+        lines.append(f"| {row[0]} | {row[1]} | {row[2]} | {value} | {row[4]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog=command_name("python -m tuning.seeds"),
+        description="The seeds' reported figures beside this world's (from a ladder folder and an A/B run "
+        "folder of the DSSM against the full model), as a Markdown table.",
+    )
+    parser.add_argument(
+        "--ladder", default="runs/ladder", help="folder with ladder.csv (python -m tuning.ladder)"
+    )
+    parser.add_argument(
+        "--ab", default="runs/ab/default", help="A/B run folder with results.json (run_ab.py)"
+    )
+    add_version_argument(parser)
+    args = parser.parse_args(argv)
+    ladder_csv, results_json = Path(args.ladder) / "ladder.csv", Path(args.ab) / "results.json"
+    for path, made_by in ((ladder_csv, "python -m tuning.ladder"), (results_json, "python run_ab.py")):
+        if not path.is_file():
+            print(f"error: {path} is missing (written by {made_by})", file=sys.stderr)
+            return 2
+    tests_csv = ladder_csv.with_name("ladder_tests.csv")
+    tests = pd.read_csv(tests_csv) if tests_csv.is_file() else None
+    table = seeds_table(pd.read_csv(ladder_csv), tests, json.loads(results_json.read_text()))
+    print(format_seeds(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
