@@ -225,12 +225,18 @@ def _ray_output_to(path: Path, ray_used: bool, serve: bool) -> Iterator[None]:
 
 def _shard_lines(config, run_dir: Path, resume: bool, say: Callable[[str], None]) -> Callable:
     """``on_shard`` for run_experiment: a line per finished shard, counting those a resumed
-    run reuses, e.g. "shard 3/10 done, 1,000 user-days, 12 s" (seconds since the traffic stage
-    began, its set-up of Ray actors or the Serve app included)."""
+    run reuses, e.g. "shard 3/10 done, 1,000 user-days, 12 s" (the user-days with a session:
+    the shard's users who have arrived by its day; seconds since the traffic stage began, its
+    set-up of Ray actors or the Serve app included)."""
+    import numpy as np  # noqa: PLC0415
+
     from abtest.store import ShardStore  # noqa: PLC0415
     from abtest.traffic import plan_shards  # noqa: PLC0415
+    from simulator.config import load_world_config  # noqa: PLC0415
+    from simulator.world import user_arrival_days  # noqa: PLC0415
 
     shards, store = plan_shards(config), ShardStore(run_dir / "shards")
+    world = load_world_config(config.world)
     done = sum(store.path(s.key).is_file() for s in shards) if resume else 0
     start = time.perf_counter()
     say(f"traffic: {len(shards) - done} of {len(shards)} shards to run")
@@ -239,7 +245,8 @@ def _shard_lines(config, run_dir: Path, resume: bool, say: Callable[[str], None]
         nonlocal done
         done += 1
         seconds = time.perf_counter() - start
-        say(f"shard {done}/{len(shards)} done, {shard.n_users:,} user-days, {seconds:.0f} s")
+        arrived = int((user_arrival_days(world, np.arange(shard.lo, shard.hi)) <= shard.day).sum())
+        say(f"shard {done}/{len(shards)} done, {arrived:,} user-days, {seconds:.0f} s")
 
     return on_shard
 

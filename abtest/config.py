@@ -60,7 +60,7 @@ class ArmConfig:
     coarse_score: str = ""
     """What the coarse model ranks by: "" = its checkpoint's ``[train] score_task``, else
     "exposure" | "click" | "purchase" | "gmv" (expected GMV: the purchase head and the price),
-    so arms can share one checkpoint scored two ways (in-process traffic only)."""
+    so arms can share one checkpoint scored two ways (in process and through Serve)."""
 
     def __post_init__(self) -> None:
         _check_ranker("coarse", self.coarse)

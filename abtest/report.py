@@ -193,10 +193,14 @@ def truth_line(result: ExperimentResult) -> str:
     t, c = result.truth, result.config
     if not len(t):
         return "true effect: not computed ([design] truth_users = 0)"
+    n = int(t["truth_users"].max())
     who = (
-        f"all {c.traffic.users:,} users under every arm (the paired runs themselves)"
+        f"all {n:,} users with a session (of {c.traffic.users:,}; the rest arrive later) under every arm "
+        "(the paired runs themselves)"
+        if c.paired and n < c.traffic.users
+        else f"all {n:,} users under every arm (the paired runs themselves)"
         if c.paired
-        else f"a random sample of {int(t['truth_users'].max()):,} of the {c.traffic.users:,} users, "
+        else f"a random sample of {n:,} of the {c.traffic.users:,} users, "
         + ("each also run under every arm on its own" if c.interleave else "each also run under the arms")
         + ("" if c.interleave else " it was not assigned")
     )

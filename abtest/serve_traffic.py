@@ -37,15 +37,12 @@ def app_args(config: ExperimentConfig, arms: Mapping) -> dict:
             f"through serve every arm must use one fine ranker (the served cascade has one fine "
             f"stage), got {fines}; run with --through inprocess"
         )
-    scored = [name for name, arm in arms.items() if arm.coarse_score]
-    if scored:
-        raise ConfigError(
-            f"arms {scored} set coarse_score, which the served coarse stage does not read (it ranks "
-            "by the checkpoint's score_task); run with --through inprocess"
-        )
     return {
         "world": config.world,
-        "arms": {name: {"coarse": arm.coarse, "coarse_size": arm.coarse_size} for name, arm in arms.items()},
+        "arms": {
+            name: {"coarse": arm.coarse, "coarse_size": arm.coarse_size, "coarse_score": arm.coarse_score}
+            for name, arm in arms.items()
+        },
         "fine": fines[0],
         "assignment": {
             "salt": config.assignment.salt,

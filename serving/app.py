@@ -33,6 +33,7 @@ from common.config import to_plain
 from common.ray_env import init_ray
 from policies.baselines import BASELINES
 from policies.checkpoint import CheckpointError, load_checkpoint
+from policies.custom import is_ranker_name
 from policies.features import vocab_of
 from serving.args import AppArgs, app_args, scorer_spec
 from serving.client import ServeRanker
@@ -88,16 +89,17 @@ def build_app(args: AppArgs | dict) -> serve.Application:
     ingress = {"name": "ingress", "max_queued_requests": args.max_queued_requests, **common}
     if args.layout == "fused":
         sizes = {arm: args.coarse_size(arm) for arm in args.arms}
+        scores = {arm: spec.coarse_score for arm, spec in args.arms.items()}
         deployment = ingress_deployment(config, experiment, FusedBackend)
         return deployment.options(user_config=models["ingress"], **ingress).bind(
-            config, sizes, batching, args.torch_threads
+            config, sizes, scores, batching, args.torch_threads
         )
     recall = RecallServer.options(name="recall", **common).bind(config, batching)
     coarse = {
         arm: CoarseServer.options(name=coarse_name(arm), user_config=models[coarse_name(arm)], **common).bind(
-            recall, arm, args.coarse_size(arm), batching, args.torch_threads
+            recall, arm, args.coarse_size(arm), spec.coarse_score, batching, args.torch_threads
         )
-        for arm in args.arms
+        for arm, spec in args.arms.items()
     }
     fine = FineServer.options(name="fine", user_config=models["fine"], **common).bind(
         recall, batching, args.torch_threads
@@ -139,10 +141,13 @@ class ServedCascade:
         """Serve arm ``arm``'s coarse stage from ``coarse`` (a baseline or checkpoint path),
         in place: the replicas' ``reconfigure`` loads it and swaps it in atomically. Returns
         once the app serves it; a checkpoint that does not load fails here, before any
-        replica sees it."""
+        replica sees it. The arm keeps its ``coarse_score``, so it takes a checkpoint only."""
         if arm not in self.args.arms:
             raise ValueError(f"unknown arm {arm!r}; arms: {list(self.args.arms)}")
         spec = self._checked(coarse, "coarse")
+        score = self.args.arms[arm].coarse_score
+        if score and is_ranker_name(spec):
+            raise ValueError(f"arm {arm!r} ranks by coarse_score {score!r}: {spec!r} is not a checkpoint")
         if self.args.layout == "fused":
             self._update("ingress", lambda models: models | {"coarse": models["coarse"] | {arm: spec}})
         else:

@@ -19,6 +19,7 @@ from common.config import ConfigError, config, from_mapping, setting
 from policies.baselines import BASELINES
 from policies.cascade import CascadeSizes
 from policies.custom import import_custom, is_custom_spec, is_ranker_name
+from policies.tasks import Task
 from simulator.config import SMALL, WorldConfig
 
 WORLDS = {"small": SMALL, "default": WorldConfig()}
@@ -68,9 +69,17 @@ class ArmArgs:
     coarse_size: int | None = setting(None, ge=1)
     """Candidates the coarse stage passes to the fine stage; None = the world's
     ``logging_coarse_size`` (600 in the default world, 100 in the small one)."""
+    coarse_score: str = ""
+    """What a coarse checkpoint ranks by: "" = its ``[train] score_task``, else "exposure" |
+    "click" | "purchase" | "gmv" (expected GMV), as an experiment arm's ``coarse_score``."""
 
     def __post_init__(self) -> None:
         _check_scorer("coarse", self.coarse)
+        if self.coarse_score:
+            if self.coarse_score not in list(Task):
+                raise ConfigError(f"must be one of {[str(t) for t in Task]} or empty", key="coarse_score")
+            if is_ranker_name(self.coarse):
+                raise ConfigError("applies to a coarse checkpoint", key="coarse_score")
 
 
 @config

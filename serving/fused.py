@@ -43,12 +43,18 @@ class FusedBackend:
     """The fused ingress's pages: one worker thread runs a whole ``@serve.batch`` of calls."""
 
     def __init__(
-        self, config: WorldConfig, sizes: dict[str, int], batching: Batching, torch_threads: int
+        self,
+        config: WorldConfig,
+        sizes: dict[str, int],
+        scores: dict[str, str],
+        batching: Batching,
+        torch_threads: int,
     ) -> None:
+        """``sizes``, ``scores``: each arm's coarse size and coarse score ("" = the checkpoint's)."""
         torch.set_num_threads(torch_threads)
         self.world = World(config)
         self.features = FeatureStore.from_world(self.world)
-        self.sizes = sizes
+        self.sizes, self.scores = sizes, scores
         self.specs: dict = {"coarse": {}, "fine": None}
         self.cascade: FusedCascade | None = None
         configure_batching(self._run, batching)
@@ -57,11 +63,11 @@ class FusedBackend:
         """Load the scorers whose spec changed, then swap them in (all at once on start-up)."""
         specs = fused_specs(user_config, tuple(self.sizes))
 
-        def load(kind: str, spec: str):
-            return load_scorer(spec, self.world, self.features, kind)
+        def load(kind: str, spec: str, score: str = ""):
+            return load_scorer(spec, self.world, self.features, kind, score)
 
         coarse = {
-            arm: await asyncio.to_thread(load, "coarse", spec)
+            arm: await asyncio.to_thread(load, "coarse", spec, self.scores[arm])
             for arm, spec in specs["coarse"].items()
             if self.specs["coarse"].get(arm) != spec
         }

@@ -2,7 +2,8 @@
 are in ``serving.deployments``).
 
 - ``CoarseServer``: one deployment per arm (``coarse-<arm>``). Its scorer (user tower + item
-  embeddings computed once at load, one version) comes from ``user_config={"coarse": spec}``;
+  embeddings computed once at load, one version) comes from ``user_config={"coarse": spec}``,
+  ranking by the arm's ``coarse_score`` (bound with the deployment, kept across swaps);
   a new ``user_config`` (``serve deploy``, ``ServedCascade.swap``) builds the new scorer off
   the request path, in a thread, then swaps the reference atomically: a request never mixes
   versions, and requests in flight finish with the scorer they started with.
@@ -49,14 +50,21 @@ def _spec_of(user_config: dict, key: str) -> str:
 
 @serve.deployment
 class CoarseServer:
-    """One arm's coarse stage; its scorer comes from ``user_config={"coarse": spec}``."""
+    """One arm's coarse stage; its scorer comes from ``user_config={"coarse": spec}`` and ranks
+    by ``score`` ("" = the checkpoint's task)."""
 
     async def __init__(
-        self, recall: DeploymentHandle, arm: str, size: int, batching: Batching, torch_threads: int
+        self,
+        recall: DeploymentHandle,
+        arm: str,
+        size: int,
+        score: str,
+        batching: Batching,
+        torch_threads: int,
     ) -> None:
         torch.set_num_threads(torch_threads)
         self.world, self.features, self._world_ref = await _shared_world(recall)
-        self.arm, self.size, self.spec = arm, size, ""
+        self.arm, self.size, self.score, self.spec = arm, size, score, ""
         self.stage: CoarseStage | None = None
         configure_batching(self.coarse, batching)
 
@@ -64,7 +72,7 @@ class CoarseServer:
         """Load the scorer ``{"coarse": spec}`` (item embeddings included) off the request
         path, then swap it in; requests in flight finish with the scorer they started with."""
         spec = _spec_of(user_config, "coarse")
-        scorer = await asyncio.to_thread(load_scorer, spec, self.world, self.features, "coarse")
+        scorer = await asyncio.to_thread(load_scorer, spec, self.world, self.features, "coarse", self.score)
         if self.stage is None:
             self.stage = CoarseStage(scorer, self.size)
         else:

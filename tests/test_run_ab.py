@@ -11,15 +11,19 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomli_w
 from scipy import stats
 
 from abtest.config import parse_config
-from run_ab import build_parser
+from abtest.traffic import plan_shards
+from run_ab import _shard_lines, build_parser
+from simulator import SMALL, World
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,6 +151,26 @@ def test_progress_is_a_line_per_stage_and_shard_when_stdout_is_not_a_terminal(sm
     assert lines.index("statistics done; writing the report") < next(
         i for i, line in enumerate(lines) if line.startswith("SRM gate")
     )
+
+
+def test_shard_lines_count_only_the_user_days_of_arrived_users(tmp_path: Path) -> None:
+    """With arrivals a shard's users who have not arrived by its day have no session: its line
+    counts the others (the progress bar's count), checked against the world's arrival days."""
+    config = SMALL.replace(arrival_days=3, new_user_share_per_day=0.3)
+    world_file = tmp_path / "world.toml"
+    world_file.write_text(tomli_w.dumps({"world": config.to_dict()}))
+    raw = TINY.format(users=300, shard_users=50).replace('world = "small"', f"world = {str(world_file)!r}")
+    experiment = parse_config(tomllib.loads(raw), "tiny")
+    lines: list[str] = []
+    on_shard = _shard_lines(experiment, tmp_path, False, lines.append)
+    shards = plan_shards(experiment)
+    for shard in shards:
+        on_shard(shard)
+    arrival = World(config).user_arrival_day
+    expected = [int((arrival[s.lo : s.hi] <= s.day).sum()) for s in shards]
+    printed = [int(re.fullmatch(r"shard \d+/18 done, (\d+) user-days, \d+ s", line)[1]) for line in lines[1:]]
+    assert printed == expected
+    assert 0 < sum(expected) < sum(s.n_users for s in shards)  # the knob leaves some user-days out
 
 
 @pytest.mark.slow

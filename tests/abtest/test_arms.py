@@ -10,6 +10,7 @@ from abtest.arms import arm_specs, build_cascades, resolve_arms, versions
 from abtest.experiment import run_experiment
 from abtest.serve_traffic import app_args
 from policies.checkpoint import load_checkpoint
+from serving.args import AppArgs
 from simulator import SMALL
 from simulator.config import ConfigError
 
@@ -95,11 +96,16 @@ def test_a_bad_coarse_score_is_a_config_error(make_config, arm, message) -> None
         make_config(arms={"control": {"coarse": "popularity"}, "t": arm})
 
 
-def test_serve_traffic_refuses_a_coarse_score(make_config, seeded_models) -> None:
+def test_serve_traffic_passes_each_arms_coarse_score_to_the_app(make_config, seeded_models) -> None:
     arms = {
-        "control": {"coarse": seeded_models["coarse_a"], "fine": "oracle"},
-        "treatment": {"coarse": seeded_models["coarse_a"], "fine": "oracle", "coarse_score": "gmv"},
+        "control": {"coarse": seeded_models["coarse_a"], "fine": "oracle", "coarse_size": 100},
+        "treatment": {
+            "coarse": seeded_models["coarse_a"],
+            "fine": "oracle",
+            "coarse_size": 100,
+            "coarse_score": "gmv",
+        },
     }
     config = make_config(arms=arms)
-    with pytest.raises(ConfigError, match=r"arms \['treatment'\] set coarse_score"):
-        app_args(config, arm_specs(config))
+    served = AppArgs(**app_args(config, arm_specs(config)))
+    assert served.arms["control"].coarse_score == "" and served.arms["treatment"].coarse_score == "gmv"

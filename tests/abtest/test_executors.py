@@ -83,6 +83,32 @@ def test_through_serve_equals_in_process(in_process, model_config, ray_session, 
 
 
 @pytest.mark.slow
+def test_an_arm_scored_for_gmv_is_the_same_through_serve(
+    make_config, seeded_models, small_world, ray_session, same_results
+) -> None:
+    """An arm's coarse_score reaches the served coarse stage: one checkpoint ranked by its
+    task (control) and by expected GMV (treatment), the same tables as in process."""
+    coarse, fine = seeded_models["coarse_a"], seeded_models["fine"]
+    config = make_config(
+        name="models-gmv",
+        arms={
+            "control": {"coarse": coarse, "fine": fine, "coarse_size": 40},
+            "treatment": {"coarse": coarse, "fine": fine, "coarse_size": 40, "coarse_score": "gmv"},
+        },
+        traffic={"users": 60, "days": 1, "shard_users": 30},
+        pre_period={"source": "none"},
+        stats={"funnel_users": 20},
+    )
+    local = run_experiment(config, world=small_world, workers=1)
+    os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        served = run_experiment(config, through="serve")
+    same_results(local, served)
+    assert served.versions == local.versions
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("design", ["paired", "interleave"])
 def test_the_paired_and_interleaved_designs_are_the_same_on_ray_tasks_and_through_serve(
     design, make_config, seeded_models, small_world, ray_session, same_results

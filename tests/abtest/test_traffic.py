@@ -15,6 +15,7 @@ from abtest.config import ExperimentConfig
 from abtest.executors import build_cascades
 from abtest.experiment import run_experiment
 from abtest.outcomes import SESSION_COLUMNS
+from abtest.report import truth_line
 from abtest.traffic import Shard, Traffic
 from common.assignment import Assignment
 from simulator import SMALL, World
@@ -102,6 +103,14 @@ def test_no_session_runs_before_its_users_arrival_day(make_config, arrival_world
         ran = result.user_days.drop_duplicates(["user", "day"])
         assert len(ran) == due.sum(), design
         assert 0 < due.sum() < due.size  # the knob leaves some user-days out
+
+
+def test_the_truth_line_counts_the_users_with_a_session(make_config, arrival_world) -> None:
+    path, world = arrival_world
+    result = run_experiment(make_config(world=path, design={"kind": "paired"}), world=world)
+    arrived = int((world.user_arrival_day[np.arange(400)] <= 2).sum())
+    assert 0 < arrived < 400
+    assert f"all {arrived:,} users with a session (of 400; the rest arrive later)" in truth_line(result)
 
 
 class _Bar:

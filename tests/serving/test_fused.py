@@ -3,6 +3,8 @@ HTTP, and swaps models in place; its plain-code core is ``serving.stages.FusedCa
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import requests
@@ -87,3 +89,33 @@ def test_fused_swaps_in_place(fused, served, seeded_models, reference, small_wor
         fused.swap("control", seeded_models["coarse_a"])
         fused.swap_fine(seeded_models["fine"])
     _same(fused.rank(req), before)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["split", "fused"])
+def test_a_coarse_score_is_served_in_both_layouts(
+    layout, serve_port, app_args, seeded_models, reference, small_world, small_features
+):
+    """An arm with ``coarse_score = "gmv"`` serves the pages of the checkpoint scored for GMV,
+    beside an arm of the same checkpoint scored by its task; a baseline cannot be swapped in."""
+    from serving.app import start  # noqa: PLC0415
+
+    coarse = seeded_models["coarse_a"]
+    args = dataclasses.replace(
+        app_args,
+        arms={"task": {"coarse": coarse}, "gmv": {"coarse": coarse, "coarse_score": "gmv"}},
+        assignment={"salt": "gmv-tests"},
+        layout=layout,
+    )
+    gmv = load_scorer(coarse, small_world, small_features, "coarse", "gmv")
+    req = PageRequests.of(np.arange(40, 52))
+    recall = RecallStage(small_world).run(req.users, req.days, req.sessions)
+    with start(args, name=f"gmv-{layout}", route_prefix=f"/gmv-{layout}") as app:
+        pages = {arm: app.rank(dataclasses.replace(req, arm=arm)).items for arm in args.arms}
+        with pytest.raises(ValueError, match="is not a checkpoint"):
+            app.swap("gmv", "popularity")
+    control = reference["control"]
+    by_gmv = Cascade(gmv, control.fine, control.sizes)
+    np.testing.assert_array_equal(pages["task"], control.rank(req.users, recall).page)
+    np.testing.assert_array_equal(pages["gmv"], by_gmv.rank(req.users, recall).page)
+    assert (pages["gmv"] != pages["task"]).any()  # the score changes the pages

@@ -237,6 +237,8 @@ def test_page_requests_of_rejects_non_integers():
         ({"arms": {"a": {"coarse": "popularity", "size": 3}}}, "unknown key"),
         ({"arms": {"a": {"coarse_size": 5}}}, "page size"),
         ({"arms": {"a": {"coarse_size": SMALL.recall_size + 1}}}, "exceeds the recall size"),
+        ({"arms": {"a": {"coarse_score": "margin"}}}, "coarse_score: must be one of"),
+        ({"arms": {"a": {"coarse": "oracle", "coarse_score": "gmv"}}}, "applies to a coarse checkpoint"),
         ({"arms": {"a": {}, "b": {}}, "assignment": {"shares": {"a": 1.0}}}, "shares: name arms"),
         ({"arms": {"a": {}, "b": {}}, "assignment": {"shares": {"a": 0.7, "b": 0.7}}}, "sum to 1"),
         ({"colour": "red"}, "unknown key"),
