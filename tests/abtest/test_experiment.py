@@ -173,11 +173,12 @@ ORACLE_USERS = 400
 def test_an_oracle_coarse_ranker_beats_a_random_one_on_clicks() -> None:
     # configs/oracle_vs_random.toml on the built-in default world (random vs oracle coarse,
     # popularity fine ranker; on the feed world a few long oracle sessions carry 400 users'
-    # realised clicks, too few for the normal approximation, so the metric is skipped). The oracle re-scores all 5,000
-    # recall candidates of every page with the true click model (~10 ms a page here), so the
-    # default experiment's size is out of reach for a test; 400 users already give p < 0.001,
-    # and the last assertion checks that at the default size (the standard error shrinks as
-    # 1/√n) a test at p < 0.001 would detect this effect with power > 0.999.
+    # realised clicks, too few for the normal approximation, so the metric is skipped). The
+    # oracle re-scores all 5,000 recall candidates of every page with the true click model
+    # (~10 ms a page here), so the default experiment's size is out of reach for a test; 400
+    # users already give p < 0.001, and the last assertion checks that at the default size (the
+    # standard error shrinks as 1/√n) a test at p < 0.001 would detect this effect with power
+    # > 0.999.
     root = Path(__file__).resolve().parents[2]
     config = load_config(root / "configs" / "oracle_vs_random.toml").replace(
         world="default",
