@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import tomllib
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from common.config import dumps_toml
 from policies.config import read_raw
+from policies.train import parse_config
 from simulator.config import PHENOMENON_KNOBS, SMALL, WorldConfig
 from tuning import dose_cli
 from tuning.dose import (
@@ -19,6 +21,7 @@ from tuning.dose import (
     level_world,
     proposed_strengths,
     sweep_worlds,
+    world_runs,
 )
 from tuning.ladder import ladder_configs
 
@@ -135,3 +138,19 @@ def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files
     assert dose_cli.main(argv) == 0  # again: every log folder and checkpoint reused, same table
     assert "training" not in capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_csv(out / "dose.csv"), table)
+
+
+def test_every_world_trains_the_same_fine_ranker_and_nova_reads_dwell_only_where_logged(tmp_path):
+    args = argparse.Namespace(
+        fine=str(ROOT / "configs" / "models" / "fine.toml"),
+        base=str(ROOT / "configs" / "models" / "coarse_dssm.toml"),
+        users=200,
+        epochs=None,
+    )
+    for separation in (0.0, 1.5):
+        world = SMALL.replace(history_dwell_separation=separation)
+        fine, rungs = world_runs(args, world, tmp_path / str(separation), TECHNIQUES)
+        assert "dwell_buckets" not in fine.get("model", {})  # the feed config's fine ranker reads dwell
+        parse_config(fine)
+        nova = rungs["fm+nova"]["model"]
+        assert nova.get("dwell_buckets") == (None if separation == 0 else 8)
