@@ -313,6 +313,13 @@ def split_logs(data: LogData, split: Split, held_out_share: float, seed: int) ->
     return LogSplit(np.unique(user[day < last]), np.unique(user[day == last]), last)
 
 
+def users_logs(data: LogData, users: np.ndarray) -> LogData:
+    """The samples of ``users`` only, with every feature table (items, histories, dwell) kept."""
+    return dataclasses.replace(
+        data, samples=data.samples[data.samples["user_id"].isin(users)].reset_index(drop=True)
+    )
+
+
 def split_by_user(data: LogData, held_out_share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train users, held-out users): a user is held out when a hash of (seed, user id) falls
     below ``held_out_share``, so the split does not depend on user order or the user count."""

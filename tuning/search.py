@@ -46,7 +46,7 @@ from common.ray_env import init_ray
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
 from policies.custom import is_custom_spec
-from policies.data import LogData, load_logs, split_by_user
+from policies.data import load_logs, split_by_user, users_logs
 from policies.evaluate import ALL_SAMPLES, EvalSet, evaluate_coarse, teacher_labels
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
@@ -142,8 +142,7 @@ def prepare(
             f"[objective] users = {config.objective.users} but the logs hold only {len(held_out)} "
             "held-out users; log more users or lower it"
         )
-    held_samples = data.samples[data.samples["user_id"].isin(held_out)].reset_index(drop=True)
-    held_data = LogData(held_samples, data.items, data.history, data.world)  # eval needs only these
+    held_data = users_logs(data, held_out)  # eval needs only these
     with torch_threads(threads):
         eval_set = EvalSet.build(
             world, held_data, held_out, fine_scorer, sizes, config.offline.sessions, config.offline.lists

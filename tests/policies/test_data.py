@@ -22,6 +22,7 @@ from policies.data import (
     load_logs,
     split_by_user,
     split_logs,
+    users_logs,
 )
 from simulator import SMALL, World
 from simulator.logs import write_logs
@@ -392,3 +393,13 @@ def test_samples_without_a_schema_column_name_it(log_dir, tmp_path):
     pd.read_parquet(folder / "samples.parquet").drop(columns="click").to_parquet(folder / "samples.parquet")
     with pytest.raises(ValueError, match=r"samples\.parquet.*click"):
         load_logs(folder)
+
+
+def test_users_logs_keeps_only_their_samples_and_every_feature_table(small_data):
+    users = np.unique(small_data.samples["user_id"].to_numpy())[::3]
+    dwell = torch.rand(small_data.history.shape)
+    data = dataclasses.replace(small_data, history_dwell=dwell)
+    mine = users_logs(data, users)
+    assert set(mine.samples["user_id"]) == set(users)
+    assert len(mine.samples) == data.samples["user_id"].isin(users).sum()
+    assert mine.history_dwell is dwell and mine.history is data.history and mine.items is data.items
