@@ -29,7 +29,7 @@ from policies.data import SampleSpace, Split
 from policies.losses import ListLoss, TaskWeights
 from policies.models import CoarseConfig, FineConfig
 from policies.tasks import HEADS, Task
-from simulator.config import WORLD_NAMES
+from simulator.config import WORLD_NAMES, WorldConfig
 
 
 @config
@@ -168,6 +168,16 @@ def build_run(cls: type[RunConfig], raw: Mapping[str, Any]) -> RunConfig:
             raise err.inside("model") from None
     tables = {"data": {}, "train": {}, "distill": {}}  # absent tables take their defaults
     return from_mapping(cls, {**tables, **raw, "model": model})
+
+
+DWELL_BUCKETS = 8
+"""NOVA's dwell buckets (log2 seconds) on worlds that log dwell."""
+
+
+def dwell_buckets(world: WorldConfig) -> int | None:
+    """What NOVA's ``[model] dwell_buckets`` is on ``world``: the logged dwell is side
+    information where the world logs it (``history_dwell_separation`` > 0), else none."""
+    return DWELL_BUCKETS if world.history_dwell_separation > 0 else None
 
 
 def parse_config(raw: Mapping[str, Any], source: str | Path | None = None) -> RunConfig:

@@ -38,10 +38,11 @@ from common.config import (
     to_plain,
     unknown_key,
 )
-from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig, read_raw
+from policies.config import DataConfig, DistillConfig, RunConfig, TrainConfig, dwell_buckets, read_raw
 from policies.config import parse_config as parse_run_config
 from policies.custom import is_custom_spec
 from policies.models import CoarseConfig
+from simulator.config import load_world_config
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -393,12 +394,18 @@ def trial_raw_config(
 ) -> dict[str, Any]:
     """A trial's training config in its plain form (``to_plain`` of the validated config):
     ``template`` (see ``template_raw_config``) with the sampled ``params`` ("table.field" ->
-    value) applied, its checkpoint at ``out``; ``distill.teacher = true`` means ``teacher``."""
+    value) applied, its checkpoint at ``out``; ``distill.teacher = true`` means ``teacher``.
+    A trial with NOVA reads the logged dwell where its world logs it (as the ladder's rungs)."""
     changes = {"out": out}
     for key, sampled in params.items():
         value = native(sampled)
         changes[key] = (teacher if value else "") if key == "distill.teacher" else value
-    return to_plain(parse_run_config(apply_overrides(template, changes)))
+    run = parse_run_config(apply_overrides(template, changes))
+    if run.model.nova and run.model.dwell_buckets is None and "model.dwell_buckets" not in params:
+        buckets = dwell_buckets(load_world_config(run.data.world))
+        if buckets is not None:
+            run = parse_run_config(apply_overrides(template, changes | {"model.dwell_buckets": buckets}))
+    return to_plain(run)
 
 
 def template_raw_config(config: SearchConfig, teacher: str, logs: str | None = None) -> dict[str, Any]:

@@ -41,12 +41,12 @@ import pandas as pd
 from abtest.stats import paired_lift
 from common.config import dumps_toml
 from policies.cascade import Cascade
-from policies.config import read_raw
+from policies.config import dwell_buckets, read_raw
 from policies.evaluate import evaluate_coarse
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config
 from simulator.config import PHENOMENON_KNOBS, WorldConfig, load_world_config
-from tuning.ladder import Bench, dwell_buckets, format_table, ladder_configs
+from tuning.ladder import Bench, format_table, ladder_configs
 from tuning.online import session_outcomes
 
 FEED_WORLD_TOML = Path(__file__).parents[1] / "configs" / "world_feed.toml"

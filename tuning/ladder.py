@@ -39,13 +39,13 @@ from abtest.stats import holm, paired_lift
 from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
-from policies.config import RunConfig, read_raw
+from policies.config import RunConfig, dwell_buckets, read_raw
 from policies.data import LogSplit, load_logs
 from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
 from policies.features import FeatureStore
 from policies.rankers import Scorer, load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
-from simulator.config import WorldConfig, load_world_config
+from simulator.config import load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
@@ -61,16 +61,6 @@ STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
     ("full", {"data": {"out_of_scene": True}, "train": {"loss": "multi_positive_softmax"}}),
 ]
 """Cumulative changes to the baseline config; "FINE" stands for the fine ranker's config."""
-
-
-DWELL_BUCKETS = 8
-"""NOVA's dwell buckets (log2 seconds) on worlds that log dwell."""
-
-
-def dwell_buckets(world: WorldConfig) -> int | None:
-    """What NOVA's ``[model] dwell_buckets`` is on ``world``: the logged dwell is side
-    information where the world logs it (``history_dwell_separation`` > 0), else none."""
-    return DWELL_BUCKETS if world.history_dwell_separation > 0 else None
 
 
 def ladder_configs(

@@ -12,13 +12,11 @@ import pytest
 from scipy import stats
 
 from abtest.stats import holm
-from policies.config import read_raw
+from policies.config import DWELL_BUCKETS, dwell_buckets, read_raw
 from policies.train import parse_config
 from simulator.config import SMALL, load_world_config
 from tuning.ladder import (
-    DWELL_BUCKETS,
     STEPS,
-    dwell_buckets,
     format_table,
     ladder_configs,
     paired_vs_reference,

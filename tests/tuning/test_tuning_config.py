@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from common.config import ConfigError
+from policies.config import DWELL_BUCKETS
 from policies.train import parse_config as parse_training_config
 from tuning.config import (
     Distribution,
@@ -140,6 +141,18 @@ def test_trial_config_is_base_then_overrides_then_settings():
     assert run.distill.teacher == "/models/fine.pt"
     no_teacher = trial_raw_config(template, {"distill.teacher": False}, "/t.pt", "/models/fine.pt")
     assert not parse_training_config(no_teacher).distill.enabled
+
+
+def test_a_nova_trial_reads_the_dwell_where_its_world_logs_it():
+    feed = template_raw_config(load_config(ROOT / "configs" / "tune_default.toml"), teacher="/f.pt")
+    small = template_raw_config(load_config(ROOT / "configs" / "tune_small.toml"), teacher="/f.pt")
+
+    def dwell(template, params):
+        return parse_training_config(trial_raw_config(template, params, "/t.pt", "/f.pt")).model.dwell_buckets
+
+    assert dwell(feed, {"model.nova": True}) == DWELL_BUCKETS  # the feed world logs dwell
+    assert dwell(feed, {"model.nova": False}) is None
+    assert dwell(small, {"model.nova": True}) is None  # the small world does not
 
 
 def test_numpy_samples_become_plain_values():
