@@ -12,7 +12,7 @@ distribution: a list is a choice among its values; ``{uniform = [lo, hi]}``,
 ``{log_uniform = [lo, hi]}`` and ``{int_range = [lo, hi]}`` (both ends included) are ranges
 (``{choice = [...]}`` is the same as the list: the form a run folder's config.toml uses).
 ``distill.teacher`` takes booleans: true distils from the search's fine ranker. Settings that
-must be the same in every trial (the logs, the user split, the seed, the epochs, the held-out
+must be the same in every trial (the logs, the split, the seed, the epochs, the held-out
 lists) cannot be searched. A trial's training config is the base config, then ``[trial]``'s
 overrides, then its sampled settings (``trial_raw_config``).
 """
@@ -68,9 +68,10 @@ FIXED_SETTINGS = frozenset(
         "train.eval_lists",
     }
 )
-"""Settings every trial shares: the logs and the user split (the held-out users score every
-trial), the initial weights and shuffling (trials differ by their settings, not by luck), the
-epochs (``[trial] epochs``) and the held-out lists of the per-epoch metrics."""
+"""Settings every trial shares: the logs and the split (user or day: its evaluation users, on
+its evaluation day, score every trial), the initial weights and shuffling (trials differ by
+their settings, not by luck), the epochs (``[trial] epochs``) and the held-out lists of the
+per-epoch metrics."""
 
 Objective = Literal["uctr", "clicks", "gmv", "expected_clicks", "exact_uctr", "exact_clicks", "exact_gmv"]
 OBJECTIVES = typing.get_args(Objective)
@@ -425,15 +426,7 @@ def template_raw_config(config: SearchConfig, teacher: str, logs: str | None = N
     if raw.get("distill", {}).get("teacher"):
         changes["distill.teacher"] = teacher
     try:
-        run = parse_run_config(apply_overrides(raw, changes))
-        if str(run.data.split) != "user":  # the held-out evaluation and the online users would not follow
-            raise ConfigError(
-                f"= {str(run.data.split)!r} is not supported by a search: its offline evaluation and online "
-                'A/B run on the held-out users of a user split; use split = "user"',
-                table="data",
-                key="split",
-            )
-        return to_plain(run)
+        return to_plain(parse_run_config(apply_overrides(raw, changes)))
     except ConfigError as err:
         base = config.trial.base
         if err.file is None:  # name the base's file, or its table in the search config

@@ -46,7 +46,7 @@ from common.ray_env import init_ray
 from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
 from policies.custom import is_custom_spec
-from policies.data import load_logs, split_by_user, users_logs
+from policies.data import load_logs, split_logs, users_logs
 from policies.evaluate import ALL_SAMPLES, EvalSet, evaluate_coarse, teacher_labels
 from policies.features import FeatureStore
 from policies.rankers import load_scorer
@@ -136,7 +136,9 @@ def prepare(
     sizes = CascadeSizes(coarse=config.control.coarse_size, page=world.config.page_size)
     fine_scorer = load_scorer(fine, world, features, "fine")
     control_scorer = load_scorer(control, world, features, "coarse")
-    _, held_out = split_by_user(data, base.data.held_out_share, base.data.split_seed)
+    # the trials' own split ([data] split): held-out users, or every user's last logged day
+    split = split_logs(data, base.data.split, base.data.held_out_share, base.data.split_seed)
+    held_out = split.eval_users
     if len(held_out) < config.objective.users:
         raise ConfigError(
             f"[objective] users = {config.objective.users} but the logs hold only {len(held_out)} "
@@ -145,7 +147,14 @@ def prepare(
     held_data = users_logs(data, held_out)  # eval needs only these
     with torch_threads(threads):
         eval_set = EvalSet.build(
-            world, held_data, held_out, fine_scorer, sizes, config.offline.sessions, config.offline.lists
+            world,
+            held_data,
+            held_out,
+            fine_scorer,
+            sizes,
+            config.offline.sessions,
+            config.offline.lists,
+            day=split.eval_day,
         )
     eval_set = dataclasses.replace(
         eval_set,

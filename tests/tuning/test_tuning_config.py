@@ -170,10 +170,10 @@ def test_searcher_names():
     assert parse_config(_raw(search={"searcher": "random"})).search.searcher is Searcher.RANDOM
 
 
-def test_a_time_split_base_is_refused_before_anything_runs():
-    """A search evaluates every trial on the held-out users of a user split: a day split would
-    be silently scored on the wrong users."""
+def test_a_time_split_base_is_the_trials_split():
+    """A day split base trains every trial on the days before the last and (tuning.search)
+    evaluates on the last; the template keeps it."""
     raw = _raw()
     raw["trial"] = {**raw["trial"], "data": {"split": "day", "days": 2}}
-    with pytest.raises(ConfigError, match=r"'day' is not supported by a search.*split = \"user\""):
-        template_raw_config(parse_config(raw), teacher="f.pt")
+    template = template_raw_config(parse_config(raw), teacher="f.pt")
+    assert (template["data"]["split"], template["data"]["days"]) == ("day", 2)

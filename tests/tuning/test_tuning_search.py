@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 from ray import tune
 
+from policies.data import split_by_user
 from policies.train import ensure_trained, load_config
 from simulator.config import ConfigError
 from tuning.__main__ import EXIT_CONFIG, EXIT_EXISTS, main
-from tuning.search import run_search
+from tuning.config import parse_config as parse_search_config
+from tuning.search import prepare, run_search
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUTS = (
@@ -188,3 +190,27 @@ def test_results_table_reads_back_without_ray(optuna_search):
     frame = analysis.dataframe()
     assert len(frame) == len(outcome.table)
     assert np.isin(outcome.table["trial_id"], frame["trial_id"]).all()
+
+
+def test_a_day_split_search_evaluates_every_users_last_logged_day(tiny_raw, tmp_path):
+    """[data] split = "day" (the time split): the shared offline evaluation is on the last logged
+    day and the online A/B on the day after, for users logged on that last day."""
+    raw = tiny_raw(name="tiny-day")
+    data = raw["trial"]["base"]["data"]
+    raw["trial"]["base"]["data"] = {
+        **data,
+        "logs": str(tmp_path / "logs"),
+        "users": 300,
+        "days": 2,
+        "split": "day",
+    }
+    raw["objective"]["users"] = 40
+    shared = prepare(parse_search_config(raw, "day split"), tmp_path / "run", log=lambda *_: None).shared
+    samples = shared.data.samples
+    last_day_users = np.unique(samples.loc[samples["day"] == 1, "user_id"])
+    assert (shared.eval_set.keys.day == 1).all()
+    assert np.isin(shared.eval_set.keys.user, last_day_users).all()
+    assert (shared.keys.day == 2).all() and np.isin(shared.keys.user, last_day_users).all()
+    share, seed = shared.template["data"]["held_out_share"], shared.template["data"]["split_seed"]
+    held_out_by_user = split_by_user(shared.data, share, seed)[1]  # what a user split would evaluate
+    assert not np.isin(shared.keys.user, held_out_by_user).all()
