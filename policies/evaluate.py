@@ -209,7 +209,7 @@ class EvalSet:
             teacher_recall_scores=teacher.score(users, recall),
             in_scene=_items_per_session(keys, bought),
             out_of_scene=_out_of_scene_per_session(world, keys),
-            best=best_in_pool(world, users, funnel_k),
+            best=best_in_pool(world, users, funnel_k, day=keys.day),  # the session's day (drift, arrivals)
             list_ids=list_ids,
             teacher_list_pctr=teacher_outputs(data, EVAL_SPACE, teacher.model, list_ids=list_ids)[0],
             teacher=teacher,

@@ -22,6 +22,8 @@ from policies.evaluate import (
 )
 from policies.features import FeatureStore
 from policies.rankers import OracleScorer, RandomScorer, load_scorer
+from simulator import SMALL, World
+from simulator.oracle import best_in_pool
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +141,19 @@ def test_a_time_split_eval_set_holds_the_evaluation_day_only(small_world, two_da
     assert len(eval_set.list_ids) == 500 and (lists.day[eval_set.list_ids] == split.eval_day).all()
     # without the day, the same users' first sessions are on day 0
     assert (EvalSet.build(small_world, data, split.eval_users, teacher, sizes, 40, 500).keys.day == 0).all()
+
+
+def test_the_truly_best_items_are_those_of_the_evaluation_day(two_day_log_dir, seeded_models):
+    """With tastes that drift, the funnel's truly best items are those of the day evaluated."""
+    drifting = World(SMALL.replace(taste_drift=1.0))
+    data = load_logs(two_day_log_dir)
+    split = split_logs(data, Split.DAY, 0.2, 0)
+    teacher = load_scorer(seeded_models["fine"], drifting, FeatureStore.from_world(drifting), "fine")
+    sizes = CascadeSizes(coarse=50, page=10)
+    eval_set = EvalSet.build(drifting, data, split.eval_users, teacher, sizes, 40, 500, day=split.eval_day)
+    users = eval_set.keys.user
+    assert (eval_set.best == best_in_pool(drifting, users, 10, day=split.eval_day)).all()
+    assert (eval_set.best != best_in_pool(drifting, users, 10, day=0)).any()  # drift moved them
 
 
 def test_a_gmv_scorer_is_evaluated_by_its_gmv_score(small_world, small_coarse, eval_set):
