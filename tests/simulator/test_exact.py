@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simulator import SessionKeys
-from simulator.session import run_static, stay_probability
+from simulator import SMALL, SessionKeys, World
+from simulator.session import Simulator, run_static, stay_probability
 from simulator.world import sigmoid
 
 
@@ -95,3 +97,30 @@ def test_exact_totals_are_the_realised_totals_in_expectation(small_sim) -> None:
         assert exact.var() < values.var(), name
     assert (t.exact.pages >= 1).all() and (t.exact.pages <= small_sim.world.config.max_pages).all()
     assert ((t.exact.clicked >= 0) & (t.exact.clicked <= 1)).all()
+
+
+def test_exact_totals_stay_unbiased_with_every_phenomenon_on_under_a_strong_ranking() -> None:
+    """The feed world's phenomena (drift, arrivals, dwell, conversion, saturation, budgets) at
+    the small world's sizes, ranked by the true click logit of the session's day (many clicks
+    per page, so the click-dependent continue term matters): over 8,000 sessions on a day after
+    every arrival, E[realised - exact] = 0 within 4 standard errors for every total."""
+    feed = tomllib.loads((Path(__file__).parents[2] / "configs" / "world_feed.toml").read_text())["world"]
+    world = World(SMALL.replace(**feed))
+    sim = Simulator(world)
+
+    def oracle(batch) -> np.ndarray:
+        return world.click_logits(batch.keys.user, batch.recall.items, batch.keys.day)
+
+    users = np.repeat(np.arange(200), 40)
+    keys = SessionKeys(users, np.full(len(users), 9), np.tile(np.arange(40), 200))
+    t = run_static(sim, keys, oracle, exact=True)
+    assert t.clicks.mean() > 2  # a strong ranking: the continue term sees clicks
+    realised = {
+        "pages": t.pages,
+        "clicks": t.clicks,
+        "purchases": t.purchases,
+        "clicked": (t.clicks > 0) * 1.0,
+    }
+    for name, values in realised.items():
+        diff = values - getattr(t.exact, name)
+        assert abs(diff.mean()) <= 4 * diff.std(ddof=1) / math.sqrt(len(diff)), name
