@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from common.version import add_version_argument, command_name
@@ -116,7 +118,9 @@ EXACT_TWINS = {
 """A metric whose exact twin's interval is shown beside its true lift (the twin estimates it)."""
 
 
-def _ladder_value(ladder: pd.DataFrame, metric: str, rung: str, reference: str) -> tuple[float, str]:
+def _ladder_value(ladder: pd.DataFrame | None, metric: str, rung: str, reference: str) -> tuple[float, str]:
+    if ladder is None:
+        return float("nan"), "no ladder.csv"
     table = ladder.set_index("model")
     if rung not in table.index or reference not in table.index:
         return float("nan"), "rung missing from the ladder"
@@ -159,8 +163,11 @@ def _ab_value(results: dict[str, Any], metric: str, segment: str) -> tuple[float
     return 100.0 * truth, f"{where}; estimate's 95 % CI {interval}"
 
 
-def seeds_table(ladder: pd.DataFrame, tests: pd.DataFrame | None, results: dict[str, Any]) -> pd.DataFrame:
-    """One row per ``SEED_FIGURES`` entry: the seed's figure, this world's value and its source."""
+def seeds_table(
+    ladder: pd.DataFrame | None, tests: pd.DataFrame | None, results: dict[str, Any]
+) -> pd.DataFrame:
+    """One row per ``SEED_FIGURES`` entry: the seed's figure, this world's value and its source
+    (rows of a missing ladder are n/a)."""
     rows = []
     for figure in SEED_FIGURES:
         kind, a, b = figure.source
@@ -185,6 +192,43 @@ def format_seeds(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def reported_value(reported: str) -> float:
+    """The number in a seed's reported figure ("+1.86", "(production: +1.86)", "about +1.0");
+    NaN for a range or a word."""
+    numbers = re.findall(r"[+-]?\d+(?:\.\d+)?", reported)
+    return float(numbers[0]) if len(numbers) == 1 else float("nan")
+
+
+def plot_seeds(table: pd.DataFrame, path: Path) -> None:
+    """The online comparisons the seeds report a number for: the seed's lift beside this world's
+    true lift, one pair of bars per comparison."""
+    import matplotlib  # noqa: PLC0415 (only when plotting)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    rows = table[table["comparison"].str.startswith("online")].copy()
+    rows["seed value"] = rows["seed reports"].map(reported_value)
+    rows = rows.dropna(subset=["seed value", "this world"])
+    y = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2), constrained_layout=True)
+    ax.barh(y - 0.2, rows["seed value"], height=0.4, label="seed reports")
+    ax.barh(y + 0.2, rows["this world"], height=0.4, label="this world (true lift)")
+    ax.set(yticks=y, xlabel="lift, full model vs DSSM (%)", title="The seeds' online lifts and this world's")
+    ax.set_yticklabels(
+        [
+            f"{c.removeprefix('online ').removesuffix(' (%)')} [seed {s}]"
+            for c, s in zip(rows["comparison"], rows["seed"], strict=True)
+        ]
+    )
+    ax.invert_yaxis()
+    ax.axvline(0, color="grey", lw=1)
+    ax.legend(loc="upper right")
+    ax.grid(alpha=0.3, axis="x")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=command_name("python -m tuning.seeds"),
@@ -197,17 +241,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--ab", default="runs/ab/default", help="A/B run folder with results.json (run_ab.py)"
     )
+    parser.add_argument("--plot", help="also draw the online comparisons into this PNG file")
     add_version_argument(parser)
     args = parser.parse_args(argv)
     ladder_csv, results_json = Path(args.ladder) / "ladder.csv", Path(args.ab) / "results.json"
-    for path, made_by in ((ladder_csv, "python -m tuning.ladder"), (results_json, "python run_ab.py")):
-        if not path.is_file():
-            print(f"error: {path} is missing (written by {made_by})", file=sys.stderr)
-            return 2
+    if not results_json.is_file():
+        print(f"error: {results_json} is missing (written by python run_ab.py)", file=sys.stderr)
+        return 2
+    if not ladder_csv.is_file():
+        print(f"note: {ladder_csv} is missing (python -m tuning.ladder): its rows are n/a", file=sys.stderr)
+    ladder = pd.read_csv(ladder_csv) if ladder_csv.is_file() else None
     tests_csv = ladder_csv.with_name("ladder_tests.csv")
     tests = pd.read_csv(tests_csv) if tests_csv.is_file() else None
-    table = seeds_table(pd.read_csv(ladder_csv), tests, json.loads(results_json.read_text()))
+    table = seeds_table(ladder, tests, json.loads(results_json.read_text()))
     print(format_seeds(table))
+    if args.plot:
+        plot_seeds(table, Path(args.plot))
     return 0
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from tuning.ladder import STEPS
-from tuning.seeds import SEED_FIGURES, main, seeds_table
+from tuning.seeds import SEED_FIGURES, main, reported_value, seeds_table
 
 RUNGS = [name for name, _ in STEPS]
 LADDER_METRICS = ("gauc", "hitrate_in@600", "hitrate_out@600", "hitrate_global@600", "funnel_fine")
@@ -89,29 +89,33 @@ def test_online_rows_are_the_true_lift_on_all_users_or_the_segment_with_the_exac
     assert np.isnan(table.loc["ladder online exact clicks, full vs DSSM, held-out users (%)", "this world"])
 
 
-def test_every_figure_has_a_row_and_the_command_writes_the_table(tmp_path, capsys):
+def test_every_figure_has_a_row_and_the_command_writes_the_table_and_figure(tmp_path, capsys):
+    import matplotlib.image  # noqa: PLC0415
+
     ladder, ab = tmp_path / "ladder", tmp_path / "ab"
     ladder.mkdir()
     ab.mkdir()
     assert main(["--ladder", str(ladder), "--ab", str(ab)]) == 2
-    assert "ladder.csv is missing" in capsys.readouterr().err
-    ladder_with("full", "gauc", 0.01).to_csv(ladder / "ladder.csv", index=False)
-    tests = pd.DataFrame(
-        [
-            {
-                "rung": "full",
-                "reference": "dssm",
-                "Δexact_clicks": 0.2,
-                "±95%": 0.05,
-                "lift %": 2.0,
-                "p Holm": 1e-5,
-            }
-        ]
-    )
-    tests.to_csv(ladder / "ladder_tests.csv", index=False)
+    assert "results.json is missing" in capsys.readouterr().err
     (ab / "results.json").write_text(json.dumps(RESULTS))
-    assert main(["--ladder", str(ladder), "--ab", str(ab)]) == 0
+    assert main(["--ladder", str(ladder), "--ab", str(ab)]) == 0  # without a ladder: its rows n/a
+    out = capsys.readouterr()
+    assert "ladder.csv is missing" in out.err
+    gauc = next(line for line in out.out.splitlines() if "+ FM cross" in line)
+    assert "n/a" in gauc and "no ladder.csv" in gauc
+    ladder_with("full", "gauc", 0.01).to_csv(ladder / "ladder.csv", index=False)
+    test = {"rung": "full", "reference": "dssm", "Δexact_clicks": 0.2, "±95%": 0.05, "lift %": 2.0}
+    pd.DataFrame([test | {"p Holm": 1e-5}]).to_csv(ladder / "ladder_tests.csv", index=False)
+    figure = tmp_path / "seeds.png"
+    assert main(["--ladder", str(ladder), "--ab", str(ab), "--plot", str(figure)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + len(SEED_FIGURES)
     online = next(line for line in lines if "ladder online exact clicks" in line)
     assert "+2.00" in online and "±0.50" in online  # 0.05 clicks of a 10-click reference
+    assert matplotlib.image.imread(figure)[..., :3].std() > 0.05  # something was drawn
+
+
+def test_a_seeds_figure_is_read_as_its_one_number():
+    assert reported_value("+1.86") == 1.86 and reported_value("(production: +3.48)") == 3.48
+    assert reported_value("about +1.0") == 1.0
+    assert np.isnan(reported_value("+10 to +13")) and np.isnan(reported_value("rises"))
