@@ -20,8 +20,7 @@ from abtest.outcomes import USER_COLUMNS
 from abtest.stats import Mean, Metric, Ratio
 from common.config import ConfigError, config, dumps_toml, from_mapping, load_toml, setting, to_plain
 from policies.baselines import BASELINES
-from policies.custom import is_ranker_name
-from policies.tasks import Task
+from policies.custom import check_coarse_score, is_ranker_name
 from simulator.config import WORLD_NAMES, load_world_config
 from simulator.segments import DIMENSIONS
 
@@ -65,11 +64,7 @@ class ArmConfig:
     def __post_init__(self) -> None:
         _check_ranker("coarse", self.coarse)
         _check_ranker("fine", self.fine)
-        if self.coarse_score:
-            if self.coarse_score not in list(Task):
-                raise ConfigError(f"must be one of {[str(t) for t in Task]} or empty", key="coarse_score")
-            if not self.coarse.endswith((".pt", ".toml")):
-                raise ConfigError("applies to a coarse checkpoint or training config", key="coarse_score")
+        check_coarse_score(self.coarse_score, self.coarse)
 
 
 class Through(enum.StrEnum):

@@ -194,16 +194,17 @@ def truth_line(result: ExperimentResult) -> str:
     if not len(t):
         return "true effect: not computed ([design] truth_users = 0)"
     n = int(t["truth_users"].max())
-    who = (
-        f"all {n:,} users with a session (of {c.traffic.users:,}; the rest arrive later) under every arm "
-        "(the paired runs themselves)"
-        if c.paired and n < c.traffic.users
-        else f"all {n:,} users under every arm (the paired runs themselves)"
-        if c.paired
-        else f"a random sample of {n:,} of the {c.traffic.users:,} users, "
-        + ("each also run under every arm on its own" if c.interleave else "each also run under the arms")
-        + ("" if c.interleave else " it was not assigned")
-    )
+    if c.paired:
+        arrived = (
+            f" with a session (of {c.traffic.users:,}; the rest arrive later)" if n < c.traffic.users else ""
+        )
+        who = f"all {n:,} users{arrived} under every arm (the paired runs themselves)"
+    else:
+        who = (
+            f"a random sample of {n:,} of the {c.traffic.users:,} users, "
+            + ("each also run under every arm on its own" if c.interleave else "each also run under the arms")
+            + ("" if c.interleave else " it was not assigned")
+        )
     if c.interleave:
         agree = t["same_sign"].dropna()
         return (

@@ -27,6 +27,7 @@ import numpy as np
 
 from common.config import ConfigError
 from policies.baselines import BASELINES
+from policies.tasks import Task
 
 _SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
@@ -42,6 +43,17 @@ def is_custom_spec(spec: str) -> bool:
 def is_ranker_name(spec: str) -> bool:
     """A baseline or a "module:attribute" spec: a name, never resolved as a file path."""
     return spec in BASELINES or is_custom_spec(spec)
+
+
+def check_coarse_score(score: str, coarse: str) -> None:
+    """An arm's ``coarse_score``: empty, or a task (``policies.tasks.Task``) for a coarse model
+    (a checkpoint or training config, not a baseline or your own ranker)."""
+    if not score:
+        return
+    if score not in list(Task):
+        raise ConfigError(f"must be one of {[str(t) for t in Task]} or empty", key="coarse_score")
+    if is_ranker_name(coarse):
+        raise ConfigError("applies to a coarse checkpoint or training config", key="coarse_score")
 
 
 def import_custom(spec: str) -> Any:

@@ -18,8 +18,7 @@ from common.assignment import Assignment
 from common.config import ConfigError, config, from_mapping, setting
 from policies.baselines import BASELINES
 from policies.cascade import CascadeSizes
-from policies.custom import import_custom, is_custom_spec, is_ranker_name
-from policies.tasks import Task
+from policies.custom import check_coarse_score, import_custom, is_custom_spec, is_ranker_name
 from simulator.config import SMALL, WorldConfig
 
 WORLDS = {"small": SMALL, "default": WorldConfig()}
@@ -75,11 +74,7 @@ class ArmArgs:
 
     def __post_init__(self) -> None:
         _check_scorer("coarse", self.coarse)
-        if self.coarse_score:
-            if self.coarse_score not in list(Task):
-                raise ConfigError(f"must be one of {[str(t) for t in Task]} or empty", key="coarse_score")
-            if is_ranker_name(self.coarse):
-                raise ConfigError("applies to a coarse checkpoint", key="coarse_score")
+        check_coarse_score(self.coarse_score, self.coarse)
 
 
 @config

@@ -74,8 +74,8 @@ class Technique:
         raw = copy.deepcopy(rungs[self.before])
         for table, values in self.changes.items():
             raw.setdefault(table, {}).update(values)
-        if self.reads_dwell and dwell_buckets(world) is not None:
-            raw["model"]["dwell_buckets"] = dwell_buckets(world)
+        if self.reads_dwell and (buckets := dwell_buckets(world)) is not None:
+            raw["model"]["dwell_buckets"] = buckets
         raw["out"] = str(Path(raw["out"]).with_name(f"{name}.pt"))
         return name, raw
 
