@@ -28,6 +28,7 @@ import argparse
 import copy
 import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,15 @@ STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
 ]
 """Cumulative changes to the baseline config; "FINE" stands for the fine ranker's config."""
 
+ABLATIONS: list[tuple[str, dict[str, dict[str, Any]]]] = [
+    ("full-unexposed-random", {"data": {"unexposed": False, "random": False}}),
+    ("full-label_smoothing", {"distill": {"label_smoothing_scale": 1.0}}),
+    ("full-out_of_scene", {"data": {"out_of_scene": False}}),
+]
+"""Seed 002's sample-space studies: the full model with one technique taken away (no unexposed
+coarse survivors nor random negatives among the negatives; unexposed items' soft labels the
+teacher's pCTR itself; no out-of-scene purchases as positives)."""
+
 
 def ladder_configs(
     base: dict[str, Any], fine: str, out_dir: Path, dwell: int | None = None
@@ -77,6 +87,18 @@ def ladder_configs(
         if "teacher" in current.get("distill", {}):
             current["distill"] = {"soft_only_epochs": 1, "label_smoothing_scale": 0.1, **current["distill"]}
         configs[name] = {**copy.deepcopy(current), "out": str(out_dir / f"{name.lstrip('+')}.pt")}
+    return configs
+
+
+def ablation_configs(full: dict[str, Any], out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The raw training config of every ``ABLATIONS`` row: the full rung's ``full`` with its
+    change."""
+    configs = {}
+    for name, changes in ABLATIONS:
+        raw = copy.deepcopy(full)
+        for table, values in changes.items():
+            raw.setdefault(table, {}).update(values)
+        configs[name] = {**raw, "out": str(out_dir / f"{name}.pt")}
     return configs
 
 
@@ -143,13 +165,20 @@ class Bench:
         return cls(world, features, fine, sizes, split, eval_set, Simulator(world), keys, day)
 
 
-def rung_tests(outcomes: dict[str, dict[str, np.ndarray]], rungs: list[str], metric: str) -> pd.DataFrame:
+def rung_tests(
+    outcomes: dict[str, dict[str, np.ndarray]],
+    rungs: list[str],
+    metric: str,
+    ablations: Sequence[str] = (),
+) -> pd.DataFrame:
     """Paired tests of ``metric`` per trained rung against the first rung (the DSSM) and against
-    the rung before it (do neighbouring rungs separate?), and of the oracle against the DSSM:
-    the mean difference with its 95 % interval, the relative lift, the paired t-test's p and
-    Holm's adjustment over each family of comparisons (the rungs vs the DSSM; neighbours)."""
+    the rung before it (do neighbouring rungs separate?), of the full model (the last rung)
+    against each of its ``ablations``, and of the oracle against the DSSM: the mean difference
+    with its 95 % interval, the relative lift, the paired t-test's p and Holm's adjustment over
+    each family of comparisons (the rungs vs the DSSM; neighbours; the technique taken away)."""
     pairs = [(name, rungs[0], "vs dssm") for name in rungs[1:]]
     pairs += [(name, before, "vs the rung before") for before, name in itertools.pairwise(rungs)]
+    pairs += [(rungs[-1], name, "full vs ablation") for name in ablations]
     if "oracle" in outcomes:
         pairs.append(("oracle", rungs[0], "oracle vs dssm"))
     rows = []
@@ -168,7 +197,7 @@ def rung_tests(outcomes: dict[str, dict[str, np.ndarray]], rungs: list[str], met
         )
     tests = pd.DataFrame(rows)
     tests["p Holm"] = np.nan
-    for family in ("vs dssm", "vs the rung before"):
+    for family in ("vs dssm", "vs the rung before", "full vs ablation"):
         rows = tests["family"] == family
         if rows.any():
             tests.loc[rows, "p Holm"] = holm(tests.loc[rows, "p"].to_numpy())
@@ -180,6 +209,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     base = read_raw(args.base)
     world_config = load_world_config(parse_config(base, "the base config").data.world)
     configs = ladder_configs(base, args.fine, out_dir, dwell_buckets(world_config))
+    configs |= ablation_configs(configs["full"], out_dir)
     if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
         for raw in configs.values():
             raw.setdefault("train", {})["epochs"] = args.epochs
@@ -229,9 +259,11 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         for row in rows:
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
-    trained = [name for name in runs if name in outcomes]
+    ablations = [name for name, _ in ABLATIONS]
+    trained = [name for name in runs if name in outcomes and name not in ablations]
     if len(trained) >= 2 and trained[0] == "dssm":
-        table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks")
+        done = [name for name in ablations if name in outcomes]
+        table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks", done)
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     who, who_offline = ("held-out", "held-out users")  # split "user"
     if split.eval_day is not None:
