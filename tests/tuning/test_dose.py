@@ -129,7 +129,8 @@ def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files
         ("senet_bilinear", "field_interaction_std", "strong", True),
         ("senet_bilinear", "history_dwell_separation", "default", False),
     ]
-    assert table.loc[2, "strength"] == 2 * table.loc[1, "strength"] == 2 * proposed_strengths()["history_dwell_separation"]
+    separation = proposed_strengths()["history_dwell_separation"]
+    assert table.loc[2, "strength"] == 2 * table.loc[1, "strength"] == 2 * separation
     assert (table["Δexact_clicks ±95%"] > 0).all()
     assert "training coarse model" in first.err and "[5/5] world field_interaction_std-strong" in first.err
     assert (out / "dose.md").read_text().count("\n| ") == 1 + len(rows)  # header and rows

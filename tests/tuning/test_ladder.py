@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from pathlib import Path
@@ -16,7 +17,9 @@ from policies.config import DWELL_BUCKETS, dwell_buckets, read_raw
 from policies.train import parse_config
 from simulator.config import SMALL, load_world_config
 from tuning.ladder import (
+    ABLATIONS,
     STEPS,
+    ablation_configs,
     format_table,
     ladder_configs,
     paired_vs_reference,
@@ -49,6 +52,33 @@ def test_each_rung_adds_exactly_its_step():
             if before.get(table, {}).get(key) != after[table].get(key)
         }
         assert 1 <= len(changed) <= 4, changed  # distillation brings its settings along
+
+
+def test_each_ablation_takes_exactly_its_technique_from_the_full_rung():
+    base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
+    full = ladder_configs(base, "fine.toml", Path("out"), dwell=8)["full"]
+    ablations = ablation_configs(full, Path("out"))
+    assert list(ablations) == [name for name, _ in ABLATIONS]
+    spaces = {name: dataclasses.astuple(parse_config(raw).data.space) for name, raw in ablations.items()}
+    full_run = parse_config(full)
+    assert dataclasses.astuple(full_run.data.space) == (
+        True,
+        True,
+        True,
+        True,
+    )  # unexposed, dropped, random, out of scene
+    assert spaces["full-unexposed-random"] == (False, True, False, True)
+    assert spaces["full-out_of_scene"] == (True, True, True, False)
+    smoothing = parse_config(ablations["full-label_smoothing"])
+    assert spaces["full-label_smoothing"] == (True, True, True, True)
+    assert (full_run.distill.label_smoothing_scale, smoothing.distill.label_smoothing_scale) == (0.1, 1.0)
+    for name, raw in ablations.items():  # nothing else moves, and each has its own checkpoint
+        assert {k: v for k, v in raw.items() if k not in ("data", "distill", "out")} == {
+            k: v for k, v in full.items() if k not in ("data", "distill", "out")
+        }
+        assert raw["out"] == str(Path("out") / f"{name}.pt")
+    assert "data" not in dict(ABLATIONS)["full-label_smoothing"]  # full itself is not changed
+    assert full["data"]["unexposed"] and full["distill"]["label_smoothing_scale"] == 0.1
 
 
 def test_nova_reads_the_dwell_only_where_the_world_logs_it():
@@ -99,7 +129,15 @@ def test_rung_tests_compare_each_rung_with_the_dssm_and_its_neighbour_and_adjust
     means = {"dssm": 0.0, "+mlp": 0.0, "+fm": 1.0, "+distill": 1.0}
     outcomes = {name: {"exact_clicks": level + m + rng.normal(0, 1, 400)} for name, m in means.items()}
     outcomes["oracle"] = {"exact_clicks": level + 3 + rng.normal(0, 1, 400)}
-    tests = rung_tests(outcomes, list(means), "exact_clicks").set_index(["family", "rung"])
+    outcomes["full-x"] = {"exact_clicks": level + 1 + rng.normal(0, 1, 400)}  # the last rung's twin
+    outcomes["full-y"] = {"exact_clicks": level + rng.normal(0, 1, 400)}  # loses the last rung's step
+    tests = rung_tests(outcomes, list(means), "exact_clicks", ["full-x", "full-y"])
+    ablation = tests[tests["family"] == "full vs ablation"].set_index("reference")
+    assert list(ablation["rung"]) == ["+distill", "+distill"]
+    assert ablation.loc["full-y", "p Holm"] < 1e-6
+    assert ablation.loc["full-x", "p Holm"] > 0.01
+    assert np.allclose(ablation["p Holm"], holm(ablation["p"].to_numpy()))
+    tests = tests.set_index(["family", "rung"])
     neighbours = tests.loc["vs the rung before"]
     assert list(neighbours["reference"]) == ["dssm", "+mlp", "+fm"]
     assert neighbours.loc["+fm", "p Holm"] < 1e-6
