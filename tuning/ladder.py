@@ -65,12 +65,13 @@ STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
 
 ABLATIONS: list[tuple[str, dict[str, dict[str, Any]]]] = [
     ("full-unexposed-random", {"data": {"unexposed": False, "random": False}}),
-    ("full-label_smoothing", {"distill": {"label_smoothing_scale": 1.0}}),
+    ("full-label_smoothing", {"distill": {"label_smoothing_scale": 0.0}}),
     ("full-out_of_scene", {"data": {"out_of_scene": False}}),
 ]
 """Seed 002's sample-space studies: the full model with one technique taken away (no unexposed
-coarse survivors nor random negatives among the negatives; unexposed items' soft labels the
-teacher's pCTR itself; no out-of-scene purchases as positives)."""
+coarse survivors nor random negatives among the negatives; unexposed items' soft labels 0, the
+teacher's pCTR times their exposure probability, instead of pCTR x a small scale; no
+out-of-scene purchases as positives)."""
 
 
 def ladder_configs(
