@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuning.ladder import STEPS
+from tuning.ladder import ABLATIONS, STEPS
 from tuning.seeds import SEED_FIGURES, main, reported_value, seeds_table
 
 RUNGS = [name for name, _ in STEPS]
@@ -64,12 +64,27 @@ def test_a_rungs_gauc_step_shows_in_the_rows_that_span_it_and_no_other():
     assert table["offline GAUC, + NOVA + SENET/bilinear on top (‰)"] == pytest.approx(2.0)
 
 
-def test_hitrates_are_points_between_the_seeds_rung_pairs():
+def test_hitrates_are_points_between_the_full_model_and_its_ablations():
+    """An ablation that lowers a hitrate by x shows as +x points in the rows comparing the full
+    model with it, and in no other row."""
+    losses = {
+        "full-unexposed-random": ("hitrate_out@600", 0.055),
+        "full-label_smoothing": ("hitrate_in@600", 0.0065),
+    }
+    rows = []
+    for name, _ in ABLATIONS:
+        rows.append({"model": name} | {m: 0.5 for m in LADDER_METRICS})
+        if name in losses:
+            rows[-1][losses[name][0]] -= losses[name][1]
+    ladder = pd.concat([ladder_with("full", "gauc", 0.0), pd.DataFrame(rows)], ignore_index=True)
+    table = values(seeds_table(ladder, None, RESULTS))
+    assert table["out-of-scene hitrate, + unexposed and random negatives (pt)"] == pytest.approx(5.5)
+    assert table["in-scene hitrate, + label smoothing for unexposed items (pt)"] == pytest.approx(0.65)
+    assert table["out-of-scene hitrate, + label smoothing for unexposed items (pt)"] == 0
+    assert table["out-of-scene hitrate, + out-of-scene positives (pt)"] == 0
     table = values(seeds_table(ladder_with("full", "hitrate_out@600", 0.006), None, RESULTS))
-    assert table["out-of-scene hitrate, + out-of-scene positives (pt)"] == pytest.approx(0.6)
-    assert table["out-of-scene hitrate, + distillation with label smoothing (pt)"] == 0
-    table = values(seeds_table(ladder_with("+distill", "hitrate_in@600", 0.0065), None, RESULTS))
-    assert table["in-scene hitrate, + distillation with label smoothing (pt)"] == pytest.approx(0.65)
+    assert np.isnan(table["out-of-scene hitrate, + out-of-scene positives (pt)"])  # no ablation rows
+    assert table["global hitrate, full vs DSSM (pt)"] == 0  # another metric
 
 
 def test_online_rows_are_the_true_lift_on_all_users_or_the_segment_with_the_exact_twins_interval():
