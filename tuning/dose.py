@@ -121,10 +121,15 @@ def sweep_worlds(techniques: tuple[Technique, ...]) -> list[SweepWorld]:
 
 
 def world_runs(
-    args: argparse.Namespace, world: WorldConfig, folder: Path, techniques: tuple[Technique, ...]
+    args: argparse.Namespace,
+    world: WorldConfig,
+    folder: Path,
+    techniques: tuple[Technique, ...],
+    train_seed: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The fine ranker's raw config and the raw configs of the rungs ``techniques`` need, all on
-    the logs of ``world`` in ``folder`` (its world.toml written here)."""
+    the logs of ``world`` in ``folder`` (its world.toml written here); with ``train_seed`` the
+    rungs train with that seed, their checkpoints in ``folder/train-seed<N>``."""
     folder.mkdir(parents=True, exist_ok=True)
     world_file = folder / "world.toml"
     world_file.write_text(dumps_toml({"world": world.to_dict()}))
@@ -137,7 +142,11 @@ def world_runs(
     base["data"] = {**base.get("data", {}), **data}
     if args.epochs is not None:
         base.setdefault("train", {})["epochs"] = args.epochs
-    ladder = ladder_configs(base, fine["out"], folder)
+    rung_folder = folder
+    if train_seed is not None:
+        base.setdefault("train", {})["seed"] = train_seed
+        rung_folder = folder / f"train-seed{train_seed}"
+    ladder = ladder_configs(base, fine["out"], rung_folder)
     rungs = {}
     for technique in techniques:
         rungs[technique.before] = ladder[technique.before]
@@ -153,14 +162,35 @@ ONLINE = ("exact_clicks", "clicks", "exact_gmv")
 def measure_world(
     args: argparse.Namespace, sweep: SweepWorld, base: WorldConfig, proposed: dict[str, float], log=print
 ) -> list[dict[str, Any]]:
-    """The rows of the techniques measured on one world of the sweep."""
+    """The rows of the techniques measured on one world of the sweep, one per training seed of
+    ``args.train_seeds`` (None: the base config's seed); every seed on the same bench."""
     world = level_world(base, sweep.knob, sweep.level, proposed) if sweep.knob else base
-    fine_raw, raws = world_runs(args, world, Path(args.out) / sweep.name, sweep.techniques)
-    runs = {name: parse_config(raw, f"dose rung {name}") for name, raw in raws.items()}
-    fine = parse_config(fine_raw, "dose fine ranker")
-    coarse_size = args.coarse_size or world.logging_coarse_size
-    first = next(iter(runs.values()))
-    bench = Bench.build(first, fine, coarse_size, args.eval_sessions, args.online_users, args.progress, log)
+    rows, bench = [], None
+    for train_seed in args.train_seeds or [None]:
+        fine_raw, raws = world_runs(args, world, Path(args.out) / sweep.name, sweep.techniques, train_seed)
+        runs = {name: parse_config(raw, f"dose rung {name}") for name, raw in raws.items()}
+        coarse_size = args.coarse_size or world.logging_coarse_size
+        if bench is None:
+            fine = parse_config(fine_raw, "dose fine ranker")
+            first = next(iter(runs.values()))
+            bench = Bench.build(
+                first, fine, coarse_size, args.eval_sessions, args.online_users, args.progress, log
+            )
+        rows += seed_rows(args, sweep, world, bench, runs, raws, coarse_size, log)
+    return rows
+
+
+def seed_rows(
+    args: argparse.Namespace,
+    sweep: SweepWorld,
+    world: WorldConfig,
+    bench: Bench,
+    runs: dict[str, Any],
+    raws: dict[str, dict[str, Any]],
+    coarse_size: int,
+    log=print,
+) -> list[dict[str, Any]]:
+    """The rows of one training seed's rungs on ``bench``."""
     offline, online = {}, {}
     for name, run in runs.items():
         scorer = load_scorer(
@@ -179,6 +209,7 @@ def measure_world(
             "level": sweep.level,
             "strength": getattr(world, sweep.knob) if sweep.knob else 0.0,
             "own": own,
+            "train_seed": runs[after].train.seed,
             "gauc_before": offline[technique.before]["gauc"],
             "ΔGAUC ‰": 1000 * (offline[after]["gauc"] - offline[technique.before]["gauc"]),
             "Δhitrate_global": offline[after][hitrate] - offline[technique.before][hitrate],
@@ -218,9 +249,14 @@ def run_dose(args: argparse.Namespace, log=print) -> pd.DataFrame:
     table.attrs["seconds"] = time.perf_counter() - start
     epochs = args.epochs or parse_config(read_raw(args.base)).train.epochs
     online = f"{table['online_users'].min()}-{table['online_users'].max()}"
+    seeds = (
+        f"training seeds {', '.join(map(str, args.train_seeds))} (one row each, the same logs and bench)"
+        if args.train_seeds
+        else f"the training seed of {args.base}"
+    )
     table.attrs["caption"] = (
         f"Base world {args.world!r} (seed {base.seed}) with one knob at a time; per world "
-        f"{args.users} logged users x 1 day, every rung {epochs} epoch(s), seed of {args.base}. "
+        f"{args.users} logged users x 1 day, every rung {epochs} epoch(s), {seeds}. "
         f"Offline: held-out users' logged lists (GAUC) and {args.eval_sessions} of their sessions "
         f"(global hitrate at the coarse cut). Online: {online} held-out users, one session each on "
         "the day after the logs, the same random numbers for both rungs; Δ = technique rung minus "
@@ -229,14 +265,60 @@ def run_dose(args: argparse.Namespace, log=print) -> pd.DataFrame:
     return table
 
 
+SWEEP_POINT = ["technique", "knob", "level", "own"]
+"""The columns that name one point of the sweep (a technique on one world)."""
+
+
+def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per sweep point, over its training seeds: the mean, lowest and highest ΔGAUC ‰ and
+    Δ exact clicks, and how many seeds resolve the exact-click gain above / below 0."""
+    groups = table.groupby(SWEEP_POINT, sort=False)
+    summary = groups.agg(strength=("strength", "first"), seeds=("train_seed", "nunique"))
+    for column, short in (("ΔGAUC ‰", "gauc"), (f"Δ{ONLINE[0]}", "clicks")):
+        summary[f"{short}_mean"] = groups[column].mean()
+        summary[f"{short}_min"] = groups[column].min()
+        summary[f"{short}_max"] = groups[column].max()
+    low = table[f"Δ{ONLINE[0]}"] - table[f"Δ{ONLINE[0]} ±95%"]
+    high = table[f"Δ{ONLINE[0]}"] + table[f"Δ{ONLINE[0]} ±95%"]
+    summary["seeds_up"] = (low > 0).groupby([table[c] for c in SWEEP_POINT], sort=False).sum()
+    summary["seeds_down"] = (high < 0).groupby([table[c] for c in SWEEP_POINT], sort=False).sum()
+    return summary.reset_index()
+
+
+def format_seed_summary(summary: pd.DataFrame) -> str:
+    """The Markdown table of ``seed_summary``: mean [lowest, highest] over the seeds."""
+
+    def spread(short: str, digits: int) -> list[str]:
+        values = zip(summary[f"{short}_mean"], summary[f"{short}_min"], summary[f"{short}_max"], strict=True)
+        return [f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" for m, lo, hi in values]
+
+    shown = pd.DataFrame(
+        {
+            "technique": summary["technique"],
+            "knob": summary["knob"],
+            "level": summary["level"] + np.where(summary["own"], "", " (other)"),
+            "strength": summary["strength"],
+            "seeds": summary["seeds"],
+            "ΔGAUC ‰ mean [min, max]": spread("gauc", 2),
+            f"Δ{ONLINE[0]} mean [min, max]": spread("clicks", 3),
+            "seeds resolving it up / down": [
+                f"{u} / {d}" for u, d in zip(summary["seeds_up"], summary["seeds_down"], strict=True)
+            ],
+        }
+    )
+    return format_table(shown)
+
+
 def format_dose(table: pd.DataFrame) -> str:
-    """The Markdown table: the pair's gains with their 95 % half-widths in one cell."""
+    """The Markdown table: the pair's gains with their 95 % half-widths in one cell (one row
+    per training seed, after a summary over the seeds when there are several)."""
     shown = pd.DataFrame(
         {
             "technique": table["technique"],
             "knob": table["knob"],
             "level": table["level"] + np.where(table["own"], "", " (other)"),
             "strength": table["strength"],
+            "train seed": table["train_seed"],
             "GAUC before": table["gauc_before"],
             "ΔGAUC ‰": table["ΔGAUC ‰"],
             "Δhitrate_global": table["Δhitrate_global"],
@@ -247,17 +329,45 @@ def format_dose(table: pd.DataFrame) -> str:
             f"{d:+.3f} ± {h:.3f}" for d, h in zip(table[f"Δ{metric}"], table[f"Δ{metric} ±95%"], strict=True)
         ]
     shown[f"{ONLINE[0]} before"] = table[f"{ONLINE[0]} before"]
-    return format_table(shown)
+    if table["train_seed"].nunique() == 1:
+        return format_table(shown)
+    return f"{format_seed_summary(seed_summary(table))}\n\nPer training seed:\n\n{format_table(shown)}"
+
+
+def plot_points(table: pd.DataFrame) -> pd.DataFrame:
+    """One point per sweep point and panel: ΔGAUC ‰ (``gauc``) and Δ exact clicks (``clicks``)
+    with their error bars below / above (``_lo`` / ``_hi``): with one training seed the exact
+    clicks' 95 % interval and no bar on GAUC, with several the mean and the seeds' range."""
+    if table["train_seed"].nunique() == 1:
+        half = table[f"Δ{ONLINE[0]} ±95%"]
+        return table[SWEEP_POINT].assign(
+            gauc=table["ΔGAUC ‰"],
+            gauc_lo=0.0,
+            gauc_hi=0.0,
+            clicks=table[f"Δ{ONLINE[0]}"],
+            clicks_lo=half,
+            clicks_hi=half,
+        )
+    summary = seed_summary(table)
+    points = summary[SWEEP_POINT].copy()
+    for short in ("gauc", "clicks"):
+        points[short] = summary[f"{short}_mean"]
+        points[f"{short}_lo"] = summary[f"{short}_mean"] - summary[f"{short}_min"]
+        points[f"{short}_hi"] = summary[f"{short}_max"] - summary[f"{short}_mean"]
+    return points
 
 
 def plot_dose(table: pd.DataFrame, path: Path) -> None:
-    """Per technique (columns): ΔGAUC ‰ (top) and Δ exact clicks per session with 95 %
-    intervals (bottom) against its own knobs' level, the other knobs' default points beside."""
+    """Per technique (columns): ΔGAUC ‰ (top) and Δ exact clicks per session (bottom) against
+    its own knobs' level, the other knobs' default points beside; error bars as in
+    ``plot_points``."""
     import matplotlib  # noqa: PLC0415 (only when plotting)
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
+    several = table["train_seed"].nunique() > 1
+    table = plot_points(table)
     techniques = list(dict.fromkeys(table["technique"]))
     fig, axes = plt.subplots(2, len(techniques), figsize=(4 * len(techniques), 6.5), squeeze=False)
     multiple = table["level"].map(LEVELS)
@@ -267,22 +377,23 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
         off = rows[rows["knob"] == "none"]
         own_knobs = [k for k in dict.fromkeys(rows.loc[rows["own"], "knob"]) if k != "none"]
         others = rows[~rows["own"]]
-        for ax, metric, half in (
-            (axes[0, col], "ΔGAUC ‰", None),
-            (axes[1, col], f"Δ{ONLINE[0]}", f"Δ{ONLINE[0]} ±95%"),
-        ):
+        for ax, metric in ((axes[0, col], "gauc"), (axes[1, col], "clicks")):
             for i, knob in enumerate(own_knobs):
                 points = pd.concat([off, rows[rows["knob"] == knob]])
-                x = multiple[points.index] + 0.04 * i
-                err = points[half] if half else None
                 ax.errorbar(
-                    x, points[metric], yerr=err, fmt="-o", capsize=3, color=colour[knob], label=f"own: {knob}"
+                    multiple[points.index] + 0.04 * i,
+                    points[metric],
+                    yerr=[points[f"{metric}_lo"], points[f"{metric}_hi"]],
+                    fmt="-o",
+                    capsize=3,
+                    color=colour[knob],
+                    label=f"own: {knob}",
                 )
             for i, (_, other) in enumerate(others.iterrows()):
                 ax.errorbar(
                     1.15 + 0.08 * i,
                     other[metric],
-                    yerr=other[half] if half else None,
+                    yerr=[[other[f"{metric}_lo"]], [other[f"{metric}_hi"]]],
                     fmt="s",
                     capsize=3,
                     alpha=0.7,
@@ -292,8 +403,11 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
             ax.axhline(0, color="grey", lw=1)
             ax.set(xticks=list(LEVELS.values()), xticklabels=list(LEVELS), xlim=(-0.3, 2.3))
             ax.grid(alpha=0.3)
-        axes[0, col].set(title=name, ylabel="offline ΔGAUC (‰)" if col == 0 else None)
-        axes[1, col].set(ylabel="online Δ exact clicks / session (95 % CI)" if col == 0 else None)
+        bars = "mean, range over seeds" if several else "95 % CI"
+        axes[0, col].set(
+            title=name, ylabel=f"offline ΔGAUC (‰){', ' + bars if several else ''}" if col == 0 else None
+        )
+        axes[1, col].set(ylabel=f"online Δ exact clicks / session ({bars})" if col == 0 else None)
         axes[1, col].set_xlabel("knob level")
         axes[1, col].legend(fontsize=7, loc="best")
     fig.tight_layout()

@@ -47,6 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         "--online-users", type=int, default=100_000, help="held-out users simulated online (default: all)"
     )
     parser.add_argument(
+        "--train-seeds",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="training seeds of the rungs: one row per seed on the same logs and bench, and a summary "
+        "over them (mean, range, seeds resolving the gain); training variance is what separates "
+        "replicates (default: the base config's seed, one row)",
+    )
+    parser.add_argument(
         "--techniques", nargs="+", choices=TECHNIQUES, default=list(TECHNIQUES), help="techniques to sweep"
     )
     add_version_argument(parser)

@@ -19,7 +19,9 @@ from tuning.dose import (
     TECHNIQUE_NAMES,
     TECHNIQUES,
     level_world,
+    plot_points,
     proposed_strengths,
+    seed_summary,
     sweep_worlds,
     world_runs,
 )
@@ -139,6 +141,40 @@ def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files
     assert dose_cli.main(argv) == 0  # again: every log folder and checkpoint reused, same table
     assert "training" not in capsys.readouterr().err
     pd.testing.assert_frame_equal(pd.read_csv(out / "dose.csv"), table)
+
+    # Replicates: seed 0 (the base config's) reproduces the rows above, seed 7 trains others
+    # on the same logs and bench; the summary and the figure are over the seeds
+    senet = [*argv[: argv.index("--techniques")], "--techniques", "senet_bilinear", "--train-seeds", "0", "7"]
+    assert dose_cli.main(senet) == 0
+    replicates = pd.read_csv(out / "dose.csv")
+    assert list(replicates["train_seed"]) == [0, 7] * 3  # off, its knob at default and strong
+    same = table[(table["technique"] == "senet_bilinear") & table["own"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(replicates.iloc[::2].reset_index(drop=True), same)
+    assert (replicates["gauc_before"].iloc[::2].to_numpy() != replicates["gauc_before"].iloc[1::2]).all()
+    text = (out / "dose.md").read_text()
+    assert "training seeds 0, 7" in text and "Per training seed:" in text
+    assert text.count("\n| ") == 2 + 3 + 6  # two headers, 3 sweep points, 6 seed rows
+
+
+def test_the_seed_summary_is_the_mean_and_range_over_seeds_and_counts_resolved_gains():
+    point = {"technique": "mlp", "knob": "none", "level": "off", "own": True, "strength": 0.0}
+    rows = [
+        point | {"train_seed": seed, "ΔGAUC ‰": gauc, "Δexact_clicks": clicks, "Δexact_clicks ±95%": 0.01}
+        for seed, gauc, clicks in ((0, 1.0, 0.05), (1, -2.0, -0.03), (2, 4.0, 0.005))
+    ]
+    other = point | {"knob": "budget_penalty", "level": "default", "own": False}
+    rows.append(other | {"train_seed": 0, "ΔGAUC ‰": 3.0, "Δexact_clicks": 0.0, "Δexact_clicks ±95%": 0.01})
+    table = pd.DataFrame(rows)
+    summary = seed_summary(table).set_index("knob")
+    off = summary.loc["none"]
+    assert (off["seeds"], off["gauc_mean"], off["gauc_min"], off["gauc_max"]) == (3, 1.0, -2.0, 4.0)
+    assert off["clicks_mean"] == pytest.approx(0.025 / 3)
+    assert (off["seeds_up"], off["seeds_down"]) == (1, 1)  # 0.005 +- 0.01 resolves neither way
+    assert summary.loc["budget_penalty", "seeds"] == 1
+    points = plot_points(table).set_index("knob").loc["none"]
+    assert points["gauc_lo"] == 3.0 and points["gauc_hi"] == 3.0  # mean 1 in [-2, 4]
+    single = plot_points(table.iloc[:1])
+    assert single["clicks_lo"].iloc[0] == single["clicks_hi"].iloc[0] == 0.01
 
 
 def test_every_world_trains_the_same_fine_ranker_and_nova_reads_dwell_only_where_logged(tmp_path):
