@@ -6,8 +6,10 @@
 Rungs are cumulative, starting from the baseline DSSM config: + MLP scorer, + FM cross,
 + distillation from the fine ranker (label-smoothed soft labels, two stages), + NOVA,
 + SENET/bilinear, and "full" (+ out-of-scene positives and seed 002's multi-positive
-softmax), which equals ``configs/models/coarse_full.toml``. Each rung is trained once and
-cached (``ensure_trained``); baselines (random, popularity, oracle) are evaluated beside them.
+softmax), which equals ``configs/models/coarse_full.toml``; then seed 002's ablations of the
+full model (``ABLATIONS``: without unexposed and random negatives, without label smoothing,
+without out-of-scene positives). Each is trained once and cached (``ensure_trained``);
+baselines (random, popularity, oracle) are evaluated beside them.
 
 The table has every offline metric of ``policies.evaluate`` (held-out users), the inference
 cost (ms per 1,000 candidates, one request, the recall set of the default world) and the
