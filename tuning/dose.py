@@ -28,7 +28,6 @@ if __name__ == "__main__":  # the command parses its arguments before torch and 
     raise SystemExit(main())
 
 import argparse
-import copy
 import time
 import tomllib
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from policies.evaluate import evaluate_coarse
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config
 from simulator.config import PHENOMENON_KNOBS, WorldConfig, load_world_config
-from tuning.ladder import Bench, format_table, ladder_configs
+from tuning.ladder import Bench, format_table, ladder_configs, with_changes
 from tuning.online import session_outcomes
 
 FEED_WORLD_TOML = Path(__file__).parents[1] / "configs" / "world_feed.toml"
@@ -71,9 +70,7 @@ class Technique:
     ) -> tuple[str, dict[str, Any]]:
         """The name and raw config of the technique's rung over ``rungs[self.before]``."""
         name = f"{self.before.lstrip('+')}+{self.name}"
-        raw = copy.deepcopy(rungs[self.before])
-        for table, values in self.changes.items():
-            raw.setdefault(table, {}).update(values)
+        raw = with_changes(rungs[self.before], self.changes)
         if self.reads_dwell and (buckets := dwell_buckets(world)) is not None:
             raw["model"]["dwell_buckets"] = buckets
         raw["out"] = str(Path(raw["out"]).with_name(f"{name}.pt"))
@@ -165,11 +162,11 @@ def measure_world(
     """The rows of the techniques measured on one world of the sweep, one per training seed of
     ``args.train_seeds`` (None: the base config's seed); every seed on the same bench."""
     world = level_world(base, sweep.knob, sweep.level, proposed) if sweep.knob else base
+    coarse_size = args.coarse_size or world.logging_coarse_size
     rows, bench = [], None
     for train_seed in args.train_seeds or [None]:
         fine_raw, raws = world_runs(args, world, Path(args.out) / sweep.name, sweep.techniques, train_seed)
         runs = {name: parse_config(raw, f"dose rung {name}") for name, raw in raws.items()}
-        coarse_size = args.coarse_size or world.logging_coarse_size
         if bench is None:
             fine = parse_config(fine_raw, "dose fine ranker")
             first = next(iter(runs.values()))
@@ -272,17 +269,31 @@ SWEEP_POINT = ["technique", "knob", "level", "own"]
 def seed_summary(table: pd.DataFrame) -> pd.DataFrame:
     """Per sweep point, over its training seeds: the mean, lowest and highest ΔGAUC ‰ and
     Δ exact clicks, and how many seeds resolve the exact-click gain above / below 0."""
-    groups = table.groupby(SWEEP_POINT, sort=False)
-    summary = groups.agg(strength=("strength", "first"), seeds=("train_seed", "nunique"))
+    clicks, half = table[f"Δ{ONLINE[0]}"], table[f"Δ{ONLINE[0]} ±95%"]
+    resolved = table.assign(up=clicks - half > 0, down=clicks + half < 0)
+    groups = resolved.groupby(SWEEP_POINT, sort=False)
+    summary = groups.agg(
+        strength=("strength", "first"),
+        seeds=("train_seed", "nunique"),
+        seeds_up=("up", "sum"),
+        seeds_down=("down", "sum"),
+    )
     for column, short in (("ΔGAUC ‰", "gauc"), (f"Δ{ONLINE[0]}", "clicks")):
         summary[f"{short}_mean"] = groups[column].mean()
         summary[f"{short}_min"] = groups[column].min()
         summary[f"{short}_max"] = groups[column].max()
-    low = table[f"Δ{ONLINE[0]}"] - table[f"Δ{ONLINE[0]} ±95%"]
-    high = table[f"Δ{ONLINE[0]}"] + table[f"Δ{ONLINE[0]} ±95%"]
-    summary["seeds_up"] = (low > 0).groupby([table[c] for c in SWEEP_POINT], sort=False).sum()
-    summary["seeds_down"] = (high < 0).groupby([table[c] for c in SWEEP_POINT], sort=False).sum()
     return summary.reset_index()
+
+
+def point_columns(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """The table columns that name a sweep point: technique, knob, level (marked when the knob
+    is another technique's) and the knob's strength."""
+    return {
+        "technique": frame["technique"],
+        "knob": frame["knob"],
+        "level": frame["level"] + np.where(frame["own"], "", " (other)"),
+        "strength": frame["strength"],
+    }
 
 
 def format_seed_summary(summary: pd.DataFrame) -> str:
@@ -293,11 +304,8 @@ def format_seed_summary(summary: pd.DataFrame) -> str:
         return [f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]" for m, lo, hi in values]
 
     shown = pd.DataFrame(
-        {
-            "technique": summary["technique"],
-            "knob": summary["knob"],
-            "level": summary["level"] + np.where(summary["own"], "", " (other)"),
-            "strength": summary["strength"],
+        point_columns(summary)
+        | {
             "seeds": summary["seeds"],
             "ΔGAUC ‰ mean [min, max]": spread("gauc", 2),
             f"Δ{ONLINE[0]} mean [min, max]": spread("clicks", 3),
@@ -313,11 +321,8 @@ def format_dose(table: pd.DataFrame) -> str:
     """The Markdown table: the pair's gains with their 95 % half-widths in one cell (one row
     per training seed, after a summary over the seeds when there are several)."""
     shown = pd.DataFrame(
-        {
-            "technique": table["technique"],
-            "knob": table["knob"],
-            "level": table["level"] + np.where(table["own"], "", " (other)"),
-            "strength": table["strength"],
+        point_columns(table)
+        | {
             "train seed": table["train_seed"],
             "GAUC before": table["gauc_before"],
             "ΔGAUC ‰": table["ΔGAUC ‰"],
@@ -403,11 +408,11 @@ def plot_dose(table: pd.DataFrame, path: Path) -> None:
             ax.axhline(0, color="grey", lw=1)
             ax.set(xticks=list(LEVELS.values()), xticklabels=list(LEVELS), xlim=(-0.3, 2.3))
             ax.grid(alpha=0.3)
-        bars = "mean, range over seeds" if several else "95 % CI"
-        axes[0, col].set(
-            title=name, ylabel=f"offline ΔGAUC (‰){', ' + bars if several else ''}" if col == 0 else None
-        )
-        axes[1, col].set(ylabel=f"online Δ exact clicks / session ({bars})" if col == 0 else None)
+        if col == 0:
+            bars = "mean, range over seeds" if several else "95 % CI"
+            axes[0, 0].set(ylabel="offline ΔGAUC (‰)" + (f" ({bars})" if several else ""))
+            axes[1, 0].set(ylabel=f"online Δ exact clicks / session ({bars})")
+        axes[0, col].set(title=name)
         axes[1, col].set_xlabel("knob level")
         axes[1, col].legend(fontsize=7, loc="best")
     fig.tight_layout()

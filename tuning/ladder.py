@@ -76,15 +76,25 @@ teacher's pCTR times their exposure probability, instead of pCTR x a small scale
 out-of-scene purchases as positives)."""
 
 
+def with_changes(raw: dict[str, Any], changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A copy of the raw config ``raw`` with the settings of ``changes`` (per table) set."""
+    raw = copy.deepcopy(raw)
+    for table, values in changes.items():
+        raw.setdefault(table, {}).update(values)
+    return raw
+
+
 def ladder_configs(
     base: dict[str, Any], fine: str, out_dir: Path, dwell: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """The raw training config of every rung (cumulative ``STEPS`` over ``base``); from the
     NOVA rung on, NOVA reads the logged dwell in ``dwell`` buckets if given."""
-    configs, current = {}, copy.deepcopy(base)
+    configs, current = {}, base
     for name, changes in STEPS:
-        for table, values in changes.items():
-            current.setdefault(table, {}).update({k: fine if v == "FINE" else v for k, v in values.items()})
+        named = {
+            t: {k: fine if v == "FINE" else v for k, v in values.items()} for t, values in changes.items()
+        }
+        current = with_changes(current, named)
         if dwell is not None and current.get("model", {}).get("nova"):
             current["model"]["dwell_buckets"] = dwell
         if "teacher" in current.get("distill", {}):
@@ -96,13 +106,10 @@ def ladder_configs(
 def ablation_configs(full: dict[str, Any], out_dir: Path) -> dict[str, dict[str, Any]]:
     """The raw training config of every ``ABLATIONS`` row: the full rung's ``full`` with its
     change."""
-    configs = {}
-    for name, changes in ABLATIONS:
-        raw = copy.deepcopy(full)
-        for table, values in changes.items():
-            raw.setdefault(table, {}).update(values)
-        configs[name] = {**raw, "out": str(out_dir / f"{name}.pt")}
-    return configs
+    return {
+        name: {**with_changes(full, changes), "out": str(out_dir / f"{name}.pt")}
+        for name, changes in ABLATIONS
+    }
 
 
 def paired_vs_reference(
