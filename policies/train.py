@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -279,6 +279,7 @@ def train(
     model.eval()
     metadata = {
         "run": run.portable(),
+        "world": data.world,
         "history": history,
         "train_seconds": seconds,
         "train_samples": samples,
@@ -302,6 +303,11 @@ def train(
     )
 
 
+def _world_dict(data: DataConfig) -> dict[str, Any]:
+    """The world of ``data`` as its logs' world.json stores it."""
+    return json.loads(json.dumps(load_world_config(data.world).to_dict()))
+
+
 def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
     """The log folder of ``data``, simulated first if it does not exist. An existing folder
     must come from the same world (its world.json), else ConfigError."""
@@ -309,7 +315,7 @@ def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
     path = Path(data.logs)
     if path.is_dir():
         stored = json.loads((path / "world.json").read_text()) if (path / "world.json").is_file() else None
-        if stored != json.loads(json.dumps(config.to_dict())):
+        if stored != _world_dict(data):
             raise ConfigError(
                 f"logs {path} were not simulated from world {data.world!r}; delete them or fix [data]"
             )
@@ -323,13 +329,15 @@ def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
 
 def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=print) -> Path:
     """The checkpoint of a training config, trained first unless a checkpoint of exactly this
-    config already exists. A distillation teacher given as a training config (.toml) is
+    config, trained on exactly this world (a world TOML's contents, not only its path), already
+    exists. A distillation teacher given as a training config (.toml) is
     ensured the same way. Returns the checkpoint path."""
     run = config if isinstance(config, RunConfig) else load_config(config)
     out = Path(run.out)
     if out.is_file():
         try:
-            if load_checkpoint(out, kind=run.kind).metadata.get("run") == run.portable():
+            metadata = load_checkpoint(out, kind=run.kind).metadata
+            if metadata.get("run") == run.portable() and metadata.get("world") == _world_dict(run.data):
                 return out
         except (CheckpointError, FileNotFoundError):
             pass

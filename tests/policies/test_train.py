@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 
 import numpy as np
 import pytest
@@ -133,6 +134,27 @@ def test_ensure_trained_simulates_logs_then_reuses_a_checkpoint_of_the_same_conf
     config.write_text(config.read_text().replace("dim = 8", "dim = 4"))
     ensure_trained(config, progress=False, log=lambda *_: None)
     assert load_checkpoint(first).model.config.dim == 4
+
+
+def test_ensure_trained_does_not_reuse_a_checkpoint_of_an_edited_world_file(tmp_path):
+    world = tmp_path / "world.toml"
+    sizes = "n_items = 5000\nn_users = 2000\nn_categories = 20\nbrands_per_category = 10\n"
+    sizes += "recall_size = 500\nlogging_coarse_size = 100\ni2i_neighbors = 30\n"
+    world.write_text(f"[world]\n{sizes}click_intercept = -4.0\n")
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'kind = "coarse"\nout = "{tmp_path / "c.pt"}"\n'
+        f'[data]\nlogs = "{tmp_path / "logs"}"\nworld = "{world}"\nusers = 100\n'
+        "[model]\ndim = 4\n[train]\nepochs = 1\neval_lists = 0\n"
+    )
+    first = ensure_trained(config, progress=False, log=lambda *_: None)
+    assert load_checkpoint(first).metadata["world"]["click_intercept"] == -4.0
+    world.write_text(f"[world]\n{sizes}click_intercept = -5.0\n")  # same path, another world
+    with pytest.raises(ConfigError, match="not simulated from world"):  # stale logs, not a stale model
+        ensure_trained(config, progress=False, log=lambda *_: None)
+    shutil.rmtree(tmp_path / "logs")
+    ensure_trained(config, progress=False, log=lambda *_: None)
+    assert load_checkpoint(first).metadata["world"]["click_intercept"] == -5.0
 
 
 def test_ensure_checkpoint_resolves_every_kind_of_model_spec(tmp_path, small_log_dir):
