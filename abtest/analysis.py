@@ -493,6 +493,34 @@ def funnel_table(config: ExperimentConfig, user_days: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+CALIBRATION_COLUMNS = ("pages", "impressions", "clicks", "purchases", "gmv")
+"""The realised user-day columns the calibration table reads."""
+
+
+def calibration_table(user_days: pd.DataFrame) -> pd.DataFrame:
+    """Per day and arm, the figures a feed's ranges are stated in (docs/world.md
+    "Calibration"): users (user-days), uCTR (share with >= 1 click), CTR per impression,
+    clicks and pages per session, purchases per click and GMV per user-day, realised. Empty
+    without the session columns (an interleaved run's credited table)."""
+    if not set(CALIBRATION_COLUMNS) <= set(user_days.columns) or not len(user_days):
+        return pd.DataFrame()
+    frame = user_days.assign(clicked=(user_days["clicks"] > 0).astype(np.float64))
+    sums = frame.groupby(["day", "arm"], sort=True)[[*CALIBRATION_COLUMNS, "clicked"]].agg(["sum", "count"])
+    n = sums[("clicks", "count")]
+    total = sums.xs("sum", axis=1, level=1)
+    return pd.DataFrame(
+        {
+            "users": n,
+            "uctr": total["clicked"] / n,
+            "ctr_per_impression": total["clicks"] / total["impressions"],
+            "clicks_per_session": total["clicks"] / n,
+            "pages_per_session": total["pages"] / n,
+            "purchases_per_click": total["purchases"] / total["clicks"],
+            "gmv_per_user_day": total["gmv"] / n,
+        }
+    ).reset_index()
+
+
 def arm_table(config: ExperimentConfig, users: pd.DataFrame) -> pd.DataFrame:
     """Per arm: users and the raw (unadjusted) value of every metric (interleave: of every
     credited one)."""
@@ -536,6 +564,8 @@ class ExperimentResult:
     """Cumulative records after each day (+ av_ci_lower/upper); one look when days = 1."""
     power: pd.DataFrame
     funnel: pd.DataFrame
+    calibration: pd.DataFrame
+    """Per day and arm: uCTR, CTR per impression, pages per session, ... (``calibration_table``)."""
     truth: pd.DataFrame
     """Per record: the true effect on the truth users and whether the intervals cover it."""
     truth_users: pd.DataFrame
@@ -673,6 +703,7 @@ def analyse_experiment(
         daily=daily,
         power=power_table(config, results.records, users),
         funnel=funnel_table(config, counterfactual if config.interleave else user_days),
+        calibration=calibration_table(counterfactual if config.interleave else user_days),
         preferences=preference_table(config, results.records, users),
         segment_labels=segment_labels,
         segments=segments,

@@ -478,6 +478,13 @@ def _sections(
                 result.funnel.round(4),
             )
         )
+    if len(result.calibration):
+        sections.append(
+            (
+                "Per day and arm (realised; a feed's ranges: docs/world.md, Calibration)",
+                result.calibration.round(4),
+            )
+        )
     if len(c.experiment_days) > 1 and len(result.daily):
         cols = ["day", "metric", "treatment", "effect", "effect_ci_lower", "effect_ci_upper"]
         cols += ["av_ci_lower", "av_ci_upper", "pvalue"]

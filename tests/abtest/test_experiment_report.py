@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from abtest.analysis import ExperimentResult
 from abtest.experiment import run_experiment
@@ -87,3 +88,19 @@ def test_interleaved_segment_lines_are_labelled_as_the_main_table(make_config, s
     segment_header = text.split("\nsegments (")[1].splitlines()[1]
     for label in ("credit ratio", "true A/B lift", "same sign"):
         assert label in main_header and label in segment_header, label
+
+
+def test_the_calibration_table_agrees_with_the_per_user_arm_table(tiny_result) -> None:
+    cal = tiny_result.calibration.set_index(["day", "arm"])
+    arms = tiny_result.arms.set_index("arm")
+    assert sorted(cal.index.get_level_values("day").unique()) == list(tiny_result.config.experiment_days)
+    for arm, row in arms.iterrows():
+        mine = cal.xs(arm, level="arm")
+        assert (mine["users"] == row["users"]).all()  # every SMALL user has arrived on both days
+        assert mine["clicks_per_session"].sum() == pytest.approx(row["clicks"])  # per user over the days
+        assert mine["pages_per_session"].sum() == pytest.approx(row["depth"])
+        clicks = (mine["clicks_per_session"] * mine["users"]).sum()
+        assert clicks / (mine["pages_per_session"] * mine["users"]).sum() == pytest.approx(row["pctr"])
+    uctr = cal["uctr"].unstack("arm")
+    assert (uctr["treatment"] > uctr["control"]).all()  # the oracle coarse ranker against popularity
+    assert "Per day and arm" in markdown_report(tiny_result, [])
