@@ -52,6 +52,7 @@ from simulator.config import load_world_config
 from simulator.recall import SessionKeys
 from simulator.session import Simulator
 from simulator.world import World
+from tuning.agreement import OFFLINE_METRICS, agreement_table
 from tuning.online import session_outcomes
 
 STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
@@ -214,6 +215,20 @@ def rung_tests(
     return tests
 
 
+def offline_online_agreement(table: pd.DataFrame, coarse_size: int, online: str) -> pd.DataFrame:
+    """Kendall's τ-b of each offline metric with the online column ``online`` over the rows of
+    the ladder table: the trained rows (rungs and ablations), then every row (with the
+    random, popularity and oracle baselines, where the metric exists: the hitrates); with a
+    bootstrap interval and the row each metric would have picked (``tuning.agreement``)."""
+    metrics = [m.format(C=coarse_size) for m in OFFLINE_METRICS]
+    rows = table.rename(columns={"model": "trial_id", online: "objective"})
+    parts = []
+    for label, chosen in (("trained", rows[rows["train_s"].notna()]), ("all", rows)):
+        part = agreement_table(chosen, metrics, n_boot=1000)
+        parts.append(part.assign(rows=label)[["rows", "metric", "trials", "tau", "tau_lo", "tau_hi", "pick"]])
+    return pd.concat(parts, ignore_index=True)
+
+
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = read_raw(args.base)
@@ -274,6 +289,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     if len(trained) >= 2 and trained[0] == "dssm":
         done = [name for name in ablations if name in outcomes]
         table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks", done)
+        table.attrs["agreement"] = offline_online_agreement(table, sizes.coarse, "Δexact_clicks vs dssm")
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     who, who_offline = ("held-out", "held-out users")  # split "user"
     if split.eval_day is not None:

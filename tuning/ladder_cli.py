@@ -52,8 +52,16 @@ def main(argv: list[str] | None = None) -> int:
             "\n\nPaired tests of exact clicks per session (the same users and random numbers in every"
             " row; Holm within each family):\n\n" + format_table(tests)
         )
+    if "agreement" in table.attrs:
+        agreement = table.attrs["agreement"]
+        agreement.to_csv(out / "ladder_agreement.csv", index=False)
+        text += (
+            "\n\nWhich offline metric ranks the rows like the online Δ exact clicks vs the DSSM? Kendall's"
+            " τ-b with a bootstrap 95 % interval, over the trained rows and over every row:\n\n"
+            + format_table(agreement)
+        )
     (out / "ladder.md").write_text(text + "\n")
     plot_ladder(table, out / "ladder.png")
     print(text)
-    print(f"wrote {out / 'ladder.md'}, ladder.csv, ladder_tests.csv and ladder.png")
+    print(f"wrote {out / 'ladder.md'}, ladder.csv, ladder_tests.csv, ladder_agreement.csv and ladder.png")
     return 0

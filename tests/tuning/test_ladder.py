@@ -22,6 +22,7 @@ from tuning.ladder import (
     ablation_configs,
     format_table,
     ladder_configs,
+    offline_online_agreement,
     paired_vs_reference,
     plot_ladder,
     rung_tests,
@@ -166,3 +167,25 @@ def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path, columns):
     image = matplotlib.image.imread(tmp_path / "ladder.png")
     assert image.shape[:2] == (440, 1210)  # 11 x 4 inches at 110 dpi
     assert image[..., :3].std() > 0.05  # something was drawn
+
+
+def test_agreement_ranks_offline_metrics_over_the_trained_rows_then_with_the_baselines():
+    online = [-1.5, -0.9, 0.0, 0.01, -0.1, 0.07, 0.17]  # random, popularity, dssm, rungs, oracle
+    table = pd.DataFrame(
+        {
+            "model": ["random", "popularity", "dssm", "+mlp", "+fm", "full", "oracle"],
+            "train_s": [np.nan, np.nan, 40.0, 20.0, 25.0, 70.0, np.nan],
+            "gauc": [np.nan, np.nan, 0.68, 0.67, 0.69, 0.66, np.nan],  # against online on the trained rows
+            "hitrate_global@600": [0.03, 0.06, 0.15, 0.16, 0.14, 0.19, 0.21],  # with online everywhere
+            "Δexact_clicks vs dssm": online,
+        }
+    )
+    agreement = offline_online_agreement(table, 600, "Δexact_clicks vs dssm").set_index(["rows", "metric"])
+    assert agreement.loc[("trained", "gauc"), "trials"] == 4
+    assert agreement.loc[("trained", "gauc"), "tau"] == pytest.approx(-1.0)
+    assert agreement.loc[("all", "gauc"), "trials"] == 4  # the baselines have no GAUC
+    assert agreement.loc[("trained", "hitrate_global@600"), "tau"] == pytest.approx(1.0)
+    assert agreement.loc[("all", "hitrate_global@600"), "trials"] == 7
+    assert agreement.loc[("all", "hitrate_global@600"), "pick"] == "oracle"
+    assert agreement.loc[("trained", "hitrate_global@600"), "pick"] == "full"
+    assert ("trained", "auc") not in agreement.index  # a metric the table lacks is left out
