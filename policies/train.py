@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -310,21 +311,27 @@ def _world_dict(data: DataConfig) -> dict[str, Any]:
 
 def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
     """The log folder of ``data``, simulated first if it does not exist. An existing folder
-    must come from the same world (its world.json), else ConfigError."""
+    must come from the same world (its world.json) and hold at least ``data.users`` users (a
+    folder another job wrote for fewer users would silently shrink the training set), else
+    ConfigError."""
     config = load_world_config(data.world)
     path = Path(data.logs)
+    n_users = min(data.users, config.n_users)
     if path.is_dir():
         stored = json.loads((path / "world.json").read_text()) if (path / "world.json").is_file() else None
         if stored != _world_dict(data):
             raise ConfigError(
                 f"logs {path} were not simulated from world {data.world!r}; delete them or fix [data]"
             )
+        logged = pq.read_metadata(path / "users.parquet").num_rows
+        if logged < n_users:
+            raise ConfigError(
+                f"logs {path} hold {logged:,} users, [data] users = {data.users:,}; delete them or fix [data]"
+            )
         return path
     if progress:
         print(f"simulating logs of {data.users:,} users x {data.days} day(s) into {path}", file=sys.stderr)
-    return write_logs(
-        World(config), path, n_users=min(data.users, config.n_users), days=data.days, progress=progress
-    )
+    return write_logs(World(config), path, n_users=n_users, days=data.days, progress=progress)
 
 
 def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=print) -> Path:

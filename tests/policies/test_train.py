@@ -20,12 +20,14 @@ from policies.train import (
     CoarseTask,
     RunConfig,
     ensure_checkpoint,
+    ensure_logs,
     ensure_trained,
     parse_config,
     train,
 )
 from policies.train_cli import main
 from simulator.config import SMALL, ConfigError
+from simulator.logs import write_logs
 
 
 def _held_out_exposures(data, users):
@@ -188,6 +190,16 @@ def test_ensure_trained_refuses_logs_of_another_world(tmp_path, small_log_dir):
     )
     with pytest.raises(ConfigError, match="not simulated from world 'default'"):
         ensure_trained(run, progress=False)
+
+
+def test_ensure_logs_refuses_a_folder_of_fewer_users_than_configured(tmp_path, small_world):
+    logs = write_logs(small_world, tmp_path / "logs", n_users=50, progress=False)  # e.g. a pre-period's
+    data = parse_config(
+        {"kind": "coarse", "out": "x.pt", "data": {"logs": str(logs), "world": "small", "users": 50}}
+    )
+    assert ensure_logs(data.data, progress=False) == logs
+    with pytest.raises(ConfigError, match=r"hold 50 users, \[data\] users = 2,000; delete them"):
+        ensure_logs(dataclasses.replace(data.data, users=2_000), progress=False)
 
 
 def test_cli_reports_errors_without_a_traceback(tmp_path, capsys):
