@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from scipy import stats
 
 from common.rng import Stream, gumbel, uniform
 from simulator.logs import out_of_scene_purchases
@@ -138,7 +139,10 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300, d
 
 
 def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
-    """Effect sizes of the issue-13 knobs that are on (empty when all are off)."""
+    """Effect sizes of the issue-13 knobs that are on (empty when all are off). For the taste
+    saturation and the budget threshold also how much of each user's pair order the best
+    dot-product stand-in keeps (``*_within_user_tau``: the taste rescaled, resp. a per-user
+    linear price term; 1 = a two-tower model loses nothing on GAUC, which sees only that)."""
     c, w = world.config, world
     rng = np.random.default_rng(c.seed)
     users, items = rng.integers(0, c.n_users, n_pairs), rng.integers(0, c.n_items, n_pairs)
@@ -149,13 +153,29 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
         out["field_part_std"] = float(effect.std())
         fields = (w.item_category, w.item_brand, w.item_price_bucket)
         out["field_part_not_additive_share"] = _additive_residual_share(effect, fields)
+    if c.taste_saturation > 0 or c.budget_penalty > 0:
+        grid_users, grid_items = (
+            rng.choice(c.n_users, 200, replace=False),
+            rng.choice(c.n_items, 500, replace=False),
+        )
+        z = w.click_logits(grid_users, grid_items).astype(np.float64)  # (200, 500)
+        grid_taste = w.user_vec[grid_users] @ w.item_vec[grid_items].T
     if c.taste_saturation > 0:
         saturated = taste / (1 + c.taste_saturation * np.abs(taste))
         out["saturation_taste_change_std"] = float((saturated - taste).std())
+        rest = z - grid_taste / (1 + c.taste_saturation * np.abs(grid_taste))
+        out["saturation_best_dot_within_user_tau"] = max(
+            _within_user_tau(z, rest + scale * grid_taste) for scale in np.linspace(0.1, 1.0, 10)
+        )
     if c.budget_penalty > 0:
         over = np.maximum(w.item_log_price[items] - w.user_log_budget[users], 0.0)
         out["budget_pairs_over_share"] = float((over > 0).mean())
         out["budget_penalty_mean_when_over"] = float(c.budget_penalty * over[over > 0].mean())
+        price = w.item_log_price[grid_items].astype(np.float64)
+        hinge = c.budget_penalty * np.maximum(price[None, :] - w.user_log_budget[grid_users][:, None], 0.0)
+        design = np.stack([np.ones_like(price), price], axis=1)  # (500, 2)
+        slopes = np.linalg.lstsq(design, -hinge.T, rcond=None)[0]  # (2, 200): per-user linear price term
+        out["budget_best_linear_price_within_user_tau"] = _within_user_tau(z, z + hinge + (design @ slopes).T)
     if w.history_dwell is not None:
         short = w.history_dwell < SHORT_DWELL_S
         out["short_dwell_share_accidental"] = float(short[~w.history_clean].mean())
@@ -171,6 +191,12 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
         out[f"arrivals_day{d}_users"] = int((w.user_arrival_day == d).sum())
         out[f"arrivals_day{d}_items"] = int((w.item_arrival_day == d).sum())
     return out
+
+
+def _within_user_tau(truth: np.ndarray, stand_in: np.ndarray) -> float:
+    """Mean over rows (users) of Kendall's tau-b between two (users, items) score grids: how
+    much of each user's pair order a stand-in score keeps (GAUC sees nothing else)."""
+    return float(np.mean([stats.kendalltau(a, b).statistic for a, b in zip(truth, stand_in, strict=True)]))
 
 
 def _additive_residual_share(y: np.ndarray, factors: tuple[np.ndarray, ...], sweeps: int = 30) -> float:

@@ -10,7 +10,7 @@ import pytest
 from policies.data import load_logs
 from policies.features import FeatureStore
 from simulator import SMALL, SessionKeys, Simulator, World
-from simulator.describe import baseline_scores
+from simulator.describe import baseline_scores, phenomena_figures
 from simulator.logs import out_of_scene_purchases, write_logs
 from simulator.oracle import Objective, expected_value
 from simulator.segments import SHORT_DWELL_S, accidental_looking_share, user_segments
@@ -86,6 +86,17 @@ def test_taste_saturation_and_budget_penalty_follow_their_formulas(small_world) 
     np.testing.assert_allclose(w.click_logits(USERS, ITEMS) - z_off, -over, atol=1e-5)
     assert (over > 0).mean() > 0.1  # a real threshold, hit by many pairs
     assert np.corrcoef(w.user_log_budget, w.user_price_sensitivity)[0, 1] < -0.3
+
+
+def test_describe_measures_the_within_user_order_a_dot_product_stand_in_misses() -> None:
+    budget = {
+        k: phenomena_figures(_one_knob(budget_penalty=k))["budget_best_linear_price_within_user_tau"]
+        for k in (1, 4)
+    }
+    assert 0 < budget[4] < budget[1] < 1  # a sharper threshold: more order no linear price term keeps
+    saturation = phenomena_figures(_one_knob(taste_saturation=2.0))
+    assert "budget_best_linear_price_within_user_tau" not in saturation
+    assert 0 < saturation["saturation_best_dot_within_user_tau"] < 1
 
 
 def test_taste_drift_moves_the_taste_term_by_the_stated_std_per_day(small_world) -> None:
