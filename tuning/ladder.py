@@ -229,17 +229,26 @@ def offline_online_agreement(table: pd.DataFrame, coarse_size: int, online: str)
     return pd.concat(parts, ignore_index=True)
 
 
+def override_training(configs: dict[str, dict], epochs: int | None, seed: int | None) -> None:
+    """Set every rung's ``[train] epochs`` and ``seed`` in place where given; distillation's
+    stage 1 (soft labels only) then gets at most ``epochs - 1``, leaving one for stage 2."""
+    for raw in configs.values():
+        train = raw.setdefault("train", {})
+        if seed is not None:
+            train["seed"] = seed
+        if epochs is not None:
+            train["epochs"] = epochs
+            if "distill" in raw:
+                raw["distill"]["soft_only_epochs"] = min(raw["distill"]["soft_only_epochs"], epochs - 1)
+
+
 def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     out_dir = Path(args.out)
     base = read_raw(args.base)
     world_config = load_world_config(parse_config(base, "the base config").data.world)
     configs = ladder_configs(base, args.fine, out_dir, dwell_buckets(world_config))
     configs |= ablation_configs(configs["full"], out_dir)
-    if args.epochs is not None:  # stage 1 (soft labels only) keeps at least one epoch for stage 2
-        for raw in configs.values():
-            raw.setdefault("train", {})["epochs"] = args.epochs
-            if "distill" in raw:
-                raw["distill"]["soft_only_epochs"] = min(raw["distill"]["soft_only_epochs"], args.epochs - 1)
+    override_training(configs, args.epochs, args.train_seed)
     for raw in configs.values():
         data = raw.setdefault("data", {})
         data.update({k: v for k, v in (("logs", args.logs), ("users", args.users)) if v is not None})
@@ -366,7 +375,8 @@ def plot_ladder(table: pd.DataFrame, path: Path) -> None:
     online.set(yticks=y, xlabel="Δ clicks per session vs DSSM (95 % CI)", title="online (paired)")
     online.set_yticklabels(online_rows["model"])
     online.invert_yaxis()
-    online.legend(loc="upper right", fontsize="small")
+    # Below the axes: inside, the legend hides a row whichever corner it takes.
+    online.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize="small")
     online.grid(alpha=0.3, axis="x")
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -26,6 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
     )
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        help="override every rung's training seed (a replicate of the ladder: give it its own --out)",
+    )
     parser.add_argument("--logs", help="override the rungs' log folder (simulated if missing)")
     parser.add_argument("--users", type=int, help="users logged when --logs has to be simulated")
     parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")

@@ -23,6 +23,7 @@ from tuning.ladder import (
     format_table,
     ladder_configs,
     offline_online_agreement,
+    override_training,
     paired_vs_reference,
     plot_ladder,
     rung_tests,
@@ -80,6 +81,23 @@ def test_each_ablation_takes_exactly_its_technique_from_the_full_rung():
         assert raw["out"] == str(Path("out") / f"{name}.pt")
     assert "data" not in dict(ABLATIONS)["full-label_smoothing"]  # full itself is not changed
     assert full["data"]["unexposed"] and full["distill"]["label_smoothing_scale"] == 0.1
+
+
+def test_training_overrides_reach_every_rung_and_leave_distillation_a_hard_label_epoch():
+    base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
+    configs = ladder_configs(base, "fine.toml", Path("out"), dwell=8)
+    configs |= ablation_configs(configs["full"], Path("out"))
+    untouched = {name: parse_config(raw).train for name, raw in configs.items()}
+    override_training(configs, epochs=None, seed=None)
+    assert {name: parse_config(raw).train for name, raw in configs.items()} == untouched
+    override_training(configs, epochs=1, seed=7)
+    for name, raw in configs.items():
+        run = parse_config(raw)
+        assert (run.train.epochs, run.train.seed) == (1, 7), name
+        assert run.train.lr == untouched[name].lr, name  # nothing else moves
+        if "distill" in raw:
+            assert run.distill.soft_only_epochs == 0, name
+    assert sum("distill" in raw for raw in configs.values()) >= 5  # distill .. full and its ablations
 
 
 def test_nova_reads_the_dwell_only_where_the_world_logs_it():
