@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from simulator import CHANNELS, SMALL, World
-from simulator.describe import describe, format_report
+from simulator.describe import describe, format_report, response_figures
+from simulator.recall import SessionKeys
+from simulator.session import Simulator
 
 
 @pytest.fixture(scope="module")
@@ -51,3 +53,18 @@ def test_report_names_every_policy_and_metric(figures: dict) -> None:
     assert header.split() == ["random", "popularity", "noisy_oracle", "oracle", "oracle_gmv"]
     for metric in figures["policies"]["oracle"]:
         assert f"  {metric} " in report
+
+
+def test_depth_follows_clicks_only_through_the_continue_terms(small_world: World) -> None:
+    """A better ranker wins clicks; depth moves with them only through the continue logit's click
+    terms: exactly not at all without them, and more with a steeper satisfaction slope."""
+    elasticity = {}
+    for slope, bonus in ((0.0, 0.0), (0.5, 0.3), (2.0, 0.3)):
+        world = World(SMALL.replace(continue_slope=slope, continue_click_bonus=bonus))
+        keys = SessionKeys.of(np.arange(300))
+        response = response_figures(world, Simulator(world), keys)
+        assert response["better_ranker_clicks_lift"] > 0.05, slope
+        assert response["uctr_click_elasticity"] > 0, slope
+        elasticity[slope] = response["depth_click_elasticity"]
+    assert elasticity[0.0] == pytest.approx(0.0, abs=1e-9)
+    assert 0 < elasticity[0.5] < elasticity[2.0]
