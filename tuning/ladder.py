@@ -313,6 +313,33 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     return table
 
 
+def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
+    """Ladders with other training seeds side by side: per paired comparison of the rung tests
+    (a rung against the DSSM, against the rung before; the full model against an ablation),
+    each replicate's ΔGAUC (‰, the rung minus its reference) and online lift (%), and whether
+    the replicates agree: offline on the sign, online on the sign with every Holm p < 0.05.
+    ``replicates``: label -> (ladder table, its rung tests), as in ``ladder.csv`` and
+    ``ladder_tests.csv``."""
+    keys = ["family", "rung", "reference"]
+    merged = None
+    for label, (table, tests) in replicates.items():
+        gauc = table.set_index("model")["gauc"]
+        part = tests[tests["family"] != "oracle vs dssm"][[*keys, "lift %", "p Holm"]].copy()
+        part[f"ΔGAUC ‰ {label}"] = 1000 * (part["rung"].map(gauc) - part["reference"].map(gauc)).to_numpy()
+        part = part.rename(columns={"lift %": f"lift % {label}", "p Holm": f"p Holm {label}"})
+        merged = part if merged is None else merged.merge(part, on=keys, how="inner", sort=False)
+    if merged is None:
+        raise ValueError("no replicates given")
+    labels = list(replicates)
+    offline = np.sign(merged[[f"ΔGAUC ‰ {label}" for label in labels]].to_numpy())
+    online = np.sign(merged[[f"lift % {label}" for label in labels]].to_numpy())
+    significant = (merged[[f"p Holm {label}" for label in labels]].to_numpy() < 0.05).all(axis=1)
+    merged["offline sign agrees"] = (offline == offline[:, :1]).all(axis=1) & (offline[:, 0] != 0)
+    merged["online agrees"] = (online == online[:, :1]).all(axis=1) & significant
+    columns = [f"{kind} {label}" for kind in ("ΔGAUC ‰", "lift %") for label in labels]
+    return merged[[*keys, *columns, "offline sign agrees", "online agrees"]]
+
+
 def format_table(table: pd.DataFrame) -> str:
     """A Markdown table, numbers to 4 significant digits."""
     shown = table.drop(columns=[c for c in ("version",) if c in table.columns])

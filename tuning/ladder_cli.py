@@ -36,9 +36,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coarse-size", type=int, default=600, help="coarse cut C (default 600)")
     parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
     parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
+    parser.add_argument(
+        "--replicates",
+        nargs="+",
+        metavar="DIR",
+        help="train nothing: compare finished ladders (folders with ladder.csv and ladder_tests.csv, "
+        "e.g. runs/ladder runs/ladder_seed1) comparison by comparison, and print the table",
+    )
     add_version_argument(parser)
     args = parser.parse_args(argv)
-    from tuning.ladder import format_table, plot_ladder, run_ladder  # noqa: PLC0415 (after parsing)
+    from tuning.ladder import format_table, plot_ladder, replicate_table, run_ladder  # noqa: PLC0415
+
+    if args.replicates:
+        return _print_replicates([Path(d) for d in args.replicates], replicate_table, format_table)
 
     args.progress = sys.stderr.isatty()
     try:
@@ -69,4 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     plot_ladder(table, out / "ladder.png")
     print(text)
     print(f"wrote {out / 'ladder.md'}, ladder.csv, ladder_tests.csv, ladder_agreement.csv and ladder.png")
+    return 0
+
+
+def _print_replicates(folders: list[Path], replicate_table, format_table) -> int:
+    names = ("ladder.csv", "ladder_tests.csv")
+    missing = [str(f / name) for f in folders for name in names if not (f / name).is_file()]
+    if missing:
+        print(f"error: missing {', '.join(missing)} (written by python -m tuning.ladder)", file=sys.stderr)
+        return 2
+    import pandas as pd  # noqa: PLC0415
+
+    tables = {f.name: (pd.read_csv(f / "ladder.csv"), pd.read_csv(f / "ladder_tests.csv")) for f in folders}
+    if len(tables) < len(folders):
+        print("error: give the ladder folders distinct names (they label the columns)", file=sys.stderr)
+        return 2
+    print(
+        "Ladder replicates, comparison by comparison (ΔGAUC: the rung minus its reference; lift: exact"
+        " clicks; online agrees = same sign and every Holm p < 0.05):\n"
+    )
+    print(format_table(replicate_table(tables)))
     return 0

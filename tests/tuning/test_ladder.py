@@ -26,6 +26,7 @@ from tuning.ladder import (
     override_training,
     paired_vs_reference,
     plot_ladder,
+    replicate_table,
     rung_tests,
 )
 
@@ -207,3 +208,33 @@ def test_agreement_ranks_offline_metrics_over_the_trained_rows_then_with_the_bas
     assert agreement.loc[("all", "hitrate_global@600"), "pick"] == "oracle"
     assert agreement.loc[("trained", "hitrate_global@600"), "pick"] == "full"
     assert ("trained", "auc") not in agreement.index  # a metric the table lacks is left out
+
+
+def test_replicates_line_up_comparisons_and_agree_only_on_shared_signs():
+    def replicate(gauc: dict[str, float], lifts: dict[tuple[str, str], tuple[float, float]]):
+        table = pd.DataFrame({"model": list(gauc), "gauc": list(gauc.values())})
+        tests = pd.DataFrame(
+            [
+                {"family": "vs the rung before", "rung": r, "reference": ref, "lift %": lift, "p Holm": p}
+                for (r, ref), (lift, p) in lifts.items()
+            ]
+            + [{"family": "oracle vs dssm", "rung": "oracle", "reference": "dssm", "lift %": 5, "p Holm": 0}]
+        )
+        return table, tests
+
+    a = replicate(
+        {"dssm": 0.680, "+mlp": 0.685, "+fm": 0.690},
+        {("+mlp", "dssm"): (-2.0, 1e-9), ("+fm", "+mlp"): (1.0, 1e-5)},
+    )
+    b = replicate(
+        {"dssm": 0.675, "+mlp": 0.671, "+fm": 0.686},  # +mlp loses offline here
+        {("+mlp", "dssm"): (-1.0, 1e-4), ("+fm", "+mlp"): (0.5, 0.2)},  # +fm not significant
+    )
+    table = replicate_table({"s0": a, "s1": b}).set_index("rung")
+    assert list(table.index) == ["+mlp", "+fm"]  # the oracle row is no rung comparison
+    assert table.loc["+mlp", "ΔGAUC ‰ s0"] == pytest.approx(5.0)
+    assert table.loc["+mlp", "ΔGAUC ‰ s1"] == pytest.approx(-4.0)
+    assert table.loc["+fm", "lift % s1"] == 0.5
+    assert not table.loc["+mlp", "offline sign agrees"] and table.loc["+fm", "offline sign agrees"]
+    assert table.loc["+mlp", "online agrees"]  # same sign, both significant
+    assert not table.loc["+fm", "online agrees"]  # same sign, one not significant
