@@ -67,16 +67,19 @@ class PolicyFigures:
     gmv_per_user: float  # per user-day (one session per user-day)
 
 
-def session_totals(sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256) -> dict:
-    """Per-session pages, impressions, clicks, purchases and GMV (arrays in the order of ``keys``)."""
+def session_totals(
+    sim: Simulator, keys: SessionKeys, score: ScoreFn, batch_size: int = 256, exact: bool = False
+) -> dict:
+    """Per-session pages, impressions, clicks, purchases and GMV (arrays in the order of ``keys``);
+    with ``exact``, their exact twins instead and ``clicked``, P(>= 1 click)."""
     totals = [
-        run_static(sim, keys.take(slice(lo, lo + batch_size)), score)
+        run_static(sim, keys.take(slice(lo, lo + batch_size)), score, exact=exact)
         for lo in range(0, len(keys), batch_size)
     ]
-    return {
-        f: np.concatenate([getattr(t, f) for t in totals])
-        for f in ("pages", "impressions", "clicks", "purchases", "gmv")
-    }
+    if exact:
+        totals = [t.exact for t in totals]
+    fields = ("pages", "impressions", "clicks", "purchases", "gmv") + (("clicked",) if exact else ())
+    return {f: np.concatenate([getattr(t, f) for t in totals]) for f in fields}
 
 
 def _figures(cat: dict) -> PolicyFigures:
@@ -146,12 +149,7 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300, d
 
 
 def response_figures(
-    world: World,
-    sim: Simulator,
-    keys: SessionKeys,
-    noise_scale: float = 0.85,
-    max_sessions: int = 512,
-    batch_size: int = 128,
+    world: World, sim: Simulator, keys: SessionKeys, noise_scale: float = 0.85, max_sessions: int = 512
 ) -> dict[str, float]:
     """How depth and uCTR follow clicks when the ranking improves a little: ``noisy_oracle``
     against the same ranker with its noise scaled by ``noise_scale`` (a better ranker), in exact
@@ -159,20 +157,14 @@ def response_figures(
     elasticity = log(lift of depth, resp. uCTR) / log(lift of clicks). Depth moves only through
     the continue logit's click terms (0 without them)."""
     keys = keys.take(slice(0, max_sessions))
-
-    def means(scale: float) -> np.ndarray:  # mean exact pages, clicks, clicked
-        score = noisy_oracle(world, scale)
-        sums = np.zeros(3)
-        for lo in range(0, len(keys), batch_size):
-            t = run_static(sim, keys.take(slice(lo, lo + batch_size)), score, exact=True).exact
-            sums += [t.pages.sum(), t.clicks.sum(), t.clicked.sum()]
-        return sums / len(keys)
-
-    lift = np.log(means(noise_scale) / means(1.0))  # pages, clicks, clicked
+    base, better = (
+        session_totals(sim, keys, noisy_oracle(world, scale), exact=True) for scale in (1.0, noise_scale)
+    )
+    lift = {f: float(np.log(better[f].mean() / base[f].mean())) for f in ("pages", "clicks", "clicked")}
     return {
-        "better_ranker_clicks_lift": float(np.expm1(lift[1])),
-        "depth_click_elasticity": float(lift[0] / lift[1]),
-        "uctr_click_elasticity": float(lift[2] / lift[1]),
+        "better_ranker_clicks_lift": float(np.expm1(lift["clicks"])),
+        "depth_click_elasticity": lift["pages"] / lift["clicks"],
+        "uctr_click_elasticity": lift["clicked"] / lift["clicks"],
     }
 
 

@@ -320,6 +320,8 @@ def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
     the replicates agree: offline on the sign, online on the sign with every Holm p < 0.05.
     ``replicates``: label -> (ladder table, its rung tests), as in ``ladder.csv`` and
     ``ladder_tests.csv``."""
+    if not replicates:
+        raise ValueError("no replicates given")
     keys = ["family", "rung", "reference"]
     merged = None
     for label, (table, tests) in replicates.items():
@@ -328,8 +330,6 @@ def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
         part[f"ΔGAUC ‰ {label}"] = 1000 * (part["rung"].map(gauc) - part["reference"].map(gauc)).to_numpy()
         part = part.rename(columns={"lift %": f"lift % {label}", "p Holm": f"p Holm {label}"})
         merged = part if merged is None else merged.merge(part, on=keys, how="inner", sort=False)
-    if merged is None:
-        raise ValueError("no replicates given")
     labels = list(replicates)
     offline = np.sign(merged[[f"ΔGAUC ‰ {label}" for label in labels]].to_numpy())
     online = np.sign(merged[[f"lift % {label}" for label in labels]].to_numpy())

@@ -45,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_version_argument(parser)
     args = parser.parse_args(argv)
-    from tuning.ladder import format_table, plot_ladder, replicate_table, run_ladder  # noqa: PLC0415
-
     if args.replicates:
-        return _print_replicates([Path(d) for d in args.replicates], replicate_table, format_table)
+        return _print_replicates([Path(d) for d in args.replicates])
+    from tuning.ladder import format_table, plot_ladder, run_ladder  # noqa: PLC0415 (after parsing)
 
     args.progress = sys.stderr.isatty()
     try:
@@ -82,13 +81,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _print_replicates(folders: list[Path], replicate_table, format_table) -> int:
+def _print_replicates(folders: list[Path]) -> int:
     names = ("ladder.csv", "ladder_tests.csv")
     missing = [str(f / name) for f in folders for name in names if not (f / name).is_file()]
     if missing:
         print(f"error: missing {', '.join(missing)} (written by python -m tuning.ladder)", file=sys.stderr)
         return 2
     import pandas as pd  # noqa: PLC0415
+
+    from tuning.ladder import format_table, replicate_table  # noqa: PLC0415
 
     tables = {f.name: (pd.read_csv(f / "ladder.csv"), pd.read_csv(f / "ladder_tests.csv")) for f in folders}
     if len(tables) < len(folders):
