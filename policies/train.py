@@ -336,15 +336,20 @@ def ensure_logs(data: DataConfig, progress: bool = True) -> Path:
 
 def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=print) -> Path:
     """The checkpoint of a training config, trained first unless a checkpoint of exactly this
-    config, trained on exactly this world (a world TOML's contents, not only its path), already
-    exists. A distillation teacher given as a training config (.toml) is
-    ensured the same way. Returns the checkpoint path."""
+    config, trained on exactly this world (a world TOML's contents, not only its path) and
+    distilled from exactly its teacher's current checkpoint, already exists. A distillation
+    teacher given as a training config (.toml) is ensured the same way first (an edited teacher
+    config retrains the teacher, then its students). Returns the checkpoint path."""
     run = config if isinstance(config, RunConfig) else load_config(config)
     out = Path(run.out)
     if out.is_file():
         try:
             metadata = load_checkpoint(out, kind=run.kind).metadata
-            if metadata.get("run") == run.portable() and metadata.get("world") == _world_dict(run.data):
+            if (
+                metadata.get("run") == run.portable()
+                and metadata.get("world") == _world_dict(run.data)
+                and metadata.get("teacher_version") == _teacher_version(run, progress, log)
+            ):
                 return out
         except (CheckpointError, FileNotFoundError):
             pass
@@ -352,6 +357,17 @@ def ensure_trained(config: str | Path | RunConfig, progress: bool = True, log=pr
     log(f"training {run.kind} model -> {out}")
     train(run, progress=progress, log=log)
     return out
+
+
+def _teacher_version(run: RunConfig, progress: bool, log) -> str | None:
+    """The version of a coarse run's distillation teacher checkpoint (a teacher config is
+    ensured first), or None without distillation."""
+    if run.kind != "coarse" or not run.distill.enabled:
+        return None
+    teacher = run.distill.teacher
+    if teacher.endswith(".toml"):
+        teacher = ensure_trained(teacher, progress, log)
+    return load_checkpoint(teacher, kind="fine").version
 
 
 def ensure_checkpoint(spec: str | dict, kind: str, progress: bool = False, log=print) -> str:

@@ -35,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", default="small", help='base world: "small", "default" or a TOML file')
     parser.add_argument("--world-seed", type=int, help="the base world's seed (default: its own)")
     parser.add_argument("--base", default="configs/models/coarse_dssm.toml", help="baseline DSSM config")
-    parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker config (per world)")
+    parser.add_argument(
+        "--fine",
+        default="configs/models/fine_small.toml",
+        help="fine ranker config (its data is replaced per world)",
+    )
     parser.add_argument("--out", default="runs/dose", help="folder for every world's files and the table")
     parser.add_argument("--users", type=int, default=2000, help="users logged per world (1 day)")
     parser.add_argument(

@@ -159,6 +159,29 @@ def test_ensure_trained_does_not_reuse_a_checkpoint_of_an_edited_world_file(tmp_
     assert load_checkpoint(first).metadata["world"]["click_intercept"] == -5.0
 
 
+def test_ensure_trained_retrains_a_student_whose_teacher_config_was_edited(tmp_path, small_log_dir):
+    quiet = {"progress": False, "log": lambda *_: None}
+    data = f'[data]\nlogs = "{small_log_dir}"\nworld = "small"\n'
+    teacher = tmp_path / "fine.toml"
+    teacher.write_text(
+        f'kind = "fine"\nout = "{tmp_path / "f.pt"}"\n{data}[model]\ndim = 4\n[train]\nepochs = 1\n'
+    )
+    student = tmp_path / "c.toml"
+    student.write_text(
+        f'kind = "coarse"\nout = "{tmp_path / "c.pt"}"\n{data}'
+        '[model]\ndim = 4\n[train]\nepochs = 2\neval_lists = 0\n[distill]\nteacher = "fine.toml"\n'
+    )
+    first = ensure_trained(student, **quiet)  # trains the teacher, then the student
+    stamp = first.stat().st_mtime_ns
+    assert ensure_trained(student, **quiet) == first and first.stat().st_mtime_ns == stamp  # reused
+    teacher.write_text(teacher.read_text().replace("dim = 4", "dim = 6"))  # another teacher
+    ensure_trained(student, **quiet)
+    retrained_teacher = load_checkpoint(tmp_path / "f.pt", kind="fine")
+    assert retrained_teacher.model.config.dim == 6
+    assert load_checkpoint(first).metadata["teacher_version"] == retrained_teacher.version
+    assert first.stat().st_mtime_ns != stamp
+
+
 def test_ensure_checkpoint_resolves_every_kind_of_model_spec(tmp_path, small_log_dir):
     quiet = {"progress": False, "log": lambda *_: None}
     inline = {"out": str(tmp_path / "c.pt"), "data": {"logs": str(small_log_dir), "world": "small"}}
