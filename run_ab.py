@@ -6,7 +6,8 @@ The config (TOML, validated; see configs/default.toml for every key) names the w
 arms (coarse ranker checkpoint or training config, stage sizes), the traffic, the
 assignment, the metrics and the statistics. Results go to runs/ab/<name>/ (config.toml,
 results.json, per_user.parquet, user_days.parquet, daily.parquet, report.md, report.html,
-plots), each file written atomically.
+plots), each file written atomically. --train-seeds 0 1 2 runs it once per training seed of the
+arms' coarse rankers and lines the lifts up (runs/ab/<name>-train-seeds/replicates.md).
 
 Exit status: 0 success; 1 the sample-ratio-mismatch gate failed (unless --ignore-srm);
 2 bad input (config, world or model files, arguments), reported before anything is written;
@@ -82,6 +83,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="exit 0 and print the results even when the sample-ratio-mismatch gate fails",
     )
     parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="run the experiment once per training seed of the arms' coarse training configs, "
+        "each in <runs-dir>/<name>-train-seeds/seed<SEED>/ (the config's own seed reuses its "
+        "checkpoints), and write replicates.md / replicates.csv there: each seed's lifts, their mean and a t "
+        "interval over the seeds (abtest/replicates.py)",
+    )
+    parser.add_argument(
         "--no-progress",
         action="store_true",
         help="no progress bar (on a terminal) or progress lines (otherwise: a line per stage and shard)",
@@ -142,13 +153,13 @@ def _results_config(config) -> dict:
     return plain
 
 
-def _run_dir(args: argparse.Namespace, config) -> Path:
+def _run_dir(args: argparse.Namespace, config, runs_dir: Path) -> Path:
     """The run folder, created (``--force``: emptied first). An existing folder is only
     reused by ``--resume`` and only for the very config stored in it."""
     from abtest.config import load_config  # noqa: PLC0415
     from abtest.store import write_text_atomic  # noqa: PLC0415
 
-    run_dir = Path(args.runs_dir) / config.name
+    run_dir = runs_dir / config.name
     if run_dir.exists() and args.force:
         shutil.rmtree(run_dir)
     elif run_dir.exists() and args.resume:
@@ -268,15 +279,58 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # imports after argument parsing, and the heavy ones (torch, Ray) after the config is
     # validated: --help and a bad config answer at once
-    t0, started = time.perf_counter(), utc_now()
     console = sys.stdout  # progress, the SRM gate and the results; Ray's output goes to ray.log
     if not console.isatty() and hasattr(console, "reconfigure"):
         console.reconfigure(line_buffering=True)  # a log file follows every line as it comes
+    try:
+        config = _config(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not args.train_seeds:
+        return _run(args, config, Path(args.runs_dir), console)
+    return _replicates(args, config, console)
+
+
+def _replicates(args: argparse.Namespace, config, console) -> int:
+    """The experiment once per ``--train-seeds`` seed (``abtest.replicates.reseeded``), then
+    the replicate table of their results beside the seeds' run folders."""
+    import json  # noqa: PLC0415
+
+    from abtest.replicates import replicate_markdown, replicate_table, reseeded  # noqa: PLC0415
+    from abtest.store import write_text_atomic  # noqa: PLC0415
+
+    seeds = list(dict.fromkeys(args.train_seeds))
+    folder = Path(args.runs_dir) / f"{config.name}-train-seeds"
+    records, status = {}, EXIT_OK
+    for number, seed in enumerate(seeds, 1):
+        print(f"== training seed {seed} ({number} of {len(seeds)}) ==", file=console)
+        try:
+            seeded = reseeded(config, seed, folder / "models").replace(name=f"seed{seed}")
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+        code = _run(args, seeded, folder, console)
+        if code not in (EXIT_OK, EXIT_SRM):
+            return code
+        status = max(status, code)  # a seed whose SRM gate failed fails the whole command
+        records[seed] = json.loads((folder / seeded.name / "results.json").read_text())["records"]
+    table = replicate_table(records)
+    text = replicate_markdown(table)
+    write_text_atomic(folder / "replicates.md", text)
+    write_text_atomic(folder / "replicates.csv", table.to_csv(index=False))
+    print(f"\n{text}\nreplicates: {folder / 'replicates.md'} (also replicates.csv)", file=console)
+    return status
+
+
+def _run(args: argparse.Namespace, config, runs_dir: Path, console) -> int:
+    """One experiment of ``config`` in ``runs_dir/<name>``: models, traffic, statistics, the
+    report and the exit status."""
+    t0, started = time.perf_counter(), utc_now()
     log = lambda m: print(m, file=console)  # noqa: E731
     run_dir = None
     try:
-        config = _config(args)
-        run_dir = _run_dir(args, config)
+        run_dir = _run_dir(args, config, runs_dir)
         from abtest.arms import resolve_arms  # noqa: PLC0415
         from abtest.experiment import run_experiment  # noqa: PLC0415
         from abtest.report import terminal_report, write_run  # noqa: PLC0415

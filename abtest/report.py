@@ -495,7 +495,7 @@ def _sections(
     return sections
 
 
-def _markdown_table(frame: pd.DataFrame) -> str:
+def markdown_table(frame: pd.DataFrame) -> str:
     """A GitHub-flavoured Markdown table (no extra dependency)."""
 
     def cell(value) -> str:
@@ -514,7 +514,7 @@ def markdown_report(result: ExperimentResult, images: list[str], run: Mapping[st
         out += ["> **SRM gate FAILED**: the users per arm do not match the designed split.", ""]
     for title, body in _sections(result, run):
         out.append(f"## {title}\n")
-        out.append(_markdown_table(body) if isinstance(body, pd.DataFrame) else body)
+        out.append(markdown_table(body) if isinstance(body, pd.DataFrame) else body)
         out.append("")
     for image in images:
         out += [f"![{image}]({image})", ""]

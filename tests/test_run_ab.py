@@ -220,6 +220,34 @@ def test_force_replaces_a_run_folder(tmp_path: Path) -> None:
     assert not stale.exists() and (tmp_path / "runs" / "tiny" / "results.json").is_file()
 
 
+@pytest.mark.slow
+def test_train_seeds_run_the_experiment_per_seed_and_line_their_lifts_up(tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(
+        'kind = "coarse"\nout = "c.pt"\n[data]\nlogs = "logs"\nworld = "small"\nusers = 150\n'
+        "[model]\ndim = 4\n[train]\nepochs = 1\neval_lists = 0\nseed = 0\n"
+    )
+    text = write_config(tmp_path, users=100).read_text().replace('coarse = "oracle"', 'coarse = "c.toml"')
+    config = tmp_path / "tiny.toml"
+    config.write_text(text)
+    out = run_ab(
+        "--config", str(config), "--runs-dir", "runs", "--days", "1", "--train-seeds", "0", "1", cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "runs" / "tiny-train-seeds"
+    table = pd.read_csv(folder / "replicates.csv").set_index("metric")
+    for seed, model in ((0, tmp_path / "c.pt"), (1, folder / "models" / "seed1" / "c.pt")):
+        run = json.loads((folder / f"seed{seed}" / "results.json").read_text())
+        assert run["versions"]["treatment"]["coarse"] == str(model.resolve())  # seed 0: the config's own
+        clicks = next(r for r in run["records"] if r["metric"] == "clicks")
+        assert table.loc["clicks", f"lift seed{seed}"] == pytest.approx(clicks["rel_effect"])
+    assert table.loc["clicks", "lift seed0"] != table.loc["clicks", "lift seed1"]  # another model
+    assert (
+        "Training-seed replicates" in (folder / "replicates.md").read_text() and "replicates:" in out.stdout
+    )
+    again = run_ab("--config", str(config), "--runs-dir", "runs", "--train-seeds", "0", cwd=tmp_path)
+    assert again.returncode == 3 and "exists" in again.stderr  # a seed's folder is not overwritten
+
+
 def test_an_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     path.write_text(path.read_text() + "\n[report]\nstyle = 'fancy'\n")
