@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the experiment once per training seed of the arms' coarse training configs, "
         "each in <runs-dir>/<name>-train-seeds/seed<SEED>/ (the config's own seed reuses its "
         "checkpoints), and write replicates.md / replicates.csv there: each seed's lifts, their mean and a t "
-        "interval over the seeds (abtest/replicates.py)",
+        "interval over the seeds, and a figure of them, replicates.png (abtest/replicates.py)",
     )
     parser.add_argument(
         "--no-progress",
@@ -297,7 +297,7 @@ def _replicates(args: argparse.Namespace, config, console) -> int:
     the replicate table of their results beside the seeds' run folders."""
     import json  # noqa: PLC0415
 
-    from abtest.replicates import replicate_markdown, replicate_table, reseeded  # noqa: PLC0415
+    from abtest.replicates import plot_replicates, replicate_markdown, replicate_table, reseeded  # noqa: PLC0415
     from abtest.store import write_text_atomic  # noqa: PLC0415
 
     seeds = list(dict.fromkeys(args.train_seeds))
@@ -319,7 +319,8 @@ def _replicates(args: argparse.Namespace, config, console) -> int:
     text = replicate_markdown(table)
     write_text_atomic(folder / "replicates.md", text)
     write_text_atomic(folder / "replicates.csv", table.to_csv(index=False))
-    print(f"\n{text}\nreplicates: {folder / 'replicates.md'} (also replicates.csv)", file=console)
+    plot_replicates(table, folder / "replicates.png")
+    print(f"\n{text}\nreplicates: {folder / 'replicates.md'} (also replicates.csv, .png)", file=console)
     return status
 
 

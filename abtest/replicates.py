@@ -13,6 +13,7 @@ the interval needs).
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from scipy import stats
 
 from abtest.config import ExperimentConfig
 from abtest.report import markdown_table
-from abtest.store import write_text_atomic
+from abtest.store import write_atomic, write_text_atomic
 from common.config import ConfigError, dumps_toml
 from policies.config import load_config as load_training_config
 from policies.config import read_raw
@@ -117,3 +118,43 @@ def replicate_markdown(table: pd.DataFrame, confidence: float = 0.95) -> str:
         f"measured it); the mean estimate's {confidence:.0%} t interval over the seeds; seeds "
         "up / down = seeds whose estimate is significant that way.\n\n" + markdown_table(shown) + "\n"
     )
+
+
+def plot_replicates(table: pd.DataFrame, path: Path) -> None:
+    """Per comparison: each seed's estimated lift (dots), their mean with its t interval over
+    the seeds (bar) and the mean true lift (cross), in %."""
+    import matplotlib  # noqa: PLC0415 (only when plotting)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    lifts = [c for c in table if c.startswith("lift seed")]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(table) + 1.4))
+    y = np.arange(len(table))[::-1]
+    for column in lifts:
+        ax.scatter(100 * table[column], y, color="gray", s=14, zorder=2)
+    mean = 100 * table["mean lift"].to_numpy(float)
+    lo, hi = 100 * table["ci_lower"].to_numpy(float), 100 * table["ci_upper"].to_numpy(float)
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    ax.errorbar(
+        mean[finite],
+        y[finite],
+        xerr=[mean[finite] - lo[finite], hi[finite] - mean[finite]],
+        fmt="none",
+        ecolor="black",
+        capsize=3,
+    )
+    ax.scatter(mean, y, color="black", zorder=3, label="mean estimate (t interval over seeds)")
+    ax.scatter(
+        100 * table["mean true lift"], y, color="tab:orange", marker="x", zorder=4, label="mean true lift"
+    )
+    ax.scatter([], [], color="gray", s=14, label="one training seed's estimate")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{m} ({t})" for m, t in zip(table["metric"], table["treatment"], strict=True)])
+    ax.set_xlabel("relative lift, %")
+    ax.set_title(f"Lifts over {len(lifts)} training seeds")
+    ax.legend(loc="best", fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))

@@ -241,6 +241,7 @@ def test_train_seeds_run_the_experiment_per_seed_and_line_their_lifts_up(tmp_pat
         clicks = next(r for r in run["records"] if r["metric"] == "clicks")
         assert table.loc["clicks", f"lift seed{seed}"] == pytest.approx(clicks["rel_effect"])
     assert table.loc["clicks", "lift seed0"] != table.loc["clicks", "lift seed1"]  # another model
+    assert (folder / "replicates.png").read_bytes().startswith(b"\x89PNG")
     assert (
         "Training-seed replicates" in (folder / "replicates.md").read_text() and "replicates:" in out.stdout
     )
