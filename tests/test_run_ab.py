@@ -301,11 +301,11 @@ def test_a_run_folders_config_reloads_for_resume(tmp_path: Path, monkeypatch) ->
     args = build_parser().parse_args(argv)
     config = _config(args)
     assert config.description.startswith("two lines:\n") and config.traffic.users == 200
-    run_dir = _run_dir(args, config)
+    run_dir = _run_dir(args, config, Path(args.runs_dir))
     resume = build_parser().parse_args(
         ["--config", str(path), "--runs-dir", "runs", "--users", "200", "--resume"]
     )
-    assert _run_dir(resume, _config(resume)) == run_dir  # the stored config.toml reloads to the same
+    assert _run_dir(resume, _config(resume), Path(resume.runs_dir)) == run_dir  # config.toml reloads
 
 
 # A world with many users and little else: a 51/49 split needs many users to be detectable.
