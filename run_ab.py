@@ -287,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as err:  # a bug, not the user's input (e.g. a custom ranker's probe)
+        return _internal_error(err, None)
     if not args.train_seeds:
         return _run(args, config, Path(args.runs_dir), console)
     return _replicates(args, config, console)

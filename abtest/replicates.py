@@ -13,7 +13,6 @@ the interval needs).
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,8 @@ import pandas as pd
 from scipy import stats
 
 from abtest.config import ExperimentConfig
-from abtest.report import markdown_table
-from abtest.store import write_atomic, write_text_atomic
+from abtest.report import interval_bars, markdown_table, save_png
+from abtest.store import write_text_atomic
 from common.config import ConfigError, dumps_toml
 from policies.config import load_config as load_training_config
 from policies.config import read_raw
@@ -135,15 +134,7 @@ def plot_replicates(table: pd.DataFrame, path: Path) -> None:
         ax.scatter(100 * table[column], y, color="gray", s=14, zorder=2)
     mean = 100 * table["mean lift"].to_numpy(float)
     lo, hi = 100 * table["ci_lower"].to_numpy(float), 100 * table["ci_upper"].to_numpy(float)
-    finite = np.isfinite(lo) & np.isfinite(hi)
-    ax.errorbar(
-        mean[finite],
-        y[finite],
-        xerr=[mean[finite] - lo[finite], hi[finite] - mean[finite]],
-        fmt="none",
-        ecolor="black",
-        capsize=3,
-    )
+    interval_bars(ax, mean, y, lo, hi, "black")
     ax.scatter(mean, y, color="black", zorder=3, label="mean estimate (t interval over seeds)")
     ax.scatter(
         100 * table["mean true lift"], y, color="tab:orange", marker="x", zorder=4, label="mean true lift"
@@ -154,7 +145,4 @@ def plot_replicates(table: pd.DataFrame, path: Path) -> None:
     ax.set_xlabel("relative lift, %")
     ax.set_title(f"Lifts over {len(lifts)} training seeds")
     ax.legend(loc="best", fontsize=8)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    save_png(fig, path)

@@ -281,6 +281,30 @@ def terminal_report(result: ExperimentResult, show_results: bool = True) -> str:
 # Plots
 
 
+def save_png(fig, path: Path) -> None:
+    """Write a matplotlib figure to ``path`` as PNG (atomically) and close it."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415 (only when plotting)
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_atomic(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+
+def interval_bars(ax, x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray, color: str) -> None:
+    """Horizontal interval bars [lo, hi] around ``x`` at heights ``y`` (rows without a finite
+    interval get none)."""
+    finite = np.isfinite(lo) & np.isfinite(hi)
+    ax.errorbar(
+        x[finite],
+        y[finite],
+        xerr=[x[finite] - lo[finite], hi[finite] - x[finite]],
+        fmt="none",
+        ecolor=color,
+        capsize=3,
+    )
+
+
 def _plots(result: ExperimentResult, folder: Path) -> list[str]:
     import matplotlib  # noqa: PLC0415 (only when plotting)
 
@@ -290,10 +314,7 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
     written = []
 
     def save(fig, name: str) -> None:
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        write_atomic(folder / name, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+        save_png(fig, folder / name)
         written.append(name)
 
     records = result.to_pandas()
@@ -303,16 +324,8 @@ def _plots(result: ExperimentResult, folder: Path) -> list[str]:
         lift = 100 * records["rel_effect"].to_numpy()
         lo = 100 * records["rel_ci_lower"].to_numpy()
         hi = 100 * records["rel_ci_upper"].to_numpy()
-        finite = np.isfinite(lo) & np.isfinite(hi)
         colors = np.where(records["significant"], "tab:red", "tab:blue")
-        ax.errorbar(
-            lift[finite],
-            y[finite],
-            xerr=[lift[finite] - lo[finite], hi[finite] - lift[finite]],
-            fmt="none",
-            ecolor="gray",
-            capsize=3,
-        )
+        interval_bars(ax, lift, y, lo, hi, "gray")
         ax.scatter(lift, y, c=colors, zorder=3)
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, [f"{m} ({t})" for m, t in zip(records["metric"], records["treatment"], strict=True)])
