@@ -62,7 +62,7 @@ def test_depth_follows_clicks_only_through_the_continue_terms(small_world: World
     for slope, bonus in ((0.0, 0.0), (0.5, 0.3), (2.0, 0.3)):
         world = World(SMALL.replace(continue_slope=slope, continue_click_bonus=bonus))
         keys = SessionKeys.of(np.arange(300))
-        response = response_figures(world, Simulator(world), keys)
+        response = response_figures(world, Simulator(world), keys, base_scale=1.0)
         assert response["better_ranker_clicks_lift"] > 0.05, slope
         assert response["uctr_click_elasticity"] > 0, slope
         elasticity[slope] = response["depth_click_elasticity"]
