@@ -1,12 +1,14 @@
 """The seeds' reported figures beside this world's on the same comparisons.
 
     python -m tuning.seeds --ladder runs/ladder --ab runs/ab/default   # prints a Markdown table
+    python -m tuning.seeds --ladder runs/ladder runs/ladder_seed1 --ab runs/ab/default-train-seeds
 
 Reads what two committed commands wrote: the ablation ladder (``python -m tuning.ladder``,
 ``ladder.csv``: offline metrics per rung, and the paired exact-click tests in
 ``ladder_tests.csv``) and an A/B run of the DSSM against the full model (``run_ab.py``,
 ``results.json``: the true lift of every metric on every user, and per segment). The seeds'
 figures are the ones their write-ups report (``SEED_FIGURES``); nothing here is fitted to them.
+Replicates of either (other training seeds) give each value as their mean.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,9 +139,7 @@ EXACT_TWINS = {
 """A metric whose exact twin's interval is shown beside its true lift (the twin estimates it)."""
 
 
-def _ladder_value(ladder: pd.DataFrame | None, metric: str, rung: str, reference: str) -> tuple[float, str]:
-    if ladder is None:
-        return float("nan"), "no ladder.csv"
+def _ladder_value(ladder: pd.DataFrame, metric: str, rung: str, reference: str) -> tuple[float, str]:
     table = ladder.set_index("model")
     if rung not in table.index or reference not in table.index:
         return float("nan"), "rung missing from the ladder"
@@ -146,9 +147,7 @@ def _ladder_value(ladder: pd.DataFrame | None, metric: str, rung: str, reference
     return scale * float(table.loc[rung, metric] - table.loc[reference, metric]), "ladder, held-out users"
 
 
-def _ladder_online(tests: pd.DataFrame | None, rung: str, reference: str) -> tuple[float, str]:
-    if tests is None:
-        return float("nan"), "no ladder_tests.csv"
+def _ladder_online(tests: pd.DataFrame, rung: str, reference: str) -> tuple[float, str]:
     row = tests[(tests["rung"] == rung) & (tests["reference"] == reference)]
     if row.empty:
         return float("nan"), "pair missing from ladder_tests.csv"
@@ -181,20 +180,36 @@ def _ab_value(results: dict[str, Any], metric: str, segment: str) -> tuple[float
     return 100.0 * truth, f"{where}; estimate's 95 % CI {interval}"
 
 
+def _mean_of_replicates(measured: list[tuple[float, str]], missing: str) -> tuple[float, str]:
+    """One replicate's value and source as they are; several: their mean, each seed's value
+    and the first replicate's source (the intervals are one replicate's)."""
+    if not measured:
+        return float("nan"), missing
+    if len(measured) == 1:
+        return measured[0]
+    values = [value for value, _ in measured]
+    each = " / ".join("n/a" if np.isnan(v) else f"{v:+.2f}" for v in values)
+    first = measured[0][1].split(";")[0]
+    return float(np.mean(values)), f"{first}; mean of {len(values)} training seeds: {each}"
+
+
 def seeds_table(
-    ladder: pd.DataFrame | None, tests: pd.DataFrame | None, results: dict[str, Any]
+    ladders: Sequence[pd.DataFrame], tests: Sequence[pd.DataFrame], results: Sequence[dict[str, Any]]
 ) -> pd.DataFrame:
-    """One row per ``SEED_FIGURES`` entry: the seed's figure, this world's value and its source
-    (rows of a missing ladder are n/a)."""
+    """One row per ``SEED_FIGURES`` entry: the seed's figure, this world's value and its source.
+    Each source is a list of replicates (ladders, their tests and A/B results of other training
+    seeds): a value is their mean (rows of a missing source are n/a)."""
     rows = []
     for figure in SEED_FIGURES:
         kind, a, b = figure.source
         if kind == "ab":
-            value, how = _ab_value(results, a, b)
+            value, how = _mean_of_replicates([_ab_value(r, a, b) for r in results], "no A/B results")
         elif kind == "ladder_online":
-            value, how = _ladder_online(tests, a, b)
+            value, how = _mean_of_replicates([_ladder_online(t, a, b) for t in tests], "no ladder_tests.csv")
         else:
-            value, how = _ladder_value(ladder, kind, a, b)
+            value, how = _mean_of_replicates(
+                [_ladder_value(ld, kind, a, b) for ld in ladders], "no ladder.csv"
+            )
         rows.append(
             {"seed": figure.seed, "comparison": figure.comparison, "seed reports": figure.reported or "—"}
             | {"this world": value, "how measured": how}
@@ -247,31 +262,56 @@ def plot_seeds(table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def ab_results(folder: Path) -> list[dict[str, Any]]:
+    """The results of an A/B run folder (its results.json), or of each training seed of a
+    ``run_ab.py --train-seeds`` folder (its ``seed<N>/results.json``, in seed order)."""
+    if (folder / "results.json").is_file():
+        return [json.loads((folder / "results.json").read_text())]
+    seeds = sorted(folder.glob("seed*/results.json"), key=lambda p: int(p.parent.name.removeprefix("seed")))
+    return [json.loads(path.read_text()) for path in seeds]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=command_name("python -m tuning.seeds"),
-        description="The seeds' reported figures beside this world's (from a ladder folder and an A/B run "
-        "folder of the DSSM against the full model), as a Markdown table.",
+        description="The seeds' reported figures beside this world's (from ladder folders and A/B run "
+        "folders of the DSSM against the full model), as a Markdown table. Several ladders (other "
+        "training seeds) or a --train-seeds A/B folder give each value as the mean over the seeds.",
     )
     parser.add_argument(
-        "--ladder", default="runs/ladder", help="folder with ladder.csv (python -m tuning.ladder)"
+        "--ladder",
+        nargs="+",
+        default=["runs/ladder"],
+        help="folders with ladder.csv (python -m tuning.ladder; several: one per training seed)",
     )
     parser.add_argument(
-        "--ab", default="runs/ab/default", help="A/B run folder with results.json (run_ab.py)"
+        "--ab",
+        default="runs/ab/default",
+        help="A/B run folder with results.json (run_ab.py), or a run_ab.py --train-seeds folder "
+        "(runs/ab/default-train-seeds: the mean over its seeds)",
     )
     parser.add_argument("--plot", help="also draw the online comparisons into this PNG file")
     add_version_argument(parser)
     args = parser.parse_args(argv)
-    ladder_csv, results_json = Path(args.ladder) / "ladder.csv", Path(args.ab) / "results.json"
-    if not results_json.is_file():
-        print(f"error: {results_json} is missing (written by python run_ab.py)", file=sys.stderr)
+    results = ab_results(Path(args.ab))
+    if not results:
+        print(
+            f"error: {Path(args.ab) / 'results.json'} is missing (written by python run_ab.py)",
+            file=sys.stderr,
+        )
         return 2
-    if not ladder_csv.is_file():
-        print(f"note: {ladder_csv} is missing (python -m tuning.ladder): its rows are n/a", file=sys.stderr)
-    ladder = pd.read_csv(ladder_csv) if ladder_csv.is_file() else None
-    tests_csv = ladder_csv.with_name("ladder_tests.csv")
-    tests = pd.read_csv(tests_csv) if tests_csv.is_file() else None
-    table = seeds_table(ladder, tests, json.loads(results_json.read_text()))
+    ladders, tests = [], []
+    for folder in map(Path, args.ladder):
+        ladder_csv, tests_csv = folder / "ladder.csv", folder / "ladder_tests.csv"
+        if not ladder_csv.is_file():
+            print(
+                f"note: {ladder_csv} is missing (python -m tuning.ladder): its rows are n/a", file=sys.stderr
+            )
+            continue
+        ladders.append(pd.read_csv(ladder_csv))
+        if tests_csv.is_file():
+            tests.append(pd.read_csv(tests_csv))
+    table = seeds_table(ladders, tests, results)
     print(format_seeds(table))
     if args.plot:
         plot_seeds(table, Path(args.plot))

@@ -51,14 +51,14 @@ def values(table: pd.DataFrame) -> dict[str, float]:
 
 
 def test_a_rungs_gauc_step_shows_in_the_rows_that_span_it_and_no_other():
-    table = values(seeds_table(ladder_with("+fm", "gauc", 0.004), None, RESULTS))
+    table = values(seeds_table([ladder_with("+fm", "gauc", 0.004)], [], [RESULTS]))
     moved = {name for name, v in table.items() if "GAUC" in name and v != 0}
     assert moved == {
         "offline GAUC, + MLP + FM + distillation over the DSSM (‰)",
         "offline GAUC, + FM cross (‰)",
     }
     assert table["offline GAUC, + FM cross (‰)"] == pytest.approx(4.0)  # per mille
-    table = values(seeds_table(ladder_with("+nova", "gauc", 0.002), None, RESULTS))
+    table = values(seeds_table([ladder_with("+nova", "gauc", 0.002)], [], [RESULTS]))
     assert table["offline GAUC, + NOVA (‰)"] == pytest.approx(2.0)
     assert table["offline GAUC, + SENET/bilinear (‰)"] == 0  # measured against +nova
     assert table["offline GAUC, + NOVA + SENET/bilinear on top (‰)"] == pytest.approx(2.0)
@@ -77,18 +77,18 @@ def test_hitrates_are_points_between_the_full_model_and_its_ablations():
         if name in losses:
             rows[-1][losses[name][0]] -= losses[name][1]
     ladder = pd.concat([ladder_with("full", "gauc", 0.0), pd.DataFrame(rows)], ignore_index=True)
-    table = values(seeds_table(ladder, None, RESULTS))
+    table = values(seeds_table([ladder], [], [RESULTS]))
     assert table["out-of-scene hitrate, + unexposed and random negatives (pt)"] == pytest.approx(5.5)
     assert table["in-scene hitrate, + label smoothing for unexposed items (pt)"] == pytest.approx(0.65)
     assert table["out-of-scene hitrate, + label smoothing for unexposed items (pt)"] == 0
     assert table["out-of-scene hitrate, + out-of-scene positives (pt)"] == 0
-    table = values(seeds_table(ladder_with("full", "hitrate_out@600", 0.006), None, RESULTS))
+    table = values(seeds_table([ladder_with("full", "hitrate_out@600", 0.006)], [], [RESULTS]))
     assert np.isnan(table["out-of-scene hitrate, + out-of-scene positives (pt)"])  # no ablation rows
     assert table["global hitrate, full vs DSSM (pt)"] == 0  # another metric
 
 
 def test_online_rows_are_the_true_lift_on_all_users_or_the_segment_with_the_exact_twins_interval():
-    table = seeds_table(ladder_with("full", "gauc", 0.0), None, RESULTS).set_index("comparison")
+    table = seeds_table([ladder_with("full", "gauc", 0.0)], [], [RESULTS]).set_index("comparison")
     clicks = table.loc["online clicks, full vs DSSM (%)"]
     assert clicks["this world"] == pytest.approx(3.0)
     assert (
@@ -128,6 +128,28 @@ def test_every_figure_has_a_row_and_the_command_writes_the_table_and_figure(tmp_
     online = next(line for line in lines if "ladder online exact clicks" in line)
     assert "+2.00" in online and "±0.50" in online  # 0.05 clicks of a 10-click reference
     assert matplotlib.image.imread(figure)[..., :3].std() > 0.05  # something was drawn
+
+
+def test_replicates_give_each_value_as_their_mean_and_list_every_seed(tmp_path, capsys):
+    """Two ladders (training seeds) and a --train-seeds A/B folder: each row is the mean of its
+    replicates, each seed's value listed; the A/B folder's seeds are read in seed order."""
+    table = seeds_table(
+        [ladder_with("+fm", "gauc", 0.004), ladder_with("+fm", "gauc", 0.001)], [], [RESULTS]
+    ).set_index("comparison")
+    fm = table.loc["offline GAUC, + FM cross (‰)"]
+    assert fm["this world"] == pytest.approx(2.5) and "2 training seeds: +4.00 / +1.00" in fm["how measured"]
+    folder = tmp_path / "default-train-seeds"
+    for seed, truth in ((10, 0.01), (2, 0.05)):  # seed 2 before seed 10
+        (folder / f"seed{seed}").mkdir(parents=True)
+        records = [record("exact_clicks", truth, 0.0, 0.1, n_control=1000), record("clicks", truth, 0, 0.1)]
+        (folder / f"seed{seed}" / "results.json").write_text(json.dumps({"records": records}))
+    ladder = tmp_path / "ladder"
+    ladder.mkdir()
+    ladder_with("+fm", "gauc", 0.004).to_csv(ladder / "ladder.csv", index=False)
+    assert main(["--ladder", str(ladder), "--ab", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    clicks = next(line for line in lines if "online clicks, full vs DSSM" in line)
+    assert "| +3.00 |" in clicks and "2 training seeds: +5.00 / +1.00" in clicks
 
 
 def test_a_seeds_figure_is_read_as_its_one_number():
