@@ -246,7 +246,12 @@ def plot_seeds(table: pd.DataFrame, path: Path) -> None:
     y = np.arange(len(rows))
     fig, ax = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2), constrained_layout=True)
     ax.barh(y - 0.2, rows["seed value"], height=0.4, label="seed reports")
-    ax.barh(y + 0.2, rows["this world"], height=0.4, label="this world (true lift)")
+    ax.barh(
+        y + 0.2,
+        rows["this world"],
+        height=0.4,
+        label="this world (true lift; mean over training seeds when several)",
+    )
     ax.set(yticks=y, xlabel="lift, full model vs DSSM (%)", title="The seeds' online lifts and this world's")
     ax.set_yticklabels(
         [
