@@ -348,17 +348,12 @@ class CoarseConfig:
     similarity: Similarity = Similarity.DOT
     """"dot" or "cosine" (L2-normalises both towers' outputs)."""
     temperature: float = setting(0.1, gt=0)
-    """logits = cosine / temperature; used only with cosine and, with mlp_scorer, only with
-    mlp_residual (the MLP alone learns its own scale)."""
+    """logits = cosine / temperature; used only with cosine and without mlp_scorer (the MLP
+    learns its own scale)."""
     mlp_scorer: bool = False
     """An MLP on [u, v, u*v] instead of the final dot/cosine."""
     mlp_hidden: int = setting(64, ge=1)
     """Hidden width of that MLP (used only with mlp_scorer)."""
-    mlp_residual: bool | None = None
-    """With mlp_scorer, true: the MLP is added to the dot/cosine score instead of replacing it,
-    its output layer starting at zero (training starts from the two-tower score and the MLP
-    learns what a dot product cannot: thresholds, saturation). None (the default) or false: the
-    MLP alone (None keeps the checkpoint versions of configs from before the setting)."""
     fm_cross: bool = False
     """+ w_task * mean_h <e_h, e_t>, computed as <mean_h e_h, e_t>: the user side carries the
     pooled history embedding, the item side the target's embedding."""
@@ -506,9 +501,6 @@ class CoarseRanker(nn.Module):
         self.scorer = None
         if config.mlp_scorer:
             self.scorer = InteractionScorer(D, config.mlp_hidden, T, g)
-            if config.mlp_residual:  # no draws: every other weight starts as without it
-                nn.init.zeros_(self.scorer.rest[-1].weight)
-                nn.init.zeros_(self.scorer.rest[-1].bias)
         self.task_bias = nn.Parameter(torch.zeros(T))
         self.fm_weight = nn.Parameter(torch.ones(T)) if config.fm_cross else None
         self.dwell = None if config.dwell_buckets is None else DwellEmbedding(config.dwell_buckets, D)
@@ -569,15 +561,12 @@ class CoarseRanker(nn.Module):
             item_vecs = item_vecs.unsqueeze(0)  # (1, N, D_i)
         u, s = user_vec[:, : self.user_tower_dim], user_vec[:, self.user_tower_dim :]
         v, e = item_vecs[..., :D], item_vecs[..., D:]  # (B|1, N, D), (B|1, N, D or 0)
-        if self.scorer is None or self.config.mlp_residual:
-            shared = 1 if self.scorer is not None else T  # the MLP scorer's user side is one D
-            logits = v @ u.view(B, shared, D).transpose(1, 2)  # (B, N, T or 1)
+        if self.scorer is not None:
+            logits = self.scorer(u, v)  # (B, N, T)
+        else:
+            logits = v @ u.view(B, T, D).transpose(1, 2)  # (B, N, T)
             if self.config.similarity is Similarity.COSINE:
                 logits = logits / self.config.temperature
-            if self.scorer is not None:
-                logits = logits + self.scorer(u, v)  # (B, N, T)
-        else:
-            logits = self.scorer(u, v)  # (B, N, T)
         logits = logits + self.task_bias
         if self.fm_weight is not None:
             logits = logits + (e @ s[:, :, None]) * self.fm_weight  # (B, N, 1) * (T,)

@@ -213,33 +213,6 @@ def test_fm_cross_adds_weighted_mean_history_dot_product():
     assert expected.abs().min() > 0
 
 
-@pytest.mark.parametrize("similarity", list(Similarity))
-def test_a_residual_mlp_scorer_starts_at_the_two_tower_score_and_moves_off_it(similarity):
-    """mlp_residual: the untrained model scores the dot/cosine of its towers exactly (every task
-    alike, the MLP's output layer at zero), its towers' weights are the plain MLP scorer's; a
-    gradient step on the MLP changes the score by a part that is not the dot product."""
-    residual = _coarse(CoarseConfig(similarity=similarity, mlp_scorer=True, mlp_residual=True))
-    plain = _coarse(CoarseConfig(similarity=similarity, mlp_scorer=True))
-    users, items = _users(3), _items(4, (4, 6))
-    u = residual.encode_user(users)[:, : residual.user_tower_dim]
-    v = residual.encode_items(items)[..., : residual.config.dim]
-    dot = (v @ u[:, :, None]).squeeze(-1)
-    if similarity is Similarity.COSINE:
-        dot = dot / residual.config.temperature
-    logits = residual(users, items)
-    for task in range(residual.config.n_tasks):
-        torch.testing.assert_close(logits[..., task], dot)
-    torch.testing.assert_close(residual.user.weight, plain.user.weight)
-    torch.testing.assert_close(residual.scorer.first.weight, plain.scorer.first.weight)
-    residual.train()
-    residual(users, items)[..., 0].sum().backward()
-    assert residual.scorer.rest[-1].weight.grad.abs().sum() > 0  # the MLP learns from the start
-    with torch.no_grad():
-        residual.scorer.rest[-1].weight += 0.1
-    residual.eval()
-    assert (residual(users, items)[..., 0] - dot).abs().max() > 1e-3
-
-
 def test_interaction_scorer_equals_mlp_on_concatenation():
     g = torch.Generator().manual_seed(17)
     scorer = InteractionScorer(dim=8, hidden=16, n_out=3, generator=g)
