@@ -232,6 +232,7 @@ class SegmentsConfig:
 
 STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "uctr": "clicked",
+    "daily_uctr": ("clicked_days", "days"),
     "pctr": ("clicks", "pages"),
     "depth": "pages",
     "clicks": "clicks",
@@ -244,6 +245,7 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "expected_purchases": "expected_purchases",
     "expected_gmv": "expected_gmv",
     "exact_uctr": "exact_clicked",
+    "exact_daily_uctr": ("exact_clicked_days", "days"),
     "exact_clicks": "exact_clicks",
     "exact_purchases": "exact_purchases",
     "exact_gmv": "exact_gmv",
@@ -254,6 +256,8 @@ STANDARD_METRICS: dict[str, str | tuple[str, str]] = {
     "new_item_hitrate": ("new_global_hits", "new_global_purchases"),
 }
 """The default [metrics]: a string is the mean of a per-user column, a pair a ratio of means.
+``uctr`` is the share of users with a click on any experiment day, ``daily_uctr`` the share of
+user-days with a click (the usual daily figure; the two differ when the experiment has several days).
 ``new_item_share`` is the share of impressions that show new items (``world.item_is_new``),
 ``new_item_clicks`` the clicks on new items per user (seed 000's new-product metric),
 ``new_item_hitrate`` the global hitrate of the purchases of new items.

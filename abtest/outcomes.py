@@ -69,11 +69,14 @@ USER_COLUMNS = (
     "clicked",
     "expected_clicked",
     "exact_clicked",
+    "clicked_days",
+    "exact_clicked_days",
 )
 """Per-user metric columns: SESSION_COLUMNS and EXACT_COLUMNS summed over the experiment days,
 days, ``clicked`` = clicks > 0, ``expected_clicked`` = 1 - exp(log_no_click), its expected
 value given the pages shown, and ``exact_clicked`` = 1 - exp(exact_log_no_click), P(>= 1
-click on any day) over every draw."""
+click on any day) over every draw; ``clicked_days`` = the days with a click, ``exact_clicked_days``
+= the sum over the user's days of P(>= 1 click that day) (per-day uCTR = clicked_days / days)."""
 
 EXPECTED_TWINS = {
     "clicks": "expected_clicks",
@@ -88,6 +91,7 @@ EXACT_TWINS = {
     "impressions": "exact_impressions",
     "clicks": "exact_clicks",
     "clicked": "exact_clicked",
+    "clicked_days": "exact_clicked_days",
     "purchases": "exact_purchases",
     "gmv": "exact_gmv",
     "new_impressions": "exact_new_impressions",

@@ -63,11 +63,18 @@ SEED_FIGURES: tuple[Figure, ...] = (
     Figure("000", "offline GAUC, + NOVA (‰)", "", ("gauc", "+nova", "+distill")),
     Figure("000", "offline GAUC, + SENET/bilinear (‰)", "", ("gauc", "+senet_bilinear", "+nova")),
     Figure("000", "online uCTR, full vs DSSM (%)", "+1.86", ("ab", "uctr", "")),
+    Figure("000", "online uCTR per day, full vs DSSM (%)", "+1.86 (if per day)", ("ab", "daily_uctr", "")),
     Figure("000", "online pCTR, full vs DSSM (%)", "+1.68", ("ab", "pctr", "")),
     Figure("000", "online depth, full vs DSSM (%)", "+1.83", ("ab", "depth", "")),
     Figure("000", "online clicks, full vs DSSM (%)", "+3.48", ("ab", "clicks", "")),
     Figure(
         "000", "online uCTR, warm (trained-on) users (%)", "(production: +1.86)", ("ab", "uctr", "warm=warm")
+    ),
+    Figure(
+        "000",
+        "online uCTR per day, warm users (%)",
+        "(production, if per day: +1.86)",
+        ("ab", "daily_uctr", "warm=warm"),
     ),
     Figure("000", "online pCTR, warm users (%)", "(production: +1.68)", ("ab", "pctr", "warm=warm")),
     Figure("000", "online depth, warm users (%)", "(production: +1.83)", ("ab", "depth", "warm=warm")),
@@ -132,6 +139,7 @@ SEED_FIGURES: tuple[Figure, ...] = (
 
 EXACT_TWINS = {
     "uctr": "exact_uctr",
+    "daily_uctr": "exact_daily_uctr",
     "clicks": "exact_clicks",
     "gmv": "exact_gmv",
     "purchases": "exact_purchases",

@@ -32,6 +32,26 @@ def test_per_user_columns_are_sums_over_days(tiny_result: ExperimentResult) -> N
     assert users["new_global_purchases"].sum() > 0  # new items are bought: the checks are not vacuous
 
 
+def test_daily_uctr_counts_user_days_with_a_click(tiny_result: ExperimentResult) -> None:
+    """Two days per user: clicked_days is the number of the user's days with a click, its exact
+    twin the sum of the days' P(>= 1 click); a user with a click on either day has at least one
+    such day, and P(a click on either day) is at least the mean of the days' P."""
+    days = tiny_result.user_days.assign(any_click=tiny_result.user_days["clicks"] > 0)
+    by_user = days.groupby("user")
+    users = tiny_result.users.set_index("user")
+    assert (users["days"] == 2).all()
+    pd.testing.assert_series_equal(
+        users["clicked_days"], by_user["any_click"].sum().astype(float), check_names=False
+    )
+    exact = by_user["exact_log_no_click"].apply(lambda x: float(-np.expm1(x).sum()))
+    np.testing.assert_allclose(users["exact_clicked_days"], exact.loc[users.index])
+    clicked = users["clicked"]
+    assert ((users["clicked_days"] >= clicked) & (users["clicked_days"] <= 2 * clicked)).all()
+    assert (users["exact_clicked"] >= users["exact_clicked_days"] / 2 - 1e-12).all()
+    assert 0 < users["clicked_days"].sum() < 2 * len(users)  # some user-days with clicks, some without
+    assert {"daily_uctr", "exact_daily_uctr"} <= set(tiny_result.to_pandas()["metric"])
+
+
 def test_srm_gate_passes_a_healthy_split(tiny_result: ExperimentResult) -> None:
     assert tiny_result.srm.passed
     assert sum(tiny_result.arm_counts.values()) == 400
