@@ -12,8 +12,10 @@ in this process (in process, or on the session's Ray). The node loss runs last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -174,6 +176,13 @@ def _on_cluster(spec: dict, out: Path) -> None:
 
         def lose_a_node(shard) -> None:
             if not stored:  # one shard stored, the others in flight on both nodes
+                # A lost machine takes its worker processes with it at once: kill them before the
+                # raylet (left alone, a worker outlives its raylet by up to a second, in which an
+                # idle machine's small shards all finish and the loss goes unseen).
+                raylet = workers[0].all_processes["raylet"][0].process.pid
+                for pid in _descendants(raylet) - {raylet}:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 cluster.remove_node(workers[0], allow_graceful=False)
             stored.append(shard.key)
 
