@@ -64,18 +64,20 @@ def per_user_table(
     """One row per user and arm it ran under (by user, then arm): arm, days, the summed counts,
     clicked (clicks > 0), expected_clicked (1 - P(no click on any item shown)), the days with a
     click and their exact twin (``abtest.outcomes.USER_COLUMNS``), pre_* columns."""
+    credits_only = "log_no_click" not in user_days.columns  # an interleaved table
+    if not credits_only:
+        user_days = user_days.assign(
+            clicked_days=(user_days["clicks"] > 0).astype(np.float64),
+            exact_clicked_days=-np.expm1(user_days["exact_log_no_click"]),
+        )
+    columns = (*SESSION_COLUMNS, *EXACT_COLUMNS, "clicked_days", "exact_clicked_days")
     grouped = user_days.groupby(["user", "arm"], sort=True)
-    users = grouped[[c for c in (*SESSION_COLUMNS, *EXACT_COLUMNS) if c in user_days.columns]].sum()
+    users = grouped[[c for c in columns if c in user_days.columns]].sum()
     users.insert(0, "days", grouped.size().astype(np.float64))
-    if "log_no_click" in users.columns:  # not in an interleaved table: credits only
+    if not credits_only:
         users["clicked"] = (users["clicks"] > 0).astype(np.float64)
         users["expected_clicked"] = -np.expm1(users["log_no_click"])
         users["exact_clicked"] = -np.expm1(users["exact_log_no_click"])
-        per_day = user_days.assign(
-            clicked_days=(user_days["clicks"] > 0).astype(np.float64),
-            exact_clicked_days=-np.expm1(user_days["exact_log_no_click"]),
-        ).groupby(["user", "arm"], sort=True)
-        users[["clicked_days", "exact_clicked_days"]] = per_day[["clicked_days", "exact_clicked_days"]].sum()
     users = users.reset_index()
     if pre is not None:
         users = users.merge(pre, on="user", how="left").fillna({c: 0.0 for c in pre.columns})
