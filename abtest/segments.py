@@ -27,6 +27,7 @@ from abtest.arms import ArmSpec
 from abtest.config import ExperimentConfig, PreSource
 from common.rng import Stream, uniform
 from policies.checkpoint import load_checkpoint
+from policies.data import split_validation
 from simulator.config import ConfigError
 from simulator.segments import user_segments
 from simulator.world import World
@@ -37,7 +38,8 @@ def checkpoint_training_users(path: str | Path) -> np.ndarray | None:
     its logs folder and not held out (``policies.data.split_by_user``'s rule: a hash of
     (split_seed, user id) below held_out_share), or with a time split (``[data] split = "day"``)
     the users with samples before the last logged day; None when the checkpoint records no
-    training run (not written by ``policies.train``)."""
+    training run (not written by ``policies.train``). Users that chose the epoch
+    (``[data] validation_share``) did not train and are not among them."""
     path = Path(path)
     meta = load_checkpoint(path).metadata
     run = meta.get("run")
@@ -46,11 +48,13 @@ def checkpoint_training_users(path: str | Path) -> np.ndarray | None:
     logs = path.parent / run["data"]["logs"]  # portable: relative to the checkpoint's folder
     table = pq.read_table(logs / "samples.parquet", columns=["user_id", "day"])
     logged, day = (table[c].to_numpy().astype(np.int64) for c in ("user_id", "day"))
+    seed = int(meta["split_seed"])
     if run["data"].get("split", "user") == "day":  # policies.data.split_logs: days before the last train
-        return np.unique(logged[day < day.max()])
-    users = np.unique(logged)
-    held_out = uniform(int(meta["split_seed"]), Stream.SPLIT, users) < float(meta["held_out_share"])
-    return users[~held_out]
+        users = np.unique(logged[day < day.max()])
+    else:
+        users = np.unique(logged)
+        users = users[uniform(seed, Stream.SPLIT, users) >= float(meta["held_out_share"])]
+    return split_validation(users, float(meta.get("validation_share", 0.0)), seed)[0]
 
 
 def trained_users(arms: Mapping[str, ArmSpec]) -> tuple[np.ndarray | None, str]:

@@ -42,6 +42,7 @@ class Stream(enum.IntEnum):
     SPLIT = 17
     ASSIGN = 18
     INTERLEAVE = 19
+    VALIDATION = 20
     # the world's time phenomena (simulator.world); values fixed by the worlds built with them
     TASTE_DRIFT = 64
     USER_ARRIVAL = 65

@@ -50,6 +50,11 @@ class DataConfig:
     """Split "user": share of users held out of training for offline evaluation."""
     split_seed: int = 0
     """Split "user": seed of the user split (a hash of (seed, user id))."""
+    validation_share: float = setting(0.0, ge=0, lt=1)
+    """Share of the training users kept out of training to choose the epoch (a hash of
+    (split_seed, user id) on a stream of its own): the checkpoint holds the weights of the
+    epoch with the highest click GAUC on their lists, as early stopping would. 0: every
+    training user trains and the last epoch is kept."""
     unexposed: bool = True
     """Coarse ranker lists include the M unexposed coarse survivors per request."""
     dropped: bool = True
@@ -141,11 +146,14 @@ class RunConfig:
             raise ConfigError("applies to coarse models only", table="distill")
 
     def to_dict(self) -> dict[str, Any]:
-        """The plain config; ``[data] split`` is left out at its default ("user"), so configs and
-        checkpoints from before it existed stay equal to it (and checkpoints are reused)."""
+        """The plain config; ``[data] split`` and ``validation_share`` are left out at their
+        defaults ("user", 0), so configs and checkpoints from before they existed stay equal to
+        it (and checkpoints are reused)."""
         plain = to_plain(self)
         if self.data.split is Split.USER:
             del plain["data"]["split"]
+        if self.data.validation_share == 0:
+            del plain["data"]["validation_share"]
         return plain
 
     def portable(self) -> dict[str, Any]:

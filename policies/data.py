@@ -287,30 +287,39 @@ class Split(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True)
 class LogSplit:
-    """Which logged requests train a model and which evaluate it: those of ``train_users``
-    (before ``eval_day``, for a time split) and those of ``eval_users`` (on ``eval_day``)."""
+    """Which logged requests train a model, which choose its epoch and which evaluate it: those
+    of ``train_users`` and ``validation_users`` (before ``eval_day``, for a time split) and
+    those of ``eval_users`` (on ``eval_day``)."""
 
     train_users: np.ndarray  # (U_train,) sorted user ids
     eval_users: np.ndarray  # (U_eval,) sorted user ids
     eval_day: int | None = None  # the time split's evaluation day; None: users split, every day
+    validation_users: np.ndarray = dataclasses.field(default_factory=lambda: np.empty(0, np.int64))
 
 
-def split_logs(data: LogData, split: Split, held_out_share: float, seed: int) -> LogSplit:
+def split_logs(
+    data: LogData, split: Split, held_out_share: float, seed: int, validation_share: float = 0.0
+) -> LogSplit:
     """The training / evaluation split of ``data``: by user (``split_by_user`` with
-    ``held_out_share`` and ``seed``) or by day (the last logged day evaluates; the share and seed
-    are not used). A day split of logs with fewer than two days is a ValueError."""
+    ``held_out_share`` and ``seed``) or by day (the last logged day evaluates; the share is not
+    used), the training users then split by ``split_validation`` with ``validation_share`` and
+    ``seed``. A day split of logs with fewer than two days is a ValueError."""
     if Split(split) is Split.USER:
-        return LogSplit(*split_by_user(data, held_out_share, seed))
-    day = data.samples["day"].to_numpy(np.int64)
-    days = np.unique(day)
-    if len(days) < 2:
-        raise ValueError(
-            f'split = "day" needs logs of at least 2 days, these have {len(days)} (day(s) {days.tolist()}); '
-            "log more days ([data] days) or split by user"
-        )
-    user = data.samples["user_id"].to_numpy(np.int64)
-    last = int(days[-1])
-    return LogSplit(np.unique(user[day < last]), np.unique(user[day == last]), last)
+        train, held_out = split_by_user(data, held_out_share, seed)
+        eval_day = None
+    else:
+        day = data.samples["day"].to_numpy(np.int64)
+        days = np.unique(day)
+        if len(days) < 2:
+            raise ValueError(
+                f'split = "day" needs logs of at least 2 days, these have {len(days)} '
+                f"(day(s) {days.tolist()}); log more days ([data] days) or split by user"
+            )
+        user = data.samples["user_id"].to_numpy(np.int64)
+        eval_day = int(days[-1])
+        train, held_out = np.unique(user[day < eval_day]), np.unique(user[day == eval_day])
+    fit, validation = split_validation(train, validation_share, seed)
+    return LogSplit(fit, held_out, eval_day, validation)
 
 
 def users_logs(data: LogData, users: np.ndarray) -> LogData:
@@ -328,6 +337,15 @@ def split_by_user(data: LogData, held_out_share: float, seed: int) -> tuple[np.n
     users = data.user_ids
     held_out = uniform(seed, Stream.SPLIT, users) < held_out_share
     return users[~held_out], users[held_out]
+
+
+def split_validation(train_users: np.ndarray, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(users that train, users that choose the epoch) of ``train_users``: a user validates when
+    a hash of (seed, user id) on the validation stream falls below ``share``."""
+    if not 0.0 <= share < 1.0:
+        raise ValueError(f"validation share must be in [0, 1), got {share}")
+    validates = uniform(seed, Stream.VALIDATION, train_users) < share
+    return train_users[~validates], train_users[validates]
 
 
 def iterate_list_ids(

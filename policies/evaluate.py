@@ -38,7 +38,7 @@ from tqdm import tqdm
 from policies import metrics
 from policies.batch import ListBatch
 from policies.cascade import Cascade, CascadeSizes
-from policies.data import EXPOSED, Lists, LogData, SampleSpace, make_batch
+from policies.data import EXPOSED, Lists, LogData, LogSplit, SampleSpace, make_batch
 from policies.models import FineRanker
 from policies.rankers import CoarseModelScorer, FineModelScorer, Scorer
 from simulator.logs import out_of_scene_purchases
@@ -56,6 +56,15 @@ def held_out_list_ids(lists: Lists, users: np.ndarray, n: int, day: int | None =
     keep = np.isin(lists.user_id, users)
     if day is not None:
         keep &= lists.day == day
+    return np.flatnonzero(keep)[:n]
+
+
+def validation_list_ids(lists: Lists, split: LogSplit, n: int) -> np.ndarray:
+    """The first ``n`` lists of ``split``'s validation users, before its evaluation day for a
+    time split: the lists that choose the epoch."""
+    keep = np.isin(lists.user_id, split.validation_users)
+    if split.eval_day is not None:
+        keep &= lists.day < split.eval_day
     return np.flatnonzero(keep)[:n]
 
 

@@ -27,6 +27,9 @@ pCTCVR treated the same way. Teacher outputs are computed once per list entry an
 Offline evaluation follows ``[data] split`` (``split_logs``): held-out users (``split =
 "user"``) or the last logged day of every user (``"day"``, a time split) never enter training;
 offline metrics on them are printed after every epoch and stored in the checkpoint's metadata.
+With ``[data] validation_share`` > 0 a share of the training users validates instead of training
+(``split_validation``): the checkpoint keeps the epoch with their highest click GAUC, so nothing
+is chosen on the evaluation users.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ if __name__ == "__main__":  # the command parses its arguments before torch is i
 
     raise SystemExit(main())
 
+import copy
 import dataclasses
 import json
 import sys
@@ -63,7 +67,7 @@ from policies.data import (
     make_batch,
     split_logs,
 )
-from policies.evaluate import held_out_list_ids, list_metrics, teacher_labels
+from policies.evaluate import held_out_list_ids, list_metrics, teacher_labels, validation_list_ids
 from policies.features import vocab_of
 from policies.losses import (
     TaskLogits,
@@ -219,6 +223,8 @@ class TrainResult:
     train_users: np.ndarray
     held_out_users: np.ndarray  # the users evaluated (split "day": every user of the last day)
     eval_day: int | None  # split "day": the evaluation day, the training days before it
+    validation_users: np.ndarray  # the users whose lists chose the epoch (none: the last epoch)
+    selected_epoch: int  # the epoch whose weights the checkpoint holds (1-based)
     seconds: float
     samples: int  # list entries processed
 
@@ -236,17 +242,21 @@ def train(
     and, from a second generator of the same seed, the shuffling; torch's global generator is
     neither used nor changed."""
     data = data if data is not None else load_logs(run.data.logs)
-    split = split_logs(data, run.data.split, run.data.held_out_share, run.data.split_seed)
+    split = split_logs(
+        data, run.data.split, run.data.held_out_share, run.data.split_seed, run.data.validation_share
+    )
     task = TASKS[run.kind](run, data, progress, log)
     model = task.model(vocab_of(WorldConfig.from_dict(data.world)), run.train.seed)
     lists = data.lists(task.space)
     shuffle = torch.Generator().manual_seed(run.train.seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=run.train.lr, weight_decay=run.train.weight_decay)
     eval_ids = held_out_list_ids(lists, split.eval_users, run.train.eval_lists, split.eval_day)
+    validation_ids = validation_list_ids(lists, split, run.train.eval_lists)
     if split.eval_day is not None and len(eval_ids):
         log(f"time split: training on days < {split.eval_day}, offline metrics on day {split.eval_day}")
     reference = task.soft[0] if task.soft is not None else None  # the teacher's pCTR per entry
     history, samples, start = [], 0, time.perf_counter()
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation GAUC, epoch, weights)
     for epoch in range(run.train.epochs):
         stage = task.stage(epoch)
         model.train()
@@ -269,15 +279,24 @@ def train(
             if n % 20 == 0:
                 bar.set_postfix(loss=f"{total / n:.4f}")
         record = {"epoch": epoch + 1, "stage": stage, "loss": total / max(n, 1)}
+        model.eval()
+        if len(validation_ids):
+            validation = list_metrics(data, task.space, validation_ids, task.score(model))
+            record |= {f"val_{k}": v for k, v in validation.items()}
+            if best is None or validation["gauc"] > best[0]:
+                best = (validation["gauc"], epoch + 1, copy.deepcopy(model.state_dict()))
         if len(eval_ids):
-            model.eval()
             record |= list_metrics(data, task.space, eval_ids, task.score(model), reference)
         history.append(record)
         log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
         if on_epoch is not None:
             on_epoch(dict(record))
     seconds = time.perf_counter() - start
-    model.eval()
+    selected_epoch = run.train.epochs
+    if best is not None:
+        _, selected_epoch, weights = best
+        model.load_state_dict(weights)
+        log(f"kept epoch {selected_epoch} of {run.train.epochs} (the highest validation GAUC)")
     metadata = {
         "run": run.portable(),
         "world": data.world,
@@ -286,6 +305,7 @@ def train(
         "train_samples": samples,
         "held_out_share": run.data.held_out_share,
         "split_seed": run.data.split_seed,
+        **({"validation_share": run.data.validation_share, "selected_epoch": selected_epoch} if best else {}),
         **({"split": str(run.data.split), "eval_day": split.eval_day} if split.eval_day is not None else {}),
         "score_task": str(run.train.score_task),
         "teacher_version": task.teacher_version,
@@ -299,6 +319,8 @@ def train(
         split.train_users,
         split.eval_users,
         split.eval_day,
+        split.validation_users,
+        selected_epoch,
         seconds,
         samples,
     )

@@ -22,6 +22,7 @@ from policies.data import (
     load_logs,
     split_by_user,
     split_logs,
+    split_validation,
     users_logs,
 )
 from simulator import SMALL, World
@@ -403,3 +404,23 @@ def test_users_logs_keeps_only_their_samples_and_every_feature_table(small_data)
     assert set(mine.samples["user_id"]) == set(users)
     assert len(mine.samples) == data.samples["user_id"].isin(users).sum()
     assert mine.history_dwell is dwell and mine.history is data.history and mine.items is data.items
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    users=st.lists(st.integers(0, 10**9), min_size=1, max_size=200, unique=True),
+    share=st.floats(0.0, 0.99),
+    seed=st.integers(0, 2**31),
+)
+def test_a_users_validation_side_depends_on_nothing_but_the_user(users, share, seed):
+    users = np.asarray(users, np.int64)
+    fit, validation = split_validation(users, share, seed)
+    assert len(np.intersect1d(fit, validation)) == 0 and len(fit) + len(validation) == len(users)
+    alone = [len(split_validation(users[i : i + 1], share, seed)[1]) == 1 for i in range(len(users))]
+    np.testing.assert_array_equal(np.sort(validation), np.sort(users[alone]))  # no other user decides
+    assert len(split_validation(users, 0.0, seed)[1]) == 0
+
+
+def test_a_validation_share_of_one_fails_clearly():
+    with pytest.raises(ValueError, match=r"validation share must be in \[0, 1\), got 1.0"):
+        split_validation(np.arange(5), 1.0, 0)

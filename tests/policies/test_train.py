@@ -346,3 +346,61 @@ def test_a_fine_ranker_cannot_serve_the_exposure_task(small_log_dir, small_data,
     raw = {"kind": "fine", "out": str(tmp_path / "f.pt"), "train": {"score_task": "exposure"}}
     with pytest.raises(ConfigError, match="score_task of a fine ranker must be one of"):
         train(parse_config(raw), small_data, progress=False, log=lambda *_: None)
+
+
+def _validated_run(log_dir, path, epochs: int, validation_share: float) -> RunConfig:
+    data = {"logs": str(log_dir), "world": "small", "validation_share": validation_share}
+    train_table = {"epochs": epochs, "batch_size": 256, "eval_lists": 300, "seed": 0}
+    return parse_config(
+        {"kind": "coarse", "out": str(path), "data": data, "model": {"dim": 4}, "train": train_table}
+    )
+
+
+def test_validation_users_choose_the_epoch_and_never_train(small_log_dir, small_data, tmp_path, monkeypatch):
+    import policies.train as training  # noqa: PLC0415 (its batch maker is watched)
+    from abtest.segments import checkpoint_training_users  # noqa: PLC0415
+
+    trained_users, made = [], training.make_batch
+
+    def watched(data_, lists, ids):
+        trained_users.append(lists.user_id[np.asarray(ids)])
+        return made(data_, lists, ids)
+
+    monkeypatch.setattr(training, "make_batch", watched)  # the training batches, not the evaluations
+    lines: list[str] = []
+    result = train(
+        _validated_run(small_log_dir, tmp_path / "v4.pt", 4, 0.3),
+        small_data,
+        progress=False,
+        log=lines.append,
+    )
+    monkeypatch.undo()
+    plain = train(
+        _validated_run(small_log_dir, tmp_path / "p.pt", 1, 0.0), small_data, progress=False, log=print
+    )
+    # the held-out users are the same; the validation users are training users that did not train
+    np.testing.assert_array_equal(result.held_out_users, plain.held_out_users)
+    np.testing.assert_array_equal(np.union1d(result.train_users, result.validation_users), plain.train_users)
+    assert 0.2 < len(result.validation_users) / len(plain.train_users) < 0.4
+    assert not np.isin(np.concatenate(trained_users), result.validation_users).any()
+    assert np.isin(result.train_users, np.concatenate(trained_users)).all()
+    # the checkpoint holds the epoch of the highest validation GAUC: here not the last one
+    scores = [record["val_gauc"] for record in result.history]
+    assert result.selected_epoch == int(np.argmax(scores)) + 1 < 4, scores
+    assert any(f"kept epoch {result.selected_epoch} of 4" in line for line in lines)
+    shorter = train(
+        _validated_run(small_log_dir, tmp_path / "short.pt", result.selected_epoch, 0.3),
+        small_data,
+        False,
+        print,
+    )
+    for name, weights in load_checkpoint(result.path).model.state_dict().items():
+        assert torch.equal(weights, shorter.model.state_dict()[name]), name
+    meta = load_checkpoint(result.path).metadata
+    assert (meta["selected_epoch"], meta["validation_share"]) == (result.selected_epoch, 0.3)
+    # warm users (abtest.segments) are the users that trained, not those that validated
+    np.testing.assert_array_equal(checkpoint_training_users(result.path), result.train_users)
+    # without validation nothing changes: the setting is left out of the stored config
+    plain_meta = load_checkpoint(plain.path).metadata
+    assert "validation_share" not in plain_meta["run"]["data"] and "selected_epoch" not in plain_meta
+    assert plain.selected_epoch == 1 and len(plain.validation_users) == 0
