@@ -68,6 +68,39 @@ def validation_list_ids(lists: Lists, split: LogSplit, n: int) -> np.ndarray:
     return np.flatnonzero(keep)[:n]
 
 
+@torch.no_grad()
+def exposed_click_scores(
+    data: LogData,
+    space: SampleSpace,
+    list_ids: np.ndarray,
+    score: Callable[[ListBatch], torch.Tensor],
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, click, score) of the exposed samples of lists ``list_ids``, in an order that does
+    not depend on ``score``: the rows ``list_metrics`` computes AUC and GAUC on, for paired
+    comparisons of two scorers (``policies.metrics.gauc_difference``)."""
+    users, labels, scores = [], [], []
+    for _, batch, s in _scored_lists(data, space, list_ids, score, batch_size):
+        _append_exposed(batch, s, users, labels, scores)
+    return tuple(torch.cat(x).numpy() for x in (users, labels, scores))
+
+
+def _scored_lists(data: LogData, space: SampleSpace, list_ids: np.ndarray, score, batch_size: int):
+    """(list ids, batch, scores (B, L)) per batch of ``list_ids``."""
+    lists = data.lists(space)
+    for lo in range(0, len(list_ids), batch_size):
+        ids = list_ids[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        yield ids, batch, score(batch).float()
+
+
+def _append_exposed(batch: ListBatch, s: torch.Tensor, users: list, labels: list, scores: list) -> None:
+    exposed = (batch.sample_type == EXPOSED) & batch.mask
+    users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
+    labels.append(batch.click[exposed])
+    scores.append(s[exposed])
+
+
 def _pad(x: torch.Tensor, width: int, fill: float | bool) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
 
@@ -87,14 +120,8 @@ def list_metrics(
     lists = data.lists(space)
     width = int((lists.offsets[1:] - lists.offsets[:-1])[list_ids].max()) if len(list_ids) else 1
     users, labels, scores, ref, student, masks = [], [], [], [], [], []
-    for lo in range(0, len(list_ids), batch_size):
-        ids = list_ids[lo : lo + batch_size]
-        batch = make_batch(data, lists, ids)
-        s = score(batch).float()  # (B, L)
-        exposed = (batch.sample_type == EXPOSED) & batch.mask
-        users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
-        labels.append(batch.click[exposed])
-        scores.append(s[exposed])
+    for ids, batch, s in _scored_lists(data, space, list_ids, score, batch_size):
+        _append_exposed(batch, s, users, labels, scores)
         if teacher_pctr is not None:
             entry, mask = lists.entries(ids)
             ref.append(_pad(torch.where(mask, teacher_pctr[entry], 0.0), width, 0.0))
@@ -226,18 +253,18 @@ class EvalSet:
         )
 
 
+def list_score(scorer: CoarseModelScorer) -> Callable[[ListBatch], torch.Tensor]:
+    """What ``scorer`` ranks logged lists by: its model's serving score (its ``coarse_score``)."""
+    return lambda batch: scorer.task_score(scorer.model(batch.user, batch.items), batch.items.item_id)
+
+
 def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> dict[str, float]:
     """Every offline metric of a coarse scorer (see the module doc); baselines (no model) get
     the simulator-side metrics only."""
     out: dict[str, float] = {}
     if isinstance(scorer, CoarseModelScorer):
-        model = scorer.model
         out |= list_metrics(
-            eval_set.data,
-            EVAL_SPACE,
-            eval_set.list_ids,
-            lambda batch: scorer.task_score(model(batch.user, batch.items), batch.items.item_id),
-            eval_set.teacher_list_pctr,
+            eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer), eval_set.teacher_list_pctr
         )
     users, recall, C = eval_set.keys.user, eval_set.recall, eval_set.sizes.coarse
     coarse = Cascade(scorer, eval_set.teacher, eval_set.sizes).rank(users, recall)

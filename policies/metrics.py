@@ -97,6 +97,34 @@ def gauc(users: ArrayLike, labels: ArrayLike, scores: ArrayLike) -> float:
     return float(np.average(per_user[valid], weights=n_rows[valid]))
 
 
+def gauc_difference(
+    users: ArrayLike, labels: ArrayLike, scores: ArrayLike, reference_scores: ArrayLike
+) -> tuple[float, float]:
+    """(GAUC(scores) - GAUC(reference_scores), its standard error) on the same rows, users the
+    independent units: with d_u = AUC_u(scores) - AUC_u(reference) and n_u u's rows, the
+    difference is sum_u n_u d_u / sum_u n_u and its variance the ratio's linearisation
+    U / (U - 1) sum_u n_u^2 (d_u - difference)^2 / (sum_u n_u)^2 over the U users with both
+    classes. (NaN, NaN) if there is none; the error is NaN for a single user."""
+    u = np.asarray(users).ravel()
+    y = _binary(labels).ravel()
+    if len(u) != len(y):
+        raise ValueError("users and labels must have the same length")
+    a, b = _finite_1d(scores, len(y)), _finite_1d(reference_scores, len(y))
+    if len(y) == 0:
+        return float("nan"), float("nan")
+    auc_a, n_rows = _grouped_auc(u, y, a)
+    auc_b, _ = _grouped_auc(u, y, b)
+    valid = ~np.isnan(auc_a)
+    d, w = auc_a[valid] - auc_b[valid], n_rows[valid].astype(np.float64)
+    if len(d) == 0:
+        return float("nan"), float("nan")
+    difference = float(np.average(d, weights=w))
+    if len(d) == 1:
+        return difference, float("nan")
+    variance = len(d) / (len(d) - 1) * np.sum((w * (d - difference)) ** 2) / w.sum() ** 2
+    return difference, float(np.sqrt(variance))
+
+
 def _lists(
     reference_scores: ArrayLike, scores: ArrayLike, mask: ArrayLike | None
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:

@@ -44,8 +44,16 @@ from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
 from policies.config import RunConfig, dwell_buckets, read_raw
 from policies.data import LogSplit, load_logs
-from policies.evaluate import EvalSet, evaluate_coarse, inference_ms_per_1000
+from policies.evaluate import (
+    EVAL_SPACE,
+    EvalSet,
+    evaluate_coarse,
+    exposed_click_scores,
+    inference_ms_per_1000,
+    list_score,
+)
 from policies.features import FeatureStore
+from policies.metrics import gauc_difference
 from policies.rankers import Scorer, load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
 from simulator.config import load_world_config
@@ -176,17 +184,38 @@ class Bench:
         return cls(world, features, fine, sizes, split, eval_set, Simulator(world), keys, day)
 
 
+@dataclass
+class ClickRows:
+    """The held-out exposed samples every trained rung is scored on offline (the same rows for
+    each) and each rung's scores of them (``policies.evaluate.exposed_click_scores``)."""
+
+    users: np.ndarray
+    clicks: np.ndarray
+    scores: dict[str, np.ndarray]
+
+    def gauc_difference(self, name: str, reference: str) -> tuple[float, float]:
+        """(GAUC of ``name`` minus that of ``reference``, half-width of its 95 % interval) in ‰;
+        NaN for a row without scores (a baseline)."""
+        if name not in self.scores or reference not in self.scores:
+            return float("nan"), float("nan")
+        difference, se = gauc_difference(self.users, self.clicks, self.scores[name], self.scores[reference])
+        return 1000 * difference, 1000 * 1.96 * se
+
+
 def rung_tests(
     outcomes: dict[str, dict[str, np.ndarray]],
     rungs: list[str],
     metric: str,
     ablations: Sequence[str] = (),
+    offline: ClickRows | None = None,
 ) -> pd.DataFrame:
     """Paired tests of ``metric`` per trained rung against the first rung (the DSSM) and against
     the rung before it (do neighbouring rungs separate?), of the full model (the last rung)
     against each of its ``ablations``, and of the oracle against the DSSM: the mean difference
     with its 95 % interval, the relative lift, the paired t-test's p and Holm's adjustment over
-    each family of comparisons (the rungs vs the DSSM; neighbours; the technique taken away)."""
+    each family of comparisons (the rungs vs the DSSM; neighbours; the technique taken away).
+    Given ``offline``, each comparison also gets its paired GAUC difference (‰) with a 95 %
+    interval over the held-out users."""
     pairs = [(name, rungs[0], "vs dssm") for name in rungs[1:]]
     pairs += [(name, before, "vs the rung before") for before, name in itertools.pairwise(rungs)]
     pairs += [(rungs[-1], name, "full vs ablation") for name in ablations]
@@ -195,17 +224,16 @@ def rung_tests(
     rows = []
     for name, reference, family in pairs:
         paired = paired_lift(outcomes[reference][metric], outcomes[name][metric])
-        rows.append(
-            {
-                "family": family,
-                "rung": name,
-                "reference": reference,
-                f"Δ{metric}": paired.effect,
-                "±95%": paired.effect_hi - paired.effect,
-                "lift %": 100 * paired.lift,
-                "p": paired.pvalue,
-            }
-        )
+        row = {"family": family, "rung": name, "reference": reference}
+        if offline is not None:
+            row["ΔGAUC ‰"], row["ΔGAUC ±95% ‰"] = offline.gauc_difference(name, reference)
+        row |= {
+            f"Δ{metric}": paired.effect,
+            "±95%": paired.effect_hi - paired.effect,
+            "lift %": 100 * paired.lift,
+            "p": paired.pvalue,
+        }
+        rows.append(row)
     tests = pd.DataFrame(rows)
     tests["p Holm"] = np.nan
     for family in ("vs dssm", "vs the rung before", "full vs ablation"):
@@ -268,6 +296,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     probe_user, probe_items = int(eval_set.keys.user[0]), eval_set.recall[0]
 
     rows, outcomes = [], {}
+    offline = ClickRows(
+        *exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)[:2], {}
+    )
     scorers = {name: name for name in BASELINES} | {name: "" for name in runs}
     for name in scorers:
         start = time.perf_counter()
@@ -278,6 +309,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             scorer = load_scorer(str(path), world, features, "coarse")
             row["version"] = loaded.version
             row["train_s"] = loaded.metadata["train_seconds"]
+            offline.scores[name] = exposed_click_scores(
+                eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
+            )[2]
         else:
             scorer = load_scorer(name, world, features, "coarse")
         row |= evaluate_coarse(scorer, eval_set)
@@ -297,7 +331,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     trained = [name for name in runs if name in outcomes and name not in ablations]
     if len(trained) >= 2 and trained[0] == "dssm":
         done = [name for name in ablations if name in outcomes]
-        table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks", done)
+        table.attrs["tests"] = rung_tests(outcomes, trained, "exact_clicks", done, offline)
         table.attrs["agreement"] = offline_online_agreement(table, sizes.coarse, "Δexact_clicks vs dssm")
     n_in, n_out = (sum(map(len, bought)) for bought in (eval_set.in_scene, eval_set.out_of_scene))
     who, who_offline = ("held-out", "held-out users")  # split "user"
@@ -316,8 +350,10 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
 def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) -> pd.DataFrame:
     """Ladders with other training seeds side by side: per paired comparison of the rung tests
     (a rung against the DSSM, against the rung before; the full model against an ablation),
-    each replicate's ΔGAUC (‰, the rung minus its reference) and online lift (%), and whether
-    the replicates agree: offline on the sign, online on the sign with every Holm p < 0.05.
+    each replicate's ΔGAUC (‰, the rung minus its reference; with its 95 % interval when the
+    tests have one) and online lift (%), and whether the replicates agree: offline on the sign
+    (and, with intervals, with every interval clear of 0), online on the sign with every Holm
+    p < 0.05.
     ``replicates``: label -> (ladder table, its rung tests), as in ``ladder.csv`` and
     ``ladder_tests.csv``."""
     if not replicates:
@@ -326,8 +362,10 @@ def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
     merged = None
     for label, (table, tests) in replicates.items():
         gauc = table.set_index("model")["gauc"]
-        part = tests[tests["family"] != "oracle vs dssm"][[*keys, "lift %", "p Holm"]].copy()
+        part = tests[tests["family"] != "oracle vs dssm"].copy()
         part[f"ΔGAUC ‰ {label}"] = 1000 * (part["rung"].map(gauc) - part["reference"].map(gauc)).to_numpy()
+        part[f"±95% {label}"] = part.get("ΔGAUC ±95% ‰", np.nan)
+        part = part[[*keys, "lift %", "p Holm", f"ΔGAUC ‰ {label}", f"±95% {label}"]]
         part = part.rename(columns={"lift %": f"lift % {label}", "p Holm": f"p Holm {label}"})
         merged = part if merged is None else merged.merge(part, on=keys, how="inner", sort=False)
     labels = list(replicates)
@@ -337,7 +375,14 @@ def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
     merged["offline sign agrees"] = (offline == offline[:, :1]).all(axis=1) & (offline[:, 0] != 0)
     merged["online agrees"] = (online == online[:, :1]).all(axis=1) & significant
     columns = [f"{kind} {label}" for kind in ("ΔGAUC ‰", "lift %") for label in labels]
-    return merged[[*keys, *columns, "offline sign agrees", "online agrees"]]
+    width = merged[[f"±95% {label}" for label in labels]].to_numpy()
+    if np.isnan(width).all():  # ladders from before the offline intervals
+        return merged[[*keys, *columns, "offline sign agrees", "online agrees"]]
+    separated = (np.abs(merged[[f"ΔGAUC ‰ {label}" for label in labels]].to_numpy()) > width).all(axis=1)
+    merged["offline agrees"] = merged["offline sign agrees"] & separated
+    columns = [f"{kind} {label}" for label in labels for kind in ("ΔGAUC ‰", "±95%")]
+    columns += [f"lift % {label}" for label in labels]
+    return merged[[*keys, *columns, "offline sign agrees", "offline agrees", "online agrees"]]
 
 
 def format_table(table: pd.DataFrame) -> str:

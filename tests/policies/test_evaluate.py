@@ -15,12 +15,15 @@ from policies.evaluate import (
     EVAL_SPACE,
     EvalSet,
     evaluate_coarse,
+    exposed_click_scores,
     held_out_list_ids,
     list_metrics,
+    list_score,
     teacher_labels,
     teacher_outputs,
 )
 from policies.features import FeatureStore
+from policies.metrics import gauc, gauc_difference
 from policies.rankers import OracleScorer, RandomScorer, load_scorer
 from simulator import SMALL, World
 from simulator.oracle import best_in_pool
@@ -128,6 +131,21 @@ def test_model_metrics_are_complete_and_funnel_shares_sum_to_one(small_world, sm
     funnel = sum(result[f"funnel_{s}"] for s in ("recall", "coarse", "fine", "kept"))
     assert funnel == pytest.approx(1.0)
     assert np.isfinite(result["hitrate_global@50"])
+
+
+def test_exposed_click_scores_are_the_rows_of_the_gauc_in_one_order_for_every_scorer(
+    small_world, small_coarse, eval_set
+):
+    scorer = load_scorer(str(small_coarse.path), small_world, FeatureStore.from_world(small_world), "coarse")
+    users, clicks, scores = exposed_click_scores(
+        eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
+    )
+    assert gauc(users, clicks, scores) == pytest.approx(evaluate_coarse(scorer, eval_set)["gauc"], abs=1e-12)
+    u2, c2, knows = exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)
+    np.testing.assert_array_equal(u2, users)
+    np.testing.assert_array_equal(c2, clicks)
+    difference, se = gauc_difference(users, clicks, knows, scores)
+    assert difference == pytest.approx(1.0 - gauc(users, clicks, scores)) and se > 0
 
 
 def test_a_time_split_eval_set_holds_the_evaluation_day_only(small_world, two_day_log_dir, seeded_models):

@@ -14,11 +14,13 @@ from scipy import stats
 
 from abtest.stats import holm
 from policies.config import DWELL_BUCKETS, dwell_buckets, read_raw
+from policies.metrics import gauc_difference
 from policies.train import parse_config
 from simulator.config import SMALL, load_world_config
 from tuning.ladder import (
     ABLATIONS,
     STEPS,
+    ClickRows,
     ablation_configs,
     format_table,
     ladder_configs,
@@ -173,6 +175,24 @@ def test_rung_tests_compare_each_rung_with_the_dssm_and_its_neighbour_and_adjust
     assert np.isnan(tests.loc[("oracle vs dssm", "oracle"), "p Holm"])
 
 
+def test_rung_tests_give_each_trained_comparison_its_paired_gauc_difference():
+    rng = np.random.default_rng(2)
+    users = np.repeat(np.arange(300), 8)
+    clicks = rng.random(len(users)) < 0.3
+    signal = clicks + rng.normal(0, 1, len(users))
+    scores = {"dssm": signal + rng.normal(0, 2, len(users)), "+fm": signal + rng.normal(0, 1, len(users))}
+    outcomes = {name: {"exact_clicks": rng.normal(0, 1, 300)} for name in (*scores, "oracle")}
+    tests = rung_tests(outcomes, ["dssm", "+fm"], "exact_clicks", offline=ClickRows(users, clicks, scores))
+    tests = tests.set_index(["family", "rung"])
+    difference, se = gauc_difference(users, clicks, scores["+fm"], scores["dssm"])
+    row = tests.loc[("vs dssm", "+fm")]
+    assert row["ΔGAUC ‰"] == pytest.approx(1000 * difference) and row["ΔGAUC ±95% ‰"] == pytest.approx(
+        1960 * se
+    )
+    assert row["ΔGAUC ‰"] > row["ΔGAUC ±95% ‰"] > 0  # the less noisy scorer wins, clearly
+    assert np.isnan(tests.loc[("oracle vs dssm", "oracle"), "ΔGAUC ‰"])  # a baseline has no logged scores
+
+
 @pytest.mark.parametrize("columns", [("Δclicks",), ("Δclicks", "Δexact_clicks")])
 def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path, columns):
     import matplotlib.image  # noqa: PLC0415
@@ -238,3 +258,22 @@ def test_replicates_line_up_comparisons_and_agree_only_on_shared_signs():
     assert not table.loc["+mlp", "offline sign agrees"] and table.loc["+fm", "offline sign agrees"]
     assert table.loc["+mlp", "online agrees"]  # same sign, both significant
     assert not table.loc["+fm", "online agrees"]  # same sign, one not significant
+    assert "offline agrees" not in table  # ladders from before the offline intervals
+    with_intervals = {}
+    for label, (ladder, tests) in {"s0": a, "s1": b}.items():
+        widths = {"+mlp": 1.0, "+fm": 5.0 if label == "s1" else 1.0}  # s1's +fm: 15 ‰ ± 5 ‰, clear
+        with_intervals[label] = (ladder, tests.assign(**{"ΔGAUC ±95% ‰": tests["rung"].map(widths)}))
+    with_intervals["s2"] = (a[0], a[1].assign(**{"ΔGAUC ±95% ‰": 20.0}))  # +fm 5 ‰ ± 20 ‰: not clear
+    table = replicate_table(with_intervals).set_index("rung")
+    assert table.loc["+fm", "±95% s1"] == 5.0 and table.loc["+fm", "offline sign agrees"]
+    assert not table.loc["+fm", "offline agrees"]  # s2's interval covers 0
+    assert (
+        not replicate_table({"s0": with_intervals["s0"], "s1": with_intervals["s1"]})
+        .set_index("rung")
+        .loc["+mlp", "offline agrees"]
+    )  # opposite signs
+    assert (
+        replicate_table({"s0": with_intervals["s0"], "s1": with_intervals["s1"]})
+        .set_index("rung")
+        .loc["+fm", "offline agrees"]
+    )
