@@ -53,8 +53,8 @@ class DataConfig:
     validation_share: float = setting(0.0, ge=0, lt=1)
     """Share of the training users kept out of training to choose the epoch (a hash of
     (split_seed, user id) on a stream of its own): the checkpoint holds the weights of the
-    epoch with the highest click GAUC on their lists, as early stopping would. 0: every
-    training user trains and the last epoch is kept."""
+    epoch of the lowest loss on their lists (the last epoch's objective), as early stopping
+    would. 0: every training user trains and the last epoch is kept."""
     unexposed: bool = True
     """Coarse ranker lists include the M unexposed coarse survivors per request."""
     dropped: bool = True

@@ -28,8 +28,9 @@ Offline evaluation follows ``[data] split`` (``split_logs``): held-out users (``
 "user"``) or the last logged day of every user (``"day"``, a time split) never enter training;
 offline metrics on them are printed after every epoch and stored in the checkpoint's metadata.
 With ``[data] validation_share`` > 0 a share of the training users validates instead of training
-(``split_validation``): the checkpoint keeps the epoch with their highest click GAUC, so nothing
-is chosen on the evaluation users.
+(``split_validation``): the checkpoint keeps the epoch of their lowest loss (the last epoch's
+objective: for a distillation, stage 2's hard + soft labels), so nothing is chosen on the
+evaluation users.
 """
 
 from __future__ import annotations
@@ -256,7 +257,8 @@ def train(
         log(f"time split: training on days < {split.eval_day}, offline metrics on day {split.eval_day}")
     reference = task.soft[0] if task.soft is not None else None  # the teacher's pCTR per entry
     history, samples, start = [], 0, time.perf_counter()
-    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation GAUC, epoch, weights)
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (validation loss, epoch, weights)
+    final = task.stage(run.train.epochs - 1)  # the stage whose loss the validation users measure
     for epoch in range(run.train.epochs):
         stage = task.stage(epoch)
         model.train()
@@ -281,10 +283,11 @@ def train(
         record = {"epoch": epoch + 1, "stage": stage, "loss": total / max(n, 1)}
         model.eval()
         if len(validation_ids):
-            validation = list_metrics(data, task.space, validation_ids, task.score(model))
-            record |= {f"val_{k}": v for k, v in validation.items()}
-            if best is None or validation["gauc"] > best[0]:
-                best = (validation["gauc"], epoch + 1, copy.deepcopy(model.state_dict()))
+            record["val_loss"] = validation_loss(
+                task, model, data, lists, validation_ids, run.train.batch_size, final
+            )
+            if best is None or record["val_loss"] < best[0]:
+                best = (record["val_loss"], epoch + 1, copy.deepcopy(model.state_dict()))
         if len(eval_ids):
             record |= list_metrics(data, task.space, eval_ids, task.score(model), reference)
         history.append(record)
@@ -296,7 +299,7 @@ def train(
     if best is not None:
         _, selected_epoch, weights = best
         model.load_state_dict(weights)
-        log(f"kept epoch {selected_epoch} of {run.train.epochs} (the highest validation GAUC)")
+        log(f"kept epoch {selected_epoch} of {run.train.epochs} (the lowest validation loss)")
     metadata = {
         "run": run.portable(),
         "world": data.world,
@@ -324,6 +327,18 @@ def train(
         seconds,
         samples,
     )
+
+
+@torch.no_grad()
+def validation_loss(
+    task, model, data: LogData, lists: Lists, ids: np.ndarray, batch_size: int, stage: int
+) -> float:
+    """The mean loss of ``stage`` over lists ``ids`` (the validation users' lists)."""
+    total = 0.0
+    for lo in range(0, len(ids), batch_size):
+        chunk = ids[lo : lo + batch_size]
+        total += float(task.loss(model, make_batch(data, lists, chunk), chunk, stage)) * len(chunk)
+    return total / len(ids)
 
 
 def _world_dict(data: DataConfig) -> dict[str, Any]:
