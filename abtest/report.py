@@ -508,11 +508,14 @@ def _sections(
     return sections
 
 
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A GitHub-flavoured Markdown table (no extra dependency)."""
+def markdown_table(frame: pd.DataFrame, digits: int = 6, missing: str = "–") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency): numbers to ``digits``
+    significant digits, NaN as ``missing``."""
 
     def cell(value) -> str:
-        text = _fmt(value, 6) if isinstance(value, float) else str(value)
+        if isinstance(value, float) and math.isnan(value):
+            return missing
+        text = _fmt(value, digits) if isinstance(value, float) else str(value)
         return text.replace("|", "\\|")
 
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]

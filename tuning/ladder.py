@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from abtest.report import markdown_table
 from abtest.stats import holm, paired_lift
 from policies.baselines import BASELINES
 from policies.cascade import Cascade, CascadeSizes
@@ -386,17 +387,8 @@ def replicate_table(replicates: dict[str, tuple[pd.DataFrame, pd.DataFrame]]) ->
 
 
 def format_table(table: pd.DataFrame) -> str:
-    """A Markdown table, numbers to 4 significant digits."""
-    shown = table.drop(columns=[c for c in ("version",) if c in table.columns])
-
-    def cell(value: Any) -> str:
-        if isinstance(value, float):
-            return "" if np.isnan(value) else f"{value:.4g}"
-        return str(value)
-
-    lines = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join(lines)
+    """A Markdown table without the checkpoint versions, numbers to 4 significant digits."""
+    return markdown_table(table.drop(columns=["version"], errors="ignore"), digits=4, missing="")
 
 
 def plot_ladder(table: pd.DataFrame, path: Path) -> None:
