@@ -326,6 +326,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     if "dssm" in outcomes:
         paired = paired_vs_reference(outcomes, "dssm", ("clicks", "exact_clicks", "gmv", "exact_gmv"))
         for row in rows:
+            row["ΔGAUC ‰ vs dssm"], row["ΔGAUC ±95% ‰"] = offline.gauc_difference(row["model"], "dssm")
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
     ablations = [name for name, _ in ABLATIONS]
@@ -392,7 +393,8 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def plot_ladder(table: pd.DataFrame, path: Path) -> None:
-    """Two panels: held-out AUC / GAUC of the trained rungs, and online Δ exact and realised
+    """Two panels: offline, the trained rungs' paired Δ GAUC vs the DSSM with 95 % intervals
+    (held-out AUC / GAUC levels for a table without them), and online Δ exact and realised
     clicks per session vs the DSSM with 95 % intervals (the oracle's as the ceiling; random /
     popularity left out)."""
     import matplotlib  # noqa: PLC0415 (only when plotting)
@@ -402,15 +404,25 @@ def plot_ladder(table: pd.DataFrame, path: Path) -> None:
 
     trained = table.dropna(subset=["gauc"])
     fig, (offline, online) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    x = np.arange(len(trained))
-    for metric, marker in (("auc", "o"), ("gauc", "s")):
-        offline.plot(x, trained[metric], marker=marker, label=f"held-out {metric.upper()}")
-    offline.set(xticks=x, title="offline (held-out clicks)")
-    offline.set_xticklabels(trained["model"], rotation=30, ha="right")
-    offline.legend()
-    offline.grid(alpha=0.3)
     online_rows = trained[trained["model"] != "dssm"]  # the reference
     y = np.arange(len(online_rows))
+    if "ΔGAUC ‰ vs dssm" in table.columns:  # the paired difference with its interval
+        offline.errorbar(
+            online_rows["ΔGAUC ‰ vs dssm"], y, xerr=online_rows["ΔGAUC ±95% ‰"], fmt="s", capsize=3
+        )
+        offline.axvline(0, color="grey", lw=1)
+        offline.set(yticks=y, xlabel="Δ GAUC ‰ vs DSSM (95 % CI)", title="offline (held-out clicks, paired)")
+        offline.set_yticklabels(online_rows["model"])
+        offline.invert_yaxis()
+        offline.grid(alpha=0.3, axis="x")
+    else:  # a table from before the offline intervals: the levels
+        x = np.arange(len(trained))
+        for metric, marker in (("auc", "o"), ("gauc", "s")):
+            offline.plot(x, trained[metric], marker=marker, label=f"held-out {metric.upper()}")
+        offline.set(xticks=x, title="offline (held-out clicks)")
+        offline.set_xticklabels(trained["model"], rotation=30, ha="right")
+        offline.legend()
+        offline.grid(alpha=0.3)
     # The exact twin (expected clicks given the pages shown) where the table has it, beside the
     # realised clicks: the same effect, without the click coin flips' noise.
     series = [("Δexact_clicks", "exact clicks", "o", 0.0), ("Δclicks", "realised clicks", "x", 0.2)]

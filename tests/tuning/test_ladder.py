@@ -193,15 +193,22 @@ def test_rung_tests_give_each_trained_comparison_its_paired_gauc_difference():
     assert np.isnan(tests.loc[("oracle vs dssm", "oracle"), "ΔGAUC ‰"])  # a baseline has no logged scores
 
 
-@pytest.mark.parametrize("columns", [("Δclicks",), ("Δclicks", "Δexact_clicks")])
+@pytest.mark.parametrize(
+    "columns", [("Δclicks",), ("Δclicks", "Δexact_clicks"), ("Δclicks", "Δexact_clicks", "ΔGAUC ‰")]
+)
 def test_plot_draws_every_trained_rung_and_the_oracle(tmp_path, columns):
     import matplotlib.image  # noqa: PLC0415
 
-    rows = [{"model": "oracle", "auc": np.nan, "gauc": np.nan}]
-    rows[0] |= {f"{c} vs dssm": 1.0 for c in columns} | {f"{c} ±95%": 0.2 for c in columns}
+    def differences(value: float, width: float) -> dict[str, float]:
+        row = {f"{c} vs dssm": value for c in columns if c != "ΔGAUC ‰"}
+        row |= {f"{c} ±95%": width for c in columns if c != "ΔGAUC ‰"}
+        if "ΔGAUC ‰" in columns:  # the offline panel's paired differences
+            row |= {"ΔGAUC ‰ vs dssm": 10 * value, "ΔGAUC ±95% ‰": 10 * width}
+        return row
+
+    rows = [{"model": "oracle", "auc": np.nan, "gauc": np.nan} | differences(1.0, 0.2)]
     for i, name in enumerate(["dssm", "+fm", "full"]):
-        rows.append({"model": name, "auc": 0.6 + i / 100, "gauc": 0.55 + i / 100})
-        rows[-1] |= {f"{c} vs dssm": i / 10 for c in columns} | {f"{c} ±95%": 0.1 for c in columns}
+        rows.append({"model": name, "auc": 0.6 + i / 100, "gauc": 0.55 + i / 100} | differences(i / 10, 0.1))
     plot_ladder(pd.DataFrame(rows), tmp_path / "ladder.png")
     image = matplotlib.image.imread(tmp_path / "ladder.png")
     assert image.shape[:2] == (440, 1210)  # 11 x 4 inches at 110 dpi
