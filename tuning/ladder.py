@@ -292,6 +292,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         log,
     )
     world, features, fine, sizes = bench.world, bench.features, bench.fine, bench.sizes
+    online_fine = load_scorer(args.online_fine, world, features, "fine") if args.online_fine else fine
     eval_set, sim, keys, split, days = bench.eval_set, bench.sim, bench.keys, bench.split, bench.day
     held_out = split.eval_users
     probe_user, probe_items = int(eval_set.keys.user[0]), eval_set.recall[0]
@@ -317,7 +318,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             scorer = load_scorer(name, world, features, "coarse")
         row |= evaluate_coarse(scorer, eval_set)
         row["ms/1k cand"] = inference_ms_per_1000(scorer, probe_user, probe_items)
-        outcomes[name] = session_outcomes(sim, Cascade(scorer, fine, sizes), keys)
+        outcomes[name] = session_outcomes(sim, Cascade(scorer, online_fine, sizes), keys)
         row["clicks/session"] = outcomes[name]["clicks"].mean()
         row["gmv/session"] = outcomes[name]["gmv"].mean()
         row["pages/session"] = outcomes[name]["pages"].mean()
@@ -344,7 +345,8 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
         f"their sessions ({n_in} in-scene and {n_out} out-of-scene purchases: a hitrate's standard "
         f"error is up to {0.5 / np.sqrt(max(n_in, 1)):.3f} / {0.5 / np.sqrt(max(n_out, 1)):.3f}), "
         f"coarse cut C = {sizes.coarse}. Online: {len(keys)} {who} users, one session each on "
-        f"day {days} with the fine ranker after the coarse one; Δ = paired mean difference ± 95 %."
+        f"day {days} with {f'the fine stage {args.online_fine}' if args.online_fine else 'the fine ranker'}"
+        " after the coarse one; Δ = paired mean difference ± 95 %."
     )
     return table
 

@@ -24,6 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fine", default="configs/models/fine.toml", help="fine ranker (teacher) config")
     parser.add_argument("--out", default="runs/ladder", help="folder for checkpoints and the table")
     parser.add_argument(
+        "--online-fine",
+        metavar="SPEC",
+        help="the online cascade's fine stage instead of the teacher: a fine checkpoint, 'oracle' (the "
+        "truth: what each coarse set is worth to a perfect fine ranker) or module:attribute",
+    )
+    parser.add_argument(
         "--epochs", type=int, help="override every rung's epochs (distillation stage 1 then gets at most N-1)"
     )
     parser.add_argument(
@@ -96,8 +102,9 @@ def _print_replicates(folders: list[Path]) -> int:
         print("error: give the ladder folders distinct names (they label the columns)", file=sys.stderr)
         return 2
     print(
-        "Ladder replicates, comparison by comparison (ΔGAUC: the rung minus its reference; lift: exact"
-        " clicks; online agrees = same sign and every Holm p < 0.05):\n"
+        "Ladder replicates, comparison by comparison (ΔGAUC: the rung minus its reference, ±95 %: its"
+        " paired interval where the ladder has one; lift: exact clicks; offline agrees = same sign and"
+        " every interval clear of 0; online agrees = same sign and every Holm p < 0.05):\n"
     )
     print(format_table(replicate_table(tables)))
     return 0
