@@ -41,11 +41,11 @@ from abtest.stats import paired_lift
 from common.config import dumps_toml
 from policies.cascade import Cascade
 from policies.config import dwell_buckets, read_raw
-from policies.evaluate import evaluate_coarse
+from policies.evaluate import EVAL_SPACE, evaluate_coarse, exposed_click_scores, list_score
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config
 from simulator.config import PHENOMENON_KNOBS, WorldConfig, load_world_config
-from tuning.ladder import Bench, format_table, ladder_configs, with_changes
+from tuning.ladder import Bench, ClickRows, format_table, ladder_configs, with_changes
 from tuning.online import session_outcomes
 
 FEED_WORLD_TOML = Path(__file__).parents[1] / "configs" / "world_feed.toml"
@@ -189,11 +189,17 @@ def seed_rows(
 ) -> list[dict[str, Any]]:
     """The rows of one training seed's rungs on ``bench``."""
     offline, online = {}, {}
+    eval_set = bench.eval_set
+    users, clicks, _ = exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)
+    rows_scored = ClickRows(users, clicks, {})
     for name, run in runs.items():
         scorer = load_scorer(
             str(ensure_trained(run, progress=args.progress, log=log)), bench.world, bench.features, "coarse"
         )
-        offline[name] = evaluate_coarse(scorer, bench.eval_set)
+        offline[name] = evaluate_coarse(scorer, eval_set)
+        rows_scored.scores[name] = exposed_click_scores(
+            eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
+        )[2]
         online[name] = session_outcomes(bench.sim, Cascade(scorer, bench.fine, bench.sizes), bench.keys)
     hitrate = f"hitrate_global@{coarse_size}"
     rows = []
@@ -209,6 +215,7 @@ def seed_rows(
             "train_seed": runs[after].train.seed,
             "gauc_before": offline[technique.before]["gauc"],
             "ΔGAUC ‰": 1000 * (offline[after]["gauc"] - offline[technique.before]["gauc"]),
+            "ΔGAUC ±95% ‰": rows_scored.gauc_difference(after, technique.before)[1],
             "Δhitrate_global": offline[after][hitrate] - offline[technique.before][hitrate],
         }
         for metric in ONLINE:
@@ -325,30 +332,39 @@ def format_dose(table: pd.DataFrame) -> str:
         | {
             "train seed": table["train_seed"],
             "GAUC before": table["gauc_before"],
-            "ΔGAUC ‰": table["ΔGAUC ‰"],
+            "ΔGAUC ‰ ± 95 %": _with_interval(table["ΔGAUC ‰"], table.get("ΔGAUC ±95% ‰"), 2),
             "Δhitrate_global": table["Δhitrate_global"],
         }
     )
     for metric in ONLINE:
-        shown[f"Δ{metric} ± 95 %"] = [
-            f"{d:+.3f} ± {h:.3f}" for d, h in zip(table[f"Δ{metric}"], table[f"Δ{metric} ±95%"], strict=True)
-        ]
+        shown[f"Δ{metric} ± 95 %"] = _with_interval(table[f"Δ{metric}"], table[f"Δ{metric} ±95%"], 3)
     shown[f"{ONLINE[0]} before"] = table[f"{ONLINE[0]} before"]
     if table["train_seed"].nunique() == 1:
         return format_table(shown)
     return f"{format_seed_summary(seed_summary(table))}\n\nPer training seed:\n\n{format_table(shown)}"
 
 
+def _with_interval(values: pd.Series, half: pd.Series | None, digits: int) -> list[str]:
+    """ "+d ± h" per row (no interval: the difference alone, as in tables from before them)."""
+    half = half if half is not None else pd.Series(np.nan, index=values.index)
+    return [
+        f"{d:+.{digits}f}" + ("" if np.isnan(h) else f" ± {h:.{digits}f}")
+        for d, h in zip(values, half, strict=True)
+    ]
+
+
 def plot_points(table: pd.DataFrame) -> pd.DataFrame:
     """One point per sweep point and panel: ΔGAUC ‰ (``gauc``) and Δ exact clicks (``clicks``)
-    with their error bars below / above (``_lo`` / ``_hi``): with one training seed the exact
-    clicks' 95 % interval and no bar on GAUC, with several the mean and the seeds' range."""
+    with their error bars below / above (``_lo`` / ``_hi``): with one training seed their paired
+    95 % intervals (none on GAUC for tables from before its interval), with several the mean and
+    the seeds' range."""
     if table["train_seed"].nunique() == 1:
         half = table[f"Δ{ONLINE[0]} ±95%"]
+        gauc_half = table.get("ΔGAUC ±95% ‰", 0.0)
         return table[SWEEP_POINT].assign(
             gauc=table["ΔGAUC ‰"],
-            gauc_lo=0.0,
-            gauc_hi=0.0,
+            gauc_lo=gauc_half,
+            gauc_hi=gauc_half,
             clicks=table[f"Δ{ONLINE[0]}"],
             clicks_lo=half,
             clicks_hi=half,

@@ -133,7 +133,7 @@ def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files
     ]
     separation = proposed_strengths()["history_dwell_separation"]
     assert table.loc[2, "strength"] == 2 * table.loc[1, "strength"] == 2 * separation
-    assert (table["Δexact_clicks ±95%"] > 0).all()
+    assert (table["Δexact_clicks ±95%"] > 0).all() and (table["ΔGAUC ±95% ‰"] > 0).all()
     assert "training coarse model" in first.err and "[5/5] world field_interaction_std-strong" in first.err
     assert (out / "dose.md").read_text().count("\n| ") == 1 + len(rows)  # header and rows
     assert (out / "dose.png").stat().st_size > 10_000
@@ -175,6 +175,9 @@ def test_the_seed_summary_is_the_mean_and_range_over_seeds_and_counts_resolved_g
     assert points["gauc_lo"] == 3.0 and points["gauc_hi"] == 3.0  # mean 1 in [-2, 4]
     single = plot_points(table.iloc[:1])
     assert single["clicks_lo"].iloc[0] == single["clicks_hi"].iloc[0] == 0.01
+    assert single["gauc_lo"].iloc[0] == 0.0  # a table from before the offline interval
+    single = plot_points(table.iloc[:1].assign(**{"ΔGAUC ±95% ‰": 2.5}))
+    assert single["gauc_lo"].iloc[0] == single["gauc_hi"].iloc[0] == 2.5
 
 
 def test_every_world_trains_the_same_fine_ranker_and_nova_reads_dwell_only_where_logged(tmp_path):
