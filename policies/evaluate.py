@@ -68,44 +68,10 @@ def validation_list_ids(lists: Lists, split: LogSplit, n: int) -> np.ndarray:
     return np.flatnonzero(keep)[:n]
 
 
-@torch.no_grad()
-def exposed_click_scores(
-    data: LogData,
-    space: SampleSpace,
-    list_ids: np.ndarray,
-    score: Callable[[ListBatch], torch.Tensor],
-    batch_size: int = 256,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user, click, score) of the exposed samples of lists ``list_ids``, in an order that does
-    not depend on ``score``: the rows ``list_metrics`` computes AUC and GAUC on, for paired
-    comparisons of two scorers (``policies.metrics.gauc_difference``)."""
-    users, labels, scores = [], [], []
-    for _, batch, s in _scored_lists(data, space, list_ids, score, batch_size):
-        _append_exposed(batch, s, users, labels, scores)
-    return tuple(torch.cat(x).numpy() for x in (users, labels, scores))
-
-
-def _scored_lists(data: LogData, space: SampleSpace, list_ids: np.ndarray, score, batch_size: int):
-    """(list ids, batch, scores (B, L)) per batch of ``list_ids``."""
-    lists = data.lists(space)
-    for lo in range(0, len(list_ids), batch_size):
-        ids = list_ids[lo : lo + batch_size]
-        batch = make_batch(data, lists, ids)
-        yield ids, batch, score(batch).float()
-
-
-def _append_exposed(batch: ListBatch, s: torch.Tensor, users: list, labels: list, scores: list) -> None:
-    exposed = (batch.sample_type == EXPOSED) & batch.mask
-    users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
-    labels.append(batch.click[exposed])
-    scores.append(s[exposed])
-
-
 def _pad(x: torch.Tensor, width: int, fill: float | bool) -> torch.Tensor:
     return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
 
 
-@torch.no_grad()
 def list_metrics(
     data: LogData,
     space: SampleSpace,
@@ -117,11 +83,31 @@ def list_metrics(
     """Offline metrics of ``score(batch) -> (B, L)`` over lists ``list_ids``: click AUC and
     GAUC on exposed samples and, given the teacher's pCTR per list entry (E,), NDCG@10, Kendall
     tau and recall@10@30 against the teacher within each list (all its samples)."""
+    return _list_metrics(data, space, list_ids, score, teacher_pctr, batch_size)[0]
+
+
+@torch.no_grad()
+def _list_metrics(
+    data: LogData,
+    space: SampleSpace,
+    list_ids: np.ndarray,
+    score: Callable[[ListBatch], torch.Tensor],
+    teacher_pctr: torch.Tensor | None,
+    batch_size: int,
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``list_metrics`` and the rows its AUC and GAUC are computed on: (user, click, score) of
+    every exposed sample, in an order that does not depend on ``score``."""
     lists = data.lists(space)
     width = int((lists.offsets[1:] - lists.offsets[:-1])[list_ids].max()) if len(list_ids) else 1
     users, labels, scores, ref, student, masks = [], [], [], [], [], []
-    for ids, batch, s in _scored_lists(data, space, list_ids, score, batch_size):
-        _append_exposed(batch, s, users, labels, scores)
+    for lo in range(0, len(list_ids), batch_size):
+        ids = list_ids[lo : lo + batch_size]
+        batch = make_batch(data, lists, ids)
+        s = score(batch).float()  # (B, L)
+        exposed = (batch.sample_type == EXPOSED) & batch.mask
+        users.append(batch.user.user_id[:, None].expand_as(exposed)[exposed])
+        labels.append(batch.click[exposed])
+        scores.append(s[exposed])
         if teacher_pctr is not None:
             entry, mask = lists.entries(ids)
             ref.append(_pad(torch.where(mask, teacher_pctr[entry], 0.0), width, 0.0))
@@ -134,7 +120,7 @@ def list_metrics(
         out["ndcg@10"] = metrics.ndcg_at_k(r, st, 10, m)
         out["kendall_tau"] = metrics.kendall_tau(r, st, m)
         out["recall@10@30"] = metrics.recall_at_k_at_m(r, st, 10, 30, m)
-    return out
+    return out, (u, y, s)
 
 
 @torch.no_grad()
@@ -253,19 +239,57 @@ class EvalSet:
         )
 
 
-def list_score(scorer: CoarseModelScorer) -> Callable[[ListBatch], torch.Tensor]:
-    """What ``scorer`` ranks logged lists by: its model's serving score (its ``coarse_score``)."""
-    return lambda batch: scorer.task_score(scorer.model(batch.user, batch.items), batch.items.item_id)
-
-
 def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> dict[str, float]:
     """Every offline metric of a coarse scorer (see the module doc); baselines (no model) get
     the simulator-side metrics only."""
+    return _evaluate_coarse(scorer, eval_set)[0]
+
+
+@dataclasses.dataclass
+class ClickRows:
+    """Paired offline comparisons on one evaluation set: ``evaluate`` is ``evaluate_coarse``
+    and keeps each model's scores of the exposed held-out samples (user, click: the same rows for
+    every model), so two models' GAUC difference gets an interval over users."""
+
+    eval_set: EvalSet | None  # None: scores set directly
+    users: np.ndarray | None = None
+    clicks: np.ndarray | None = None
+    scores: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def evaluate(self, name: str, scorer: CoarseModelScorer | Scorer) -> dict[str, float]:
+        """``evaluate_coarse(scorer, eval_set)``; a model's scores are kept under ``name``."""
+        out, rows = _evaluate_coarse(scorer, self.eval_set)
+        if rows is not None:
+            self.users, self.clicks, self.scores[name] = rows
+        return out
+
+    def gauc_difference(self, name: str, reference: str) -> tuple[float, float]:
+        """(GAUC of ``name`` minus that of ``reference``, half-width of its 95 % interval) in ‰
+        (``policies.metrics.gauc_difference``); NaN for a row without scores (a baseline)."""
+        if name not in self.scores or reference not in self.scores:
+            return float("nan"), float("nan")
+        a, b = self.scores[name], self.scores[reference]
+        difference, se = metrics.gauc_difference(self.users, self.clicks, a, b)
+        return 1000 * difference, 1000 * 1.96 * se
+
+
+def _evaluate_coarse(
+    scorer: CoarseModelScorer | Scorer, eval_set: EvalSet
+) -> tuple[dict[str, float], tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+    """``evaluate_coarse`` and, for a model, the rows of its GAUC (``_list_metrics``)."""
     out: dict[str, float] = {}
+    rows = None
     if isinstance(scorer, CoarseModelScorer):
-        out |= list_metrics(
-            eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer), eval_set.teacher_list_pctr
+        model = scorer.model
+        listed, rows = _list_metrics(
+            eval_set.data,
+            EVAL_SPACE,
+            eval_set.list_ids,
+            lambda batch: scorer.task_score(model(batch.user, batch.items), batch.items.item_id),
+            eval_set.teacher_list_pctr,
+            256,
         )
+        out |= listed
     users, recall, C = eval_set.keys.user, eval_set.recall, eval_set.sizes.coarse
     coarse = Cascade(scorer, eval_set.teacher, eval_set.sizes).rank(users, recall)
     top_c = coarse.coarse_items  # (S, C)
@@ -278,7 +302,7 @@ def evaluate_coarse(scorer: CoarseModelScorer | Scorer, eval_set: EvalSet) -> di
     out[f"hitrate_global@{C}"] = metrics.hitrate_at_k(both, top_c, C)
     funnel = funnel_loss(eval_set.best, [recall, top_c, coarse.page])
     out |= {f"funnel_{stage}": share for stage, share in funnel.items()}
-    return out
+    return out, rows
 
 
 def inference_ms_per_1000(scorer: Scorer, user: int, items: np.ndarray, repeats: int = 30) -> float:

@@ -41,11 +41,11 @@ from abtest.stats import paired_lift
 from common.config import dumps_toml
 from policies.cascade import Cascade
 from policies.config import dwell_buckets, read_raw
-from policies.evaluate import EVAL_SPACE, evaluate_coarse, exposed_click_scores, list_score
+from policies.evaluate import ClickRows
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config
 from simulator.config import PHENOMENON_KNOBS, WorldConfig, load_world_config
-from tuning.ladder import Bench, ClickRows, format_table, ladder_configs, with_changes
+from tuning.ladder import Bench, format_table, ladder_configs, with_changes
 from tuning.online import session_outcomes
 
 FEED_WORLD_TOML = Path(__file__).parents[1] / "configs" / "world_feed.toml"
@@ -189,17 +189,12 @@ def seed_rows(
 ) -> list[dict[str, Any]]:
     """The rows of one training seed's rungs on ``bench``."""
     offline, online = {}, {}
-    eval_set = bench.eval_set
-    users, clicks, _ = exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)
-    rows_scored = ClickRows(users, clicks, {})
+    rows_scored = ClickRows(bench.eval_set)
     for name, run in runs.items():
         scorer = load_scorer(
             str(ensure_trained(run, progress=args.progress, log=log)), bench.world, bench.features, "coarse"
         )
-        offline[name] = evaluate_coarse(scorer, eval_set)
-        rows_scored.scores[name] = exposed_click_scores(
-            eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
-        )[2]
+        offline[name] = rows_scored.evaluate(name, scorer)
         online[name] = session_outcomes(bench.sim, Cascade(scorer, bench.fine, bench.sizes), bench.keys)
     hitrate = f"hitrate_global@{coarse_size}"
     rows = []

@@ -45,16 +45,8 @@ from policies.cascade import Cascade, CascadeSizes
 from policies.checkpoint import load_checkpoint
 from policies.config import RunConfig, dwell_buckets, read_raw
 from policies.data import LogSplit, load_logs
-from policies.evaluate import (
-    EVAL_SPACE,
-    EvalSet,
-    evaluate_coarse,
-    exposed_click_scores,
-    inference_ms_per_1000,
-    list_score,
-)
+from policies.evaluate import ClickRows, EvalSet, inference_ms_per_1000
 from policies.features import FeatureStore
-from policies.metrics import gauc_difference
 from policies.rankers import Scorer, load_scorer
 from policies.train import ensure_logs, ensure_trained, parse_config, split_logs
 from simulator.config import load_world_config
@@ -185,24 +177,6 @@ class Bench:
         return cls(world, features, fine, sizes, split, eval_set, Simulator(world), keys, day)
 
 
-@dataclass
-class ClickRows:
-    """The held-out exposed samples every trained rung is scored on offline (the same rows for
-    each) and each rung's scores of them (``policies.evaluate.exposed_click_scores``)."""
-
-    users: np.ndarray
-    clicks: np.ndarray
-    scores: dict[str, np.ndarray]
-
-    def gauc_difference(self, name: str, reference: str) -> tuple[float, float]:
-        """(GAUC of ``name`` minus that of ``reference``, half-width of its 95 % interval) in ‰;
-        NaN for a row without scores (a baseline)."""
-        if name not in self.scores or reference not in self.scores:
-            return float("nan"), float("nan")
-        difference, se = gauc_difference(self.users, self.clicks, self.scores[name], self.scores[reference])
-        return 1000 * difference, 1000 * 1.96 * se
-
-
 def rung_tests(
     outcomes: dict[str, dict[str, np.ndarray]],
     rungs: list[str],
@@ -298,9 +272,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     probe_user, probe_items = int(eval_set.keys.user[0]), eval_set.recall[0]
 
     rows, outcomes = [], {}
-    offline = ClickRows(
-        *exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)[:2], {}
-    )
+    offline = ClickRows(eval_set)
     scorers = {name: name for name in BASELINES} | {name: "" for name in runs}
     for name in scorers:
         start = time.perf_counter()
@@ -311,12 +283,9 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             scorer = load_scorer(str(path), world, features, "coarse")
             row["version"] = loaded.version
             row["train_s"] = loaded.metadata["train_seconds"]
-            offline.scores[name] = exposed_click_scores(
-                eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
-            )[2]
         else:
             scorer = load_scorer(name, world, features, "coarse")
-        row |= evaluate_coarse(scorer, eval_set)
+        row |= offline.evaluate(name, scorer)
         row["ms/1k cand"] = inference_ms_per_1000(scorer, probe_user, probe_items)
         outcomes[name] = session_outcomes(sim, Cascade(scorer, online_fine, sizes), keys)
         row["clicks/session"] = outcomes[name]["clicks"].mean()

@@ -13,17 +13,16 @@ from policies.data import SampleSpace, Split, load_logs, split_by_user, split_lo
 from policies.evaluate import (
     ALL_SAMPLES,
     EVAL_SPACE,
+    ClickRows,
     EvalSet,
     evaluate_coarse,
-    exposed_click_scores,
     held_out_list_ids,
     list_metrics,
-    list_score,
     teacher_labels,
     teacher_outputs,
 )
 from policies.features import FeatureStore
-from policies.metrics import gauc, gauc_difference
+from policies.metrics import gauc
 from policies.rankers import OracleScorer, RandomScorer, load_scorer
 from simulator import SMALL, World
 from simulator.oracle import best_in_pool
@@ -133,19 +132,25 @@ def test_model_metrics_are_complete_and_funnel_shares_sum_to_one(small_world, sm
     assert np.isfinite(result["hitrate_global@50"])
 
 
-def test_exposed_click_scores_are_the_rows_of_the_gauc_in_one_order_for_every_scorer(
-    small_world, small_coarse, eval_set
-):
+def test_click_rows_keep_each_models_scores_of_the_rows_of_its_gauc(small_world, small_coarse, eval_set):
     scorer = load_scorer(str(small_coarse.path), small_world, FeatureStore.from_world(small_world), "coarse")
-    users, clicks, scores = exposed_click_scores(
-        eval_set.data, EVAL_SPACE, eval_set.list_ids, list_score(scorer)
-    )
-    assert gauc(users, clicks, scores) == pytest.approx(evaluate_coarse(scorer, eval_set)["gauc"], abs=1e-12)
-    u2, c2, knows = exposed_click_scores(eval_set.data, EVAL_SPACE, eval_set.list_ids, lambda b: b.click)
-    np.testing.assert_array_equal(u2, users)
-    np.testing.assert_array_equal(c2, clicks)
-    difference, se = gauc_difference(users, clicks, knows, scores)
-    assert difference == pytest.approx(1.0 - gauc(users, clicks, scores)) and se > 0
+    rows = ClickRows(eval_set)
+    result = rows.evaluate("model", scorer)
+    expected = evaluate_coarse(scorer, eval_set)
+    assert result.keys() == expected.keys()
+    np.testing.assert_array_equal(list(result.values()), list(expected.values()))  # NaN equal to NaN
+    assert gauc(rows.users, rows.clicks, rows.scores["model"]) == pytest.approx(result["gauc"], abs=1e-12)
+    users, clicks = rows.users, rows.clicks
+    rows.evaluate("oracle", OracleScorer(small_world))  # a baseline scores no logged rows
+    assert set(rows.scores) == {"model"} and rows.users is users
+    rows.evaluate("again", scorer)  # the same rows, in the same order, for every model
+    np.testing.assert_array_equal(rows.users, users)
+    np.testing.assert_array_equal(rows.clicks, clicks)
+    assert rows.gauc_difference("again", "model") == (0.0, 0.0)
+    rows.scores["knows"] = rows.clicks.astype(float)  # knows the clicks
+    difference, half = rows.gauc_difference("knows", "model")
+    assert difference == pytest.approx(1000 * (1.0 - result["gauc"])) and half > 0
+    assert np.isnan(rows.gauc_difference("oracle", "model")[0])
 
 
 def test_a_time_split_eval_set_holds_the_evaluation_day_only(small_world, two_day_log_dir, seeded_models):

@@ -14,13 +14,13 @@ from scipy import stats
 
 from abtest.stats import holm
 from policies.config import DWELL_BUCKETS, dwell_buckets, read_raw
+from policies.evaluate import ClickRows
 from policies.metrics import gauc_difference
 from policies.train import parse_config
 from simulator.config import SMALL, load_world_config
 from tuning.ladder import (
     ABLATIONS,
     STEPS,
-    ClickRows,
     ablation_configs,
     format_table,
     ladder_configs,
@@ -182,7 +182,9 @@ def test_rung_tests_give_each_trained_comparison_its_paired_gauc_difference():
     signal = clicks + rng.normal(0, 1, len(users))
     scores = {"dssm": signal + rng.normal(0, 2, len(users)), "+fm": signal + rng.normal(0, 1, len(users))}
     outcomes = {name: {"exact_clicks": rng.normal(0, 1, 300)} for name in (*scores, "oracle")}
-    tests = rung_tests(outcomes, ["dssm", "+fm"], "exact_clicks", offline=ClickRows(users, clicks, scores))
+    tests = rung_tests(
+        outcomes, ["dssm", "+fm"], "exact_clicks", offline=ClickRows(None, users, clicks, scores)
+    )
     tests = tests.set_index(["family", "rung"])
     difference, se = gauc_difference(users, clicks, scores["+fm"], scores["dssm"])
     row = tests.loc[("vs dssm", "+fm")]
