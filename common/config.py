@@ -75,15 +75,19 @@ def setting(
     path: bool = False,
     keep: Iterable[str] | Callable[[str], bool] = (),
     table: type | None = None,
+    omitted_at_default: bool = False,
 ) -> Any:
     """A config field with bounds (checked on every number of the value, tuples element-wise)
     and, with ``path``, a file path resolved relative to the config file; the words in
     ``keep`` (e.g. "default", "random"; or the values a predicate ``keep(value)`` accepts) are
     names, not paths. A field holding a loose table
     (a dict) of the config ``table`` (e.g. overrides of it, or an inline training config) has
-    that table's paths resolved in it."""
+    that table's paths resolved in it. A field ``omitted_at_default`` is left out of
+    ``to_plain`` at its default (a setting added later: stored configs and versions from before
+    it stay equal)."""
     kept = keep if callable(keep) else frozenset(keep).__contains__
     metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "path": path, "keep": kept, "table": table}
+    metadata["omitted_at_default"] = omitted_at_default
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -293,7 +297,11 @@ def to_plain(value: Any) -> Any:
     """A config tree as plain dicts, lists, strings, numbers and booleans (for TOML, JSON and
     checkpoints), leaving out None; ``from_mapping(type(x), to_plain(x)) == x``."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        plain = {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        plain = {
+            f.name: to_plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not (f.metadata.get("omitted_at_default") and getattr(value, f.name) == f.default)
+        }
         return {k: v for k, v in plain.items() if v is not None}
     if isinstance(value, enum.Enum):
         return value.value

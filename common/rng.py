@@ -47,6 +47,7 @@ class Stream(enum.IntEnum):
     TASTE_DRIFT = 64
     USER_ARRIVAL = 65
     ITEM_ARRIVAL = 66
+    FINE_SIGNAL = 67
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

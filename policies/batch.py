@@ -54,3 +54,4 @@ class ListBatch:
     exposure: torch.Tensor  # (B, L) float
     click: torch.Tensor  # (B, L) float
     purchase: torch.Tensor  # (B, L) float
+    fine_signal: torch.Tensor | None = None  # (B, L) float, the pair-wise feature, if the world has one

@@ -42,6 +42,7 @@ import torch
 from common.rng import Stream, uniform
 from policies.batch import ItemFeatures, ListBatch, UserFeatures
 from simulator.logs import SAMPLE_SCHEMA, SAMPLE_TYPES
+from simulator.world import fine_signal
 
 LOG_FILES = ("samples.parquet", "items.parquet", "users.parquet", "world.json")
 SAMPLE_COLUMNS = tuple(SAMPLE_SCHEMA.names)
@@ -391,21 +392,31 @@ def iterate_lists(
         yield make_batch(data, lists, ids)
 
 
+def fine_signal_of(world: dict, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+    """The fine ranker's pair-wise feature for users (B,) and items (B, L) of a world (its config
+    as a dict), or None when the world has none (``fine_signal_std`` off)."""
+    if not world.get("fine_signal_std", 0):
+        return None
+    return torch.from_numpy(fine_signal(int(world["seed"]), users.numpy(), items.numpy()))
+
+
 def make_batch(data: LogData, lists: Lists, ids: np.ndarray | torch.Tensor) -> ListBatch:
     """The ``ListBatch`` of lists ``ids`` (B,), padded to the longest of them."""
     entry, mask = lists.entries(ids)  # (B, L)
     maskf = mask.float()
     user_id = torch.as_tensor(lists.user_id[np.asarray(ids)], dtype=torch.long)  # (B,)
+    items = data.items.index(torch.where(mask, lists.item_id[entry], 0))
     return ListBatch(
         user=UserFeatures(
             user_id=user_id,
             history=data.items.index(data.history[user_id]),
             history_dwell=None if data.history_dwell is None else data.history_dwell[user_id],
         ),
-        items=data.items.index(torch.where(mask, lists.item_id[entry], 0)),
+        items=items,
         mask=mask,
         sample_type=torch.where(mask, lists.sample_type[entry], 0),
         exposure=lists.exposure[entry] * maskf,
         click=lists.click[entry] * maskf,
         purchase=lists.purchase[entry] * maskf,
+        fine_signal=fine_signal_of(data.world, user_id, items.item_id),
     )

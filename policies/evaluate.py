@@ -144,7 +144,7 @@ def teacher_outputs(
     ):
         ids = ids_all[lo : lo + batch_size]
         batch = make_batch(data, lists, ids)
-        out = teacher(batch.user, batch.items)
+        out = teacher(batch.user, batch.items, batch.fine_signal)
         entry, mask = lists.entries(ids)
         pctr[entry[mask]] = out.pctr[mask]
         pctcvr[entry[mask]] = out.pctcvr[mask]

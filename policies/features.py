@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from policies.batch import ItemFeatures, UserFeatures, take_rows
+from policies.data import fine_signal_of
 from policies.models import Vocab
 from simulator.config import WorldConfig
 from simulator.world import World
@@ -31,6 +32,7 @@ class FeatureStore:
     history: torch.Tensor  # (U, H) long, logged behaviour sequence, indexed by user id
     history_dwell: torch.Tensor | None = None  # (U, H) float logged dwell seconds, if the world logs them
     item_price: np.ndarray | None = None  # (N,) float64 price by item id (catalogue data; GMV scores)
+    world: dict = dataclasses.field(default_factory=dict)  # the world config (fine_signal reads it)
 
     @classmethod
     def from_world(cls, world: World) -> FeatureStore:
@@ -44,7 +46,8 @@ class FeatureStore:
         )
         dwell = None if world.history_dwell is None else torch.as_tensor(world.history_dwell)
         history = torch.as_tensor(world.history, dtype=torch.long)
-        return cls(items, history, dwell, np.asarray(table["price"], dtype=np.float64))
+        prices = np.asarray(table["price"], dtype=np.float64)
+        return cls(items, history, dwell, prices, world.config.to_dict())
 
     @property
     def n_items(self) -> int:
@@ -66,3 +69,8 @@ class FeatureStore:
     def item_features(self, item_ids: np.ndarray | torch.Tensor) -> ItemFeatures:
         """Features of items ``item_ids`` (any shape)."""
         return self.items.index(torch.as_tensor(np.asarray(item_ids), dtype=torch.long))
+
+    def fine_signal(self, user_ids: np.ndarray, item_ids: np.ndarray) -> torch.Tensor | None:
+        """The fine ranker's pair-wise feature for users (B,) and items (B, R), as training reads
+        it (``policies.data.fine_signal_of``); None when the world has none."""
+        return fine_signal_of(self.world, torch.as_tensor(user_ids), torch.as_tensor(item_ids))

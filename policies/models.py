@@ -181,6 +181,9 @@ class FineConfig:
     """The target attention's weights also see each behaviour's logged dwell, bucketised by log2
     seconds into this many buckets (e.g. 8: under 2 s .. 128 s and more); what it pools stays
     the behaviours' embeddings. None (the default): dwell is not read."""
+    fine_signal: bool = setting(False, omitted_at_default=True)
+    """The MLP also reads the world's pair-wise feature f_ui (``fine_signal_std`` > 0: what only
+    the fine stage can afford, e.g. real-time and user x item cross features)."""
 
     def __post_init__(self) -> None:
         if not self.hidden:
@@ -275,7 +278,8 @@ class FineRanker(nn.Module):
         self.user = _embedding(vocab.n_users, D, g)
         nn.init.normal_(self.user.weight, std=0.1, generator=g)
         self.attention = TargetAttention(D, config.attention_hidden, g)
-        self.mlp = _mlp([5 * D + self.N_CROSSES, *config.hidden], final_activation=True, generator=g)
+        n_crosses = self.N_CROSSES + int(config.fine_signal)
+        self.mlp = _mlp([5 * D + n_crosses, *config.hidden], final_activation=True, generator=g)
         self.click_head = _linear(config.hidden[-1], 1, g)
         self.purchase_head = _linear(config.hidden[-1], 1, g)
         self.dwell = None if config.dwell_buckets is None else DwellEmbedding(config.dwell_buckets, D)
@@ -298,36 +302,42 @@ class FineRanker(nn.Module):
         # the order in which uses of h are built is the order its gradients are summed in
         return FineUser(history=hist, mask=mask, embedded=h, keys=keys, mean=mean_h, user=u)
 
-    def score_items(self, user: FineUser, items: ItemFeatures) -> FineOutput:
-        """The outputs for items (B, L) of encoded users (B,)."""
+    def score_items(self, user: FineUser, items: ItemFeatures, fine_signal: Tensor | None = None) -> FineOutput:
+        """The outputs for items (B, L) of encoded users (B,); ``fine_signal`` (B, L) is the
+        world's pair-wise feature, read if the config says so."""
         hist, mask, h, mean_h, u = user.history, user.mask, user.embedded, user.mean, user.user
         t = self.embed(items)  # (B, L, D)
         B, L, D = t.shape
         interest = self.attention(h, t, mask, user.keys)  # (B, L, D)
         scale = 1.0 / math.sqrt(D)
-        crosses = torch.stack(
-            [
-                (t * mean_h[:, None, :]).sum(-1) * scale,
-                (t * interest).sum(-1) * scale,
-                self._match_share(hist.category, items.category, mask),
-                self._match_share(hist.brand, items.brand, mask),
-                self._match_share(hist.price_bucket, items.price_bucket, mask),
-                self._match_share(hist.item_id, items.item_id, mask),
-            ],
-            dim=-1,
-        )  # (B, L, N_CROSSES)
+        columns = [
+            (t * mean_h[:, None, :]).sum(-1) * scale,
+            (t * interest).sum(-1) * scale,
+            self._match_share(hist.category, items.category, mask),
+            self._match_share(hist.brand, items.brand, mask),
+            self._match_share(hist.price_bucket, items.price_bucket, mask),
+            self._match_share(hist.item_id, items.item_id, mask),
+        ]
+        if self.config.fine_signal:
+            if fine_signal is None:
+                raise ValueError(
+                    "the model reads the fine signal ([model] fine_signal = true) but the features "
+                    "carry none: a world has it with fine_signal_std > 0"
+                )
+            columns.append(fine_signal.to(t.dtype))
+        crosses = torch.stack(columns, dim=-1)  # (B, L, N_CROSSES [+ 1])
         x = torch.cat(
             [u[:, None].expand(B, L, D), mean_h[:, None].expand(B, L, D), interest, t, interest * t, crosses],
             dim=-1,
-        )  # (B, L, 5D + N_CROSSES)
+        )  # (B, L, 5D + N_CROSSES [+ 1])
         z = self.mlp(x)  # (B, L, hidden[-1])
         return FineOutput(
             click_logit=self.click_head(z).squeeze(-1),  # (B, L)
             purchase_logit=self.purchase_head(z).squeeze(-1),  # (B, L)
         )
 
-    def forward(self, user: UserFeatures, items: ItemFeatures) -> FineOutput:
-        return self.score_items(self.encode_user(user), items)
+    def forward(self, user: UserFeatures, items: ItemFeatures, fine_signal: Tensor | None = None) -> FineOutput:
+        return self.score_items(self.encode_user(user), items, fine_signal)
 
 
 # ---------------------------------------------------------------------------------------------

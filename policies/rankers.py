@@ -148,7 +148,8 @@ class FineModelScorer:
 
     @torch.no_grad()
     def _score_one(self, user: np.ndarray, items: np.ndarray) -> torch.Tensor:
-        out = self.model.score_items(self._user(int(user[0])), self.features.item_features(items))
+        signal = self.features.fine_signal(user, items) if self.model.config.fine_signal else None
+        out = self.model.score_items(self._user(int(user[0])), self.features.item_features(items), signal)
         return out.pctr if self.task is Task.CLICK else out.pctcvr  # (1, R)
 
 

@@ -119,14 +119,14 @@ class FineTask:
         return 2
 
     def loss(self, model: FineRanker, batch: ListBatch, ids: np.ndarray, stage: int) -> torch.Tensor:
-        out = model(batch.user, batch.items)
+        out = model(batch.user, batch.items, batch.fine_signal)
         clicked = batch.mask & (batch.click > 0)
         return bce_loss(out.click_logit, batch.click, batch.mask) + bce_loss(
             out.purchase_logit, batch.purchase, clicked
         )
 
     def score(self, model: FineRanker) -> Callable[[ListBatch], torch.Tensor]:
-        return lambda batch: model(batch.user, batch.items).click_logit
+        return lambda batch: model(batch.user, batch.items, batch.fine_signal).click_logit
 
 
 @dataclasses.dataclass(frozen=True)

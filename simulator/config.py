@@ -177,6 +177,11 @@ class WorldConfig:
     new_item_share_per_day: float = setting(0.0, ge=0, le=1)
     """Share of the new items arriving on each of days 1..arrival_days: before their day they
     are neither recalled nor bought."""
+    fine_signal_std: float = setting(0.0, ge=0)
+    """Std, in logits, of a user x item affinity that only a pair-wise feature reveals (the fine
+    ranker's ``fine_signal``: production's real-time and user x item cross features, which a
+    two-tower coarse ranker cannot afford): the fine stage is then much stronger than the
+    coarse one, the premise of distillation and of coarse-fine consistency."""
 
     def __post_init__(self) -> None:
         shares = (
@@ -246,6 +251,7 @@ PHENOMENON_KNOBS = (
     "arrival_days",
     "new_user_share_per_day",
     "new_item_share_per_day",
+    "fine_signal_std",
 )
 """Issue 13's phenomena; each is off at 0, its default, and the world is then exactly the
 world from before they existed."""

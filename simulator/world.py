@@ -11,7 +11,8 @@ The knobs of issue 13's phenomena (all off by default, which is exactly the mode
 a field-cross part of q_i; t / (1 + lambda |t|) for the taste term t; -kappa * max(0, log p_i -
 log budget_u); an item conversion term pi_i and lift * (log p_i - ref) in the purchase logit;
 a per-day random walk of w_u; users and items arriving on later days; logged dwell times of
-behaviours and per-user accidental shares.
+behaviours and per-user accidental shares; sigma_f * f_ui, a user x item affinity only the fine
+ranker's pair-wise feature reveals (``fine_signal``).
 
 Items are stored contiguously by category (category k owns ids ``cat_start[k]:cat_end[k]``),
 which makes "draw an item of category k" an index computation.
@@ -42,6 +43,14 @@ def arrival_days(config: WorldConfig, stream: Stream, ids: np.ndarray, share_per
         later = u < share_per_day * config.arrival_days
         days[later] = 1 + np.minimum((u[later] / share_per_day).astype(np.int64), config.arrival_days - 1)
     return days
+
+
+def fine_signal(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """f_ui for users (B,) and items (B, R), or (R,) shared by all: a standardised logistic
+    variate keyed by (seed, user, item), float32 (B, R). What the fine ranker's pair-wise feature
+    reads; the click logit gains fine_signal_std times it."""
+    u = uniform(seed, Stream.FINE_SIGNAL, np.asarray(users)[:, None], items)
+    return (np.log(u + 2.0**-54) - np.log1p(-u)).astype(np.float32) * np.float32(np.sqrt(3.0) / np.pi)
 
 
 def user_arrival_days(config: WorldConfig, users: np.ndarray) -> np.ndarray:
@@ -343,6 +352,8 @@ class World:
         if c.budget_penalty > 0:
             over = self.item_log_price[items_2d] - self.user_log_budget[users][:, None]
             z = z - c.budget_penalty * np.maximum(over, 0.0)
+        if c.fine_signal_std > 0:
+            z = z + np.float32(c.fine_signal_std) * fine_signal(c.seed, users, items)
         return z.astype(np.float32)
 
     def purchase_logits(self, users: np.ndarray, items: np.ndarray, click_logits: np.ndarray) -> np.ndarray:

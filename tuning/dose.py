@@ -133,7 +133,8 @@ def world_runs(
     data = {"logs": str(folder / "logs"), "world": str(world_file), "users": args.users, "days": 1}
     fine = read_raw(args.fine)
     fine["data"] = {**fine.get("data", {}), **data}
-    fine.get("model", {}).pop("dwell_buckets", None)  # the same fine ranker on every world
+    for key in ("dwell_buckets", "fine_signal"):  # the same fine ranker on every world
+        fine.get("model", {}).pop(key, None)
     fine["out"] = str(folder / "fine.pt")
     base = read_raw(args.base)
     base["data"] = {**base.get("data", {}), **data}

@@ -15,6 +15,7 @@ from simulator.logs import out_of_scene_purchases, write_logs
 from simulator.oracle import Objective, expected_value
 from simulator.segments import SHORT_DWELL_S, accidental_looking_share, user_segments
 from simulator.session import run_static
+from simulator.world import fine_signal
 
 ALL_ON = SMALL.replace(
     field_interaction_std=0.8,
@@ -28,6 +29,7 @@ ALL_ON = SMALL.replace(
     arrival_days=3,
     new_user_share_per_day=0.05,
     new_item_share_per_day=0.2,
+    fine_signal_std=1.0,
 )
 USERS = np.arange(0, SMALL.n_users, 5)
 ITEMS = np.arange(0, SMALL.n_items, 4)
@@ -86,6 +88,28 @@ def test_taste_saturation_and_budget_penalty_follow_their_formulas(small_world) 
     np.testing.assert_allclose(w.click_logits(USERS, ITEMS) - z_off, -over, atol=1e-5)
     assert (over > 0).mean() > 0.1  # a real threshold, hit by many pairs
     assert np.corrcoef(w.user_log_budget, w.user_price_sensitivity)[0, 1] < -0.3
+
+
+def test_fine_signal_adds_a_unit_variance_pair_term_keyed_by_user_and_item_only(small_world) -> None:
+    w = _one_knob(fine_signal_std=0.7)
+    f = fine_signal(SMALL.seed, USERS, ITEMS).astype(np.float64)  # (400, 1250) independent pairs
+    np.testing.assert_allclose(
+        w.click_logits(USERS, ITEMS) - small_world.click_logits(USERS, ITEMS), 0.7 * f, atol=1e-5
+    )
+    # mean 0 and variance 1: 5 standard errors (the logistic's kurtosis is 4.2: var's se sqrt(3.2 / n))
+    assert abs(f.mean()) < 5 / np.sqrt(f.size)
+    assert abs(f.var() - 1) < 5 * np.sqrt(3.2 / f.size)
+    # independent of users' tastes and the day, and the same for a pair in any batch or form
+    taste = small_world.user_vec[USERS] @ small_world.item_vec[ITEMS].T
+    assert abs(np.corrcoef(f.ravel(), taste.ravel())[0, 1]) < 5 / np.sqrt(f.size)
+    per_user = np.broadcast_to(ITEMS[::7], (len(USERS), len(ITEMS[::7])))
+    np.testing.assert_array_equal(fine_signal(SMALL.seed, USERS, per_user), f[:, ::7].astype(np.float32))
+    np.testing.assert_array_equal(fine_signal(SMALL.seed, USERS[3:4], ITEMS), f[3:4].astype(np.float32))
+    np.testing.assert_array_equal(
+        w.click_logits(USERS, per_user, day=2) - w.click_logits(USERS, per_user, day=0),
+        small_world.click_logits(USERS, per_user, day=2) - small_world.click_logits(USERS, per_user, day=0),
+    )
+    assert not np.array_equal(fine_signal(SMALL.seed + 1, USERS[:5], ITEMS), f[:5].astype(np.float32))
 
 
 def test_describe_measures_the_within_user_order_a_dot_product_stand_in_misses() -> None:
