@@ -302,7 +302,9 @@ class FineRanker(nn.Module):
         # the order in which uses of h are built is the order its gradients are summed in
         return FineUser(history=hist, mask=mask, embedded=h, keys=keys, mean=mean_h, user=u)
 
-    def score_items(self, user: FineUser, items: ItemFeatures, fine_signal: Tensor | None = None) -> FineOutput:
+    def score_items(
+        self, user: FineUser, items: ItemFeatures, fine_signal: Tensor | None = None
+    ) -> FineOutput:
         """The outputs for items (B, L) of encoded users (B,); ``fine_signal`` (B, L) is the
         world's pair-wise feature, read if the config says so."""
         hist, mask, h, mean_h, u = user.history, user.mask, user.embedded, user.mean, user.user
@@ -336,7 +338,9 @@ class FineRanker(nn.Module):
             purchase_logit=self.purchase_head(z).squeeze(-1),  # (B, L)
         )
 
-    def forward(self, user: UserFeatures, items: ItemFeatures, fine_signal: Tensor | None = None) -> FineOutput:
+    def forward(
+        self, user: UserFeatures, items: ItemFeatures, fine_signal: Tensor | None = None
+    ) -> FineOutput:
         return self.score_items(self.encode_user(user), items, fine_signal)
 
 
