@@ -392,12 +392,14 @@ def iterate_lists(
         yield make_batch(data, lists, ids)
 
 
-def fine_signal_of(world: dict, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor | None:
+def fine_signal_of(
+    world: dict, users: np.ndarray | torch.Tensor, items: np.ndarray | torch.Tensor
+) -> torch.Tensor | None:
     """The fine ranker's pair-wise feature for users (B,) and items (B, L) of a world (its config
     as a dict), or None when the world has none (``fine_signal_std`` off)."""
     if not world.get("fine_signal_std", 0):
         return None
-    return torch.from_numpy(fine_signal(int(world["seed"]), users.numpy(), items.numpy()))
+    return torch.from_numpy(fine_signal(int(world["seed"]), np.asarray(users), np.asarray(items)))
 
 
 def make_batch(data: LogData, lists: Lists, ids: np.ndarray | torch.Tensor) -> ListBatch:

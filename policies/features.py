@@ -73,4 +73,4 @@ class FeatureStore:
     def fine_signal(self, user_ids: np.ndarray, item_ids: np.ndarray) -> torch.Tensor | None:
         """The fine ranker's pair-wise feature for users (B,) and items (B, R), as training reads
         it (``policies.data.fine_signal_of``); None when the world has none."""
-        return fine_signal_of(self.world, torch.as_tensor(user_ids), torch.as_tensor(item_ids))
+        return fine_signal_of(self.world, user_ids, item_ids)

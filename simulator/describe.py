@@ -13,7 +13,7 @@ from simulator.oracle import Objective, best_in_pool, funnel_loss, oracle_scores
 from simulator.recall import CHANNELS, SessionKeys
 from simulator.segments import SHORT_DWELL_S
 from simulator.session import ScoreFn, SessionBatch, Simulator, run_static
-from simulator.world import World
+from simulator.world import World, fine_signal
 
 
 def baseline_scores(world: World) -> dict[str, ScoreFn]:
@@ -182,7 +182,9 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
     """Effect sizes of the issue-13 knobs that are on (empty when all are off). For the taste
     saturation and the budget threshold also how much of each user's pair order the best
     dot-product stand-in keeps (``*_within_user_tau``: the taste rescaled, resp. a per-user
-    linear price term; 1 = a two-tower model loses nothing on GAUC, which sees only that)."""
+    linear price term; 1 = a two-tower model loses nothing on GAUC, which sees only that); for
+    the fine signal its share of the click logit's within-user variance (what no coarse ranker
+    can learn)."""
     c, w = world.config, world
     rng = np.random.default_rng(c.seed)
     users, items = rng.integers(0, c.n_users, n_pairs), rng.integers(0, c.n_items, n_pairs)
@@ -193,7 +195,7 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
         out["field_part_std"] = float(effect.std())
         fields = (w.item_category, w.item_brand, w.item_price_bucket)
         out["field_part_not_additive_share"] = _additive_residual_share(effect, fields)
-    if c.taste_saturation > 0 or c.budget_penalty > 0:
+    if c.taste_saturation > 0 or c.budget_penalty > 0 or c.fine_signal_std > 0:
         grid_users, grid_items = (
             rng.choice(c.n_users, 200, replace=False),
             rng.choice(c.n_items, 500, replace=False),
@@ -216,6 +218,9 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
         design = np.stack([np.ones_like(price), price], axis=1)  # (500, 2)
         slopes = np.linalg.lstsq(design, -hinge.T, rcond=None)[0]  # (2, 200): per-user linear price term
         out["budget_best_linear_price_within_user_tau"] = _within_user_tau(z, z + hinge + (design @ slopes).T)
+    if c.fine_signal_std > 0:
+        part = c.fine_signal_std * fine_signal(c.seed, grid_users, grid_items).astype(np.float64)
+        out["fine_signal_within_user_variance_share"] = float(part.var(axis=1).mean() / z.var(axis=1).mean())
     if w.history_dwell is not None:
         short = w.history_dwell < SHORT_DWELL_S
         out["short_dwell_share_accidental"] = float(short[~w.history_clean].mean())

@@ -123,6 +123,20 @@ def test_describe_measures_the_within_user_order_a_dot_product_stand_in_misses()
     assert 0 < saturation["saturation_best_dot_within_user_tau"] < 1
 
 
+def test_describe_gives_the_fine_signal_its_share_of_the_within_user_logit_variance(small_world) -> None:
+    # f has unit variance and is independent of the rest, so its share is s^2 / (s^2 + v), v the
+    # within-user variance without it; v estimated on other pairs (200 users x 500 items: its
+    # relative standard error is a few %, which moves the share by < 0.02; 0.03 allowed)
+    rng = np.random.default_rng(1)
+    users = rng.choice(SMALL.n_users, 200, replace=False)
+    items = rng.choice(SMALL.n_items, 500, replace=False)
+    v = small_world.click_logits(users, items).astype(np.float64).var(axis=1).mean()
+    assert "fine_signal_within_user_variance_share" not in phenomena_figures(_one_knob(taste_saturation=1.0))
+    for s in (0.5, 1.5):
+        share = phenomena_figures(_one_knob(fine_signal_std=s))["fine_signal_within_user_variance_share"]
+        assert abs(share - s**2 / (s**2 + v)) < 0.03
+
+
 def test_taste_drift_moves_the_taste_term_by_the_stated_std_per_day(small_world) -> None:
     drift = 0.4
     w = _one_knob(taste_drift=drift)
