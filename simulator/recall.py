@@ -74,8 +74,13 @@ class Recall:
             [s for s in range(max(1, n // 3), n) if math.gcd(s, n) == 1][:64], dtype=np.int64
         )
         # with late items masked out, a longer walk still holds recall_size available items
-        self._explore_length = min(n, size + int((world.item_arrival_day > 0).sum()))
-        self.short_filler = min(size, max(64, size // 4))
+        late = int((world.item_arrival_day > 0).sum())
+        self._explore_length = min(n, size + late)
+        # the short filler makes up for duplicates and, where items arrive later, for the slots
+        # masked out (at most the new-item quota, and the late share of everything else): with
+        # too short a filler a third of the rows are redone with the full walk
+        allowance = self.new_quota + math.ceil(late / n * size) if late else 0
+        self.short_filler = min(self._explore_length, max(64, size // 4) + allowance)
         counts = [
             self.i2i_seeds * self.i2i_per_seed,
             self.taste_quota,
@@ -107,14 +112,12 @@ class Recall:
         # the explore filler tops rows up to R; a short filler almost always suffices, and
         # rows it does not fill are redone with the full one. Because the short filler is a
         # prefix of the full one, both give the same first R distinct items.
-        explore = self._explore(keys)
-        if w.items_arrive:
-            explore = np.where(w.available(explore, keys.day), explore, -1)
-        short = self._first_distinct(np.concatenate([candidates, explore[:, : self.short_filler]], 1))
+        short = self._first_distinct(np.concatenate([candidates, self._explore(keys, self.short_filler)], 1))
         if short.complete.all():
             return RecallSet(short.items, short.channels)
         redo = ~short.complete
-        full = self._first_distinct(np.concatenate([candidates[redo], explore[redo]], 1))
+        explore = self._explore(keys.take(redo), self._explore_length)
+        full = self._first_distinct(np.concatenate([candidates[redo], explore], 1))
         short.items[redo], short.channels[redo] = full.items, full.channels
         return RecallSet(short.items, short.channels)
 
@@ -144,13 +147,18 @@ class Recall:
         best = np.argpartition(-score, self.taste_quota - 1, axis=1)[:, : self.taste_quota]
         return np.take_along_axis(draws, best, axis=1)
 
-    def _explore(self, keys: SessionKeys) -> np.ndarray:
-        c = self.world.config
+    def _explore(self, keys: SessionKeys, length: int) -> np.ndarray:
+        """The first ``length`` items of each session's walk through the pool (-1 where an item
+        has not arrived yet)."""
+        w, c = self.world, self.world.config
         user, day, session = keys.column()
         u = uniform(c.seed, Stream.RECALL_EXPLORE, user, day, session, np.arange(2))
         start = (u[:, 0] * c.n_items).astype(np.int64)
         step = self._explore_steps[(u[:, 1] * len(self._explore_steps)).astype(np.int64)]
-        return (start[:, None] + step[:, None] * np.arange(self._explore_length)) % c.n_items
+        walk = (start[:, None] + step[:, None] * np.arange(length)) % c.n_items
+        if w.items_arrive:
+            walk = np.where(w.available(walk, keys.day), walk, -1)
+        return walk
 
     def _first_distinct(self, candidates: np.ndarray) -> _Distinct:
         """Keep each item's first occurrence (-1 = none), then the first R per row."""

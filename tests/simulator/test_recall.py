@@ -149,3 +149,19 @@ def test_recall_misses_some_of_the_truly_best_items(small_world: World, small_si
     best = best_in_pool(small_world, keys.user, 10)
     loss = funnel_loss(best, [small_sim.recall(keys).items])
     assert 0 < loss["recall"] < 1
+
+
+@settings(deadline=None, max_examples=25)
+@given(small_configs(), st.sampled_from([0.0, 0.2, 0.5]), batches(60))
+def test_recall_does_not_depend_on_the_short_filler(config: WorldConfig, arriving: float, keys) -> None:
+    """The short explore filler is a prefix of the full walk, so its length (the speed-up where
+    items arrive late) cannot change a recall set: no filler, the default and the full walk agree."""
+    if arriving:
+        config = config.replace(new_item_share=0.3, arrival_days=2, new_item_share_per_day=arriving)
+    recall = Recall(World(config))
+    default = recall(keys)
+    for length in (0, recall._explore_length):
+        recall.short_filler = length
+        other = recall(keys)
+        np.testing.assert_array_equal(other.items, default.items)
+        np.testing.assert_array_equal(other.channels, default.channels)
