@@ -242,8 +242,11 @@ def test_a_score_can_depend_on_the_call_it_is_computed_in(small_world, features)
     parts = np.concatenate([fine.score(user, items[:, lo : lo + n])[0] for lo, n in PARTS])
     alone = np.concatenate([whole[lo : lo + n] for lo, n in PARTS])
     np.testing.assert_allclose(parts, alone, rtol=1e-6)  # the same scores up to rounding...
-    assert (parts != alone).any()  # ...but not bit for bit
     np.testing.assert_array_equal(fine.score(user, items)[0], whole)  # the same call is
+    if not (parts != alone).any():  # ...but not bit for bit, on most runs: the kernels torch
+        # picks (and their summation order) are its choice, and on one CI run (2026-12-07,
+        # beside a ladder run) every call summed alike
+        pytest.skip("this run's kernels scored every call bit for bit alike")
 
 
 PARTS = [(lo, n) for n in (1, 7, 10, 33, 600, 610) for lo in (0, 5, 900)]
