@@ -243,9 +243,9 @@ def test_a_score_can_depend_on_the_call_it_is_computed_in(small_world, features)
     alone = np.concatenate([whole[lo : lo + n] for lo, n in PARTS])
     np.testing.assert_allclose(parts, alone, rtol=1e-6)  # the same scores up to rounding...
     np.testing.assert_array_equal(fine.score(user, items)[0], whole)  # the same call is
-    if not (parts != alone).any():  # ...but not bit for bit, on most runs: the kernels torch
-        # picks (and their summation order) are its choice, and on one CI run (2026-12-07,
-        # beside a ladder run) every call summed alike
+    if not (parts != alone).any():  # ...but not bit for bit, on most machines: the kernels torch
+        # picks (and their summation order) are its choice, and on the machine of 2026-12-07
+        # (AVX-512) every call summed alike, in CI and alone
         pytest.skip("this run's kernels scored every call bit for bit alike")
 
 
