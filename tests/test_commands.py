@@ -32,7 +32,7 @@ def run_command(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_main_entry_points_are_installed_commands() -> None:
     assert set(SCRIPTS) == {
-        f"cascade-ab-{c}" for c in ("run", "sim", "train", "ladder", "dose", "serve", "tune")
+        f"cascade-ab-{c}" for c in ("run", "sim", "train", "ladder", "dose", "sequence", "serve", "tune")
     }
 
 
