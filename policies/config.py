@@ -42,7 +42,7 @@ class DataConfig:
     """Users (ids 0..users-1) logged when the folder has to be created."""
     days: int = setting(1, ge=1)
     """Days logged when the folder has to be created."""
-    split: Split = Split.USER
+    split: Split = setting(Split.USER, omitted_at_default=True)
     """Offline protocol: "user" holds users out of training; "day" trains on every logged
     user's days before the last logged day and evaluates on the last one (needs ``days`` >= 2
     of logs; what production teams do)."""
@@ -50,7 +50,7 @@ class DataConfig:
     """Split "user": share of users held out of training for offline evaluation."""
     split_seed: int = 0
     """Split "user": seed of the user split (a hash of (seed, user id))."""
-    validation_share: float = setting(0.0, ge=0, lt=1)
+    validation_share: float = setting(0.0, ge=0, lt=1, omitted_at_default=True)
     """Share of the training users kept out of training to choose the epoch (a hash of
     (split_seed, user id) on a stream of its own): the checkpoint holds the weights of the
     epoch of the lowest loss on their lists (the last epoch's objective), as early stopping
@@ -146,15 +146,9 @@ class RunConfig:
             raise ConfigError("applies to coarse models only", table="distill")
 
     def to_dict(self) -> dict[str, Any]:
-        """The plain config; ``[data] split`` and ``validation_share`` are left out at their
-        defaults ("user", 0), so configs and checkpoints from before they existed stay equal to
-        it (and checkpoints are reused)."""
-        plain = to_plain(self)
-        if self.data.split is Split.USER:
-            del plain["data"]["split"]
-        if self.data.validation_share == 0:
-            del plain["data"]["validation_share"]
-        return plain
+        """The plain config (``to_plain``; settings added later, e.g. ``[data] split``, are left
+        out at their defaults, so configs and checkpoints from before them stay equal to it)."""
+        return to_plain(self)
 
     def portable(self) -> dict[str, Any]:
         """``to_dict`` with paths relative to the checkpoint's folder: what a checkpoint stores
