@@ -14,6 +14,9 @@ over users (``policies.metrics.gauc_difference``). Alterations (``ALTERATIONS``)
   the most NOVA's attention could recover;
 - ``shuffled``: every user gets another user's history: what the sequence carries at all.
 
+For a rung with NOVA the table also gives the attention its logged model pays an accidental
+behaviour against a clean one (``attention_on_accidental``: below 1, it filters the noise).
+
 A distilled rung's teacher reads the same altered histories. The logged rung is cached as the
 ladder caches it (``<out>/<rung>.pt``: ``--out runs/ladder`` reuses a ladder's checkpoints); an
 altered rung is always trained afresh (``<out>/<rung>-<alteration>.pt``). The table goes to
@@ -40,6 +43,8 @@ from abtest.report import markdown_table
 from policies.config import dwell_buckets, read_raw
 from policies.data import LogData
 from policies.evaluate import ClickRows
+from policies.features import FeatureStore
+from policies.models import CoarseRanker, _history_mask, _masked_mean
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config, train
 from simulator.config import load_world_config
@@ -74,6 +79,22 @@ def altered(data: LogData, clean: np.ndarray, alteration: str, seed: int = 0) ->
     return dataclasses.replace(data, history=take(data.history), history_dwell=dwell)
 
 
+def attention_on_accidental(model: CoarseRanker, features: FeatureStore, clean: np.ndarray, users) -> float:
+    """NOVA's attention an accidental behaviour receives (averaged over the queries) over what a
+    clean one receives, over ``users``' histories (``clean`` the world's ``history_clean``): 1 =
+    no discounting, below 1 = NOVA filters the noise; NaN for a model without NOVA."""
+    if model.nova is None:
+        return float("nan")
+    user = features.users(np.asarray(users))
+    mask = _history_mask(user.history)
+    with torch.no_grad():
+        fused = model.embed(user.history)
+        side = fused if model.dwell is None else fused + model.dwell(user)
+        received = _masked_mean(model.nova.weights(side, mask), mask).numpy()  # (B, H)
+    accidental = ~clean[np.asarray(users)] & mask.numpy()
+    return float(received[accidental].mean() / received[~accidental & mask.numpy()].mean())
+
+
 def run_sequence(args: argparse.Namespace, log=print) -> pd.DataFrame:
     unknown = [r for r in args.rungs if r not in dict(STEPS)]
     if unknown:
@@ -94,7 +115,16 @@ def run_sequence(args: argparse.Namespace, log=print) -> pd.DataFrame:
         path = ensure_trained(run, progress=args.progress, log=log)
         scorer = load_scorer(str(path), bench.world, bench.features, "coarse")
         logged = rows.evaluate(name, scorer)
-        table.append({"rung": name, "histories": "logged", "gauc": logged["gauc"], "auc": logged["auc"]})
+        attention = attention_on_accidental(scorer.model, bench.features, clean, bench.split.eval_users)
+        table.append(
+            {
+                "rung": name,
+                "histories": "logged",
+                "gauc": logged["gauc"],
+                "auc": logged["auc"],
+                "NOVA attention accidental / clean": attention,
+            }
+        )
         for alteration in args.histories:
             changed = altered(data, clean, alteration, seed=args.train_seed or 0)
             altered_run = dataclasses.replace(run, out=str(out / f"{name.lstrip('+')}-{alteration}.pt"))

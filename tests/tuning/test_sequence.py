@@ -15,10 +15,12 @@ from hypothesis.extra.numpy import arrays
 from common.config import dumps_toml
 from policies.config import read_raw
 from policies.data import load_logs
+from policies.features import FeatureStore, vocab_of
+from policies.models import CoarseConfig, CoarseRanker
 from simulator import SMALL, World
 from simulator.logs import write_logs
 from tuning import sequence_cli
-from tuning.sequence import altered, denoising_source
+from tuning.sequence import altered, attention_on_accidental, denoising_source
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "models"
@@ -108,6 +110,9 @@ def test_the_command_compares_each_rung_with_itself_on_altered_histories(tmp_pat
             altered_rows["ΔGAUC ‰ vs logged"], 1000 * (altered_rows["gauc"] - logged["gauc"]), atol=1e-9
         )
         assert (altered_rows["ΔGAUC ±95% ‰"] > 0).all(), rung
+    attention = table.set_index(["rung", "histories"])["NOVA attention accidental / clean"]
+    assert np.isnan(attention["dssm"]).all() and attention["+nova"].isna().tolist() == [False, True, True]
+    assert 0.2 < attention["+nova", "logged"] < 5  # a ratio of attention weights, one epoch trained
     for name in ("dssm", "dssm-denoised", "dssm-shuffled", "nova-denoised", "nova-shuffled"):
         assert (tmp_path / "out" / f"{name}.pt").is_file()
     assert (tmp_path / "out" / "sequence.md").read_text().count("\n| ") == 1 + len(table)
@@ -117,3 +122,28 @@ def test_the_command_compares_each_rung_with_itself_on_altered_histories(tmp_pat
     assert f"training coarse model -> {tmp_path / 'out' / 'dssm.pt'}" not in again  # reused
     assert "dssm on shuffled histories" in again  # an altered rung is always trained afresh
     assert "training" in first.err
+
+
+def test_attention_on_accidental_is_one_when_uniform_and_falls_when_short_dwell_is_shunned(noisy_logs):
+    world, _ = noisy_logs
+    features = FeatureStore.from_world(world)
+    config = CoarseConfig(dim=8, nova=True, dwell_buckets=8)
+    model = CoarseRanker(config, vocab_of(world.config), seed=0).eval()
+    users = np.arange(0, NOISY.n_users, 3)
+    without_nova = CoarseRanker(CoarseConfig(dim=8), vocab_of(world.config))
+    assert np.isnan(attention_on_accidental(without_nova, features, world.history_clean, users))
+    with torch.no_grad():
+        model.nova.query.weight.zero_()  # every logit 0: uniform attention
+        assert attention_on_accidental(model, features, world.history_clean, users) == pytest.approx(1.0)
+        # every query reads coordinate 1 (the same +20 for every behaviour), every key
+        # coordinate 0 (-20 under 8 s of dwell, mostly accidental behaviours, +20 above): all
+        # queries attend to the long-dwell behaviours
+        weight = torch.zeros(8, 8)
+        weight[0, 1] = 1.0
+        model.nova.query.weight.copy_(weight)
+        model.nova.key.weight.copy_(torch.eye(8))
+        model.dwell.table.weight.zero_()
+        model.dwell.table.weight[:, 1] = 20.0
+        model.dwell.table.weight[:3, 0] = -20.0
+        model.dwell.table.weight[3:, 0] = 20.0
+        assert attention_on_accidental(model, features, world.history_clean, users) < 0.5
