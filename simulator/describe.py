@@ -140,12 +140,48 @@ def describe(world: World, n_sessions: int = 2_000, n_oracle_users: int = 300, d
             "channel_share": dict(zip(CHANNELS, map(float, channel_share), strict=True)),
             f"oracle_top{c.page_size}_missing_share": miss,
             "oracle_top1_missing_share": best1_missing,
+            "logit_variance_within_recall": logit_variance_shares(world, probe.user, recall.items),
         },
         "policies": policies,
         "phenomena": phenomena_figures(world),
         "response": response_figures(world, sim, all_days),
         "sample": {"sessions": len(all_days), "days": days, "oracle_users": len(probe)},
     }
+
+
+def logit_parts(world: World, users: np.ndarray, items: np.ndarray) -> dict[str, np.ndarray]:
+    """The click logit of ``World.click_logits`` on day 0 for items (B, R) per user, split into
+    its terms (float64, (B, R) each; they sum to it minus the intercept): ``taste`` (saturated),
+    ``sequence`` (gamma * seqsim over the recent clean behaviours), ``item`` (quality and the
+    new-item affinity), ``price`` (sensitivity and budget), ``fine_signal``."""
+    c, w = world.config, world
+    vec = w.item_vec[items].astype(np.float64)  # (B, R, D)
+    taste = np.einsum("brd,bd->br", vec, w.user_vec[users])
+    if c.taste_saturation > 0:
+        taste = taste / (1.0 + c.taste_saturation * np.abs(taste))
+    sims = np.matmul(vec, w.recent_clean_unit[users]).max(axis=-1) / w.item_norm[items]
+    price = -w.user_price_sensitivity[users][:, None] * (w.item_log_price[items] - w.log_price_ref)
+    if c.budget_penalty > 0:
+        price = price - c.budget_penalty * np.maximum(
+            w.item_log_price[items] - w.user_log_budget[users][:, None], 0
+        )
+    new = w.user_new_affinity[users][:, None] * w.item_is_new[items]
+    return {
+        "taste": taste,
+        "sequence": c.seq_gamma * np.maximum(sims, 0.0),
+        "item": (w.item_quality[items] + new).astype(np.float64),
+        "price": price.astype(np.float64),
+        "fine_signal": c.fine_signal_std * fine_signal(c.seed, users, items).astype(np.float64),
+    }
+
+
+def logit_variance_shares(world: World, users: np.ndarray, items: np.ndarray) -> dict[str, float]:
+    """Each term's share of the click logit's within-user variance over items (B, R) per user,
+    e.g. each user's recall set (what the coarse stage ranks): the part a behaviour sequence
+    can reveal is taste + sequence. The shares need not sum to 1 (the terms covary)."""
+    parts = logit_parts(world, users, items)
+    total = sum(parts.values()).var(axis=1).mean()
+    return {f"{name}_share": float(part.var(axis=1).mean() / total) for name, part in parts.items()}
 
 
 def response_figures(

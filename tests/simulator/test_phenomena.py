@@ -10,7 +10,7 @@ import pytest
 from policies.data import load_logs
 from policies.features import FeatureStore
 from simulator import SMALL, SessionKeys, Simulator, World
-from simulator.describe import baseline_scores, phenomena_figures
+from simulator.describe import baseline_scores, logit_parts, logit_variance_shares, phenomena_figures
 from simulator.logs import out_of_scene_purchases, write_logs
 from simulator.oracle import Objective, expected_value
 from simulator.segments import SHORT_DWELL_S, accidental_looking_share, user_segments
@@ -135,6 +135,20 @@ def test_describe_gives_the_fine_signal_its_share_of_the_within_user_logit_varia
     for s in (0.5, 1.5):
         share = phenomena_figures(_one_knob(fine_signal_std=s))["fine_signal_within_user_variance_share"]
         assert abs(share - s**2 / (s**2 + v)) < 0.03
+
+
+@pytest.mark.parametrize("on", [False, True], ids=["knobs off", "all on"])
+def test_the_logit_parts_sum_to_the_click_logit(small_world, world_on, on) -> None:
+    world = world_on if on else small_world
+    keys = SessionKeys.of(USERS[:40])
+    recall = Simulator(world).recall(keys).items
+    parts = logit_parts(world, keys.user, recall)
+    z = world.click_logits(keys.user, recall, 0).astype(np.float64)
+    np.testing.assert_allclose(sum(parts.values()) + world.config.click_intercept, z, atol=1e-4)
+    assert (parts["fine_signal"] == 0).all() != on and (parts["taste"] != 0).any()
+    shares = logit_variance_shares(world, keys.user, recall)
+    assert set(shares) == {f"{name}_share" for name in parts}
+    assert (shares["fine_signal_share"] == 0) != on and shares["taste_share"] > 0
 
 
 def test_taste_drift_moves_the_taste_term_by_the_stated_std_per_day(small_world) -> None:
