@@ -534,6 +534,11 @@ class CoarseRanker(nn.Module):
     def _normalise(self, x: Tensor) -> Tensor:
         return F.normalize(x, dim=-1) if self.config.similarity is Similarity.COSINE else x
 
+    def nova_side(self, user: UserFeatures, fused: Tensor) -> Tensor:
+        """What NOVA's queries and keys read (B, H, D): the history's fused embeddings ``fused``,
+        plus the logged dwell's with ``dwell_buckets``."""
+        return fused if self.dwell is None else fused + self.dwell(user)
+
     def encode_user(self, user: UserFeatures) -> Tensor:
         """The online user side, (B, user_dim)."""
         D, T = self.config.dim, self.config.n_tasks
@@ -541,8 +546,7 @@ class CoarseRanker(nn.Module):
         mask = _history_mask(hist)  # (B, H)
         fused = self.embed(hist)  # (B, H, D)
         if self.nova is not None:
-            side = fused if self.dwell is None else fused + self.dwell(user)  # queries and keys
-            pooled = self.nova(side, self.embed.ids(hist), mask)  # (B, D)
+            pooled = self.nova(self.nova_side(user, fused), self.embed.ids(hist), mask)  # (B, D)
         else:
             pooled = _masked_mean(fused, mask)  # (B, D)
         u = self.user_mlp(torch.cat([self.user(user.user_id), pooled], dim=-1))  # (B, D)

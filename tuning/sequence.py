@@ -39,7 +39,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from abtest.report import markdown_table
 from policies.config import dwell_buckets, read_raw
 from policies.data import LogData
 from policies.evaluate import ClickRows
@@ -88,11 +87,11 @@ def attention_on_accidental(model: CoarseRanker, features: FeatureStore, clean: 
     user = features.users(np.asarray(users))
     mask = _history_mask(user.history)
     with torch.no_grad():
-        fused = model.embed(user.history)
-        side = fused if model.dwell is None else fused + model.dwell(user)
+        side = model.nova_side(user, model.embed(user.history))
         received = _masked_mean(model.nova.weights(side, mask), mask).numpy()  # (B, H)
-    accidental = ~clean[np.asarray(users)] & mask.numpy()
-    return float(received[accidental].mean() / received[~accidental & mask.numpy()].mean())
+    real = mask.numpy()
+    accidental = ~clean[np.asarray(users)] & real
+    return float(received[accidental].mean() / received[~accidental & real].mean())
 
 
 def run_sequence(args: argparse.Namespace, log=print) -> pd.DataFrame:
@@ -156,8 +155,3 @@ def run_sequence(args: argparse.Namespace, log=print) -> pd.DataFrame:
         "GAUC difference to the rung on logged histories ± 95 % over users."
     )
     return frame
-
-
-def format_table(table: pd.DataFrame) -> str:
-    """A Markdown table, numbers to 4 significant digits."""
-    return markdown_table(table, digits=4, missing="")

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions of the bench")
     add_version_argument(parser)
     args = parser.parse_args(argv)
-    from tuning.sequence import format_table, run_sequence  # noqa: PLC0415 (after parsing)
+    from tuning.ladder import format_table  # noqa: PLC0415 (after parsing)
+    from tuning.sequence import run_sequence  # noqa: PLC0415
 
     args.progress = sys.stderr.isatty()
     try:
