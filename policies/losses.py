@@ -134,6 +134,27 @@ def distillation_loss(student_logits: Tensor, teacher_probs: Tensor, mask: Tenso
     return bce_loss(student_logits, teacher_probs.detach(), mask)
 
 
+def listwise_distillation_loss(student_logits: Tensor, teacher_probs: Tensor, mask: Tensor) -> Tensor:
+    """Cross-entropy of the student's softmax over each list against the teacher's
+    probabilities normalised over the list, q_i = p_i / sum_j p_j, averaged over the lists with
+    a positive total: what the teacher says of the list's *order*, shift-free like the listwise
+    hard losses (BCE also fits each probability's level). The teacher is detached."""
+    logits = _clean(student_logits, mask)
+    p = teacher_probs.detach().masked_fill(~mask, 0.0)  # (B, L)
+    total = p.sum(dim=1, keepdim=True)  # (B, 1)
+    q = p / total.clamp(min=torch.finfo(p.dtype).tiny)
+    per_list = _masked_logsumexp(logits, mask)[:, 0] - (q * logits).sum(dim=1)  # (B,)
+    has = total[:, 0] > 0
+    return (per_list * has).sum() / has.sum().clamp(min=1)
+
+
+class DistillLoss(enum.StrEnum):
+    """The distillation loss of a coarse ranker; the values are the names used in configs."""
+
+    BCE = "bce"
+    LISTWISE = "listwise"
+
+
 class ListLoss(enum.StrEnum):
     """The per-task loss of ``multi_task_loss``; the values are the names used in configs."""
 

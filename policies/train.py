@@ -22,7 +22,8 @@ Coarse ranker: the multi-task (exposure, click, purchase) list loss over the sam
 stage 1 (the first ``soft_only_epochs`` epochs) fits soft labels only, stage 2 fits hard
 labels + ``soft_weight`` x soft labels. The soft click label is the teacher's pCTR for
 exposed samples and pCTR x ``label_smoothing_scale`` otherwise; the soft purchase label is
-pCTCVR treated the same way. Teacher outputs are computed once per list entry and cached.
+pCTCVR treated the same way; ``[distill] loss`` fits them listwise (their order over each
+list, the default) or pointwise (BCE). Teacher outputs are computed once per list entry and cached.
 
 Offline evaluation follows ``[data] split`` (``split_logs``): held-out users (``split =
 "user"``) or the last logged day of every user (``"day"``, a time split) never enter training;
@@ -71,10 +72,12 @@ from policies.data import (
 from policies.evaluate import held_out_list_ids, list_metrics, teacher_labels, validation_list_ids
 from policies.features import vocab_of
 from policies.losses import (
+    DistillLoss,
     TaskLogits,
     bce_loss,
     distillation_loss,
     label_smoothed_soft_labels,
+    listwise_distillation_loss,
     multi_task_loss,
 )
 from policies.models import CoarseRanker, FineConfig, FineRanker, Vocab
@@ -196,9 +199,14 @@ class CoarseTask:
             scale = self.run.distill.label_smoothing_scale
             soft_click = label_smoothed_soft_labels(soft[0], exposed, scale)
             soft_buy = label_smoothed_soft_labels(soft[1], exposed, scale)
-            soft_loss = distillation_loss(
-                logits[..., Task.CLICK.index], soft_click, batch.mask
-            ) + distillation_loss(logits[..., Task.PURCHASE.index], soft_buy, batch.mask)
+            fit = (
+                listwise_distillation_loss
+                if self.run.distill.loss is DistillLoss.LISTWISE
+                else distillation_loss
+            )
+            soft_loss = fit(logits[..., Task.CLICK.index], soft_click, batch.mask) + fit(
+                logits[..., Task.PURCHASE.index], soft_buy, batch.mask
+            )
             loss = loss + (soft_loss if stage == 1 else self.run.distill.soft_weight * soft_loss)
         return loss
 

@@ -16,6 +16,7 @@ from policies.losses import (
     distillation_loss,
     label_smoothed_soft_labels,
     list_loss,
+    listwise_distillation_loss,
     multi_positive_softmax_loss,
     multi_positive_softmax_terms,
     multi_task_loss,
@@ -299,3 +300,46 @@ def test_list_loss_names_parse_from_config_strings():
     assert [ListLoss(kind.value) for kind in ListLoss] == list(ListLoss)
     with pytest.raises(ValueError, match="listnet"):
         ListLoss("listnet")
+
+
+@NO_DEADLINE
+@given(
+    hnp.arrays(np.float64, (3, 6), elements=LOGIT),
+    hnp.arrays(np.float64, (3, 6), elements=st.floats(1e-4, 1.0)),
+    st.floats(-20.0, 20.0),
+    st.floats(0.01, 100.0),
+)
+def test_listwise_distillation_is_torchs_soft_target_cross_entropy_and_reads_only_the_order(
+    student, teacher, shift, scale
+):
+    """Over full lists it is torch's cross-entropy against q = p / sum p; it ignores a shift of
+    the student's logits and a common scale of the teacher's probabilities (only the order of
+    the list is distilled), and padding changes nothing."""
+    student, teacher = torch.from_numpy(student), torch.from_numpy(teacher)
+    full = torch.ones(3, 6, dtype=torch.bool)
+    loss = listwise_distillation_loss(student, teacher, full)
+    expected = F.cross_entropy(student, teacher / teacher.sum(1, keepdim=True))
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(listwise_distillation_loss(student + shift, teacher, full), loss)
+    torch.testing.assert_close(listwise_distillation_loss(student, teacher * scale / 100.0, full), loss)
+    padded_mask = torch.cat([full, torch.zeros(3, 2, dtype=torch.bool)], dim=1)
+    padded = listwise_distillation_loss(
+        torch.cat([student, torch.full((3, 2), float("nan"), dtype=torch.float64)], dim=1),
+        torch.cat([teacher, torch.full((3, 2), 0.7, dtype=torch.float64)], dim=1),
+        padded_mask,
+    )
+    torch.testing.assert_close(padded, loss)
+
+
+def test_listwise_distillation_is_smallest_where_the_student_has_the_teachers_order():
+    rng = np.random.default_rng(3)
+    teacher = torch.from_numpy(rng.uniform(0.01, 0.5, (2, 6)))
+    student = torch.log(teacher).requires_grad_(True)
+    mask = torch.ones(2, 6, dtype=torch.bool)
+    listwise_distillation_loss(student, teacher, mask).backward()
+    torch.testing.assert_close(student.grad, torch.zeros_like(student), atol=1e-12, rtol=0)
+    empty = torch.zeros(1, 6, dtype=torch.float64)  # a list the teacher gives nothing counts for nothing
+    both = listwise_distillation_loss(
+        torch.cat([student.detach(), empty]), torch.cat([teacher, empty]), torch.ones(3, 6, dtype=torch.bool)
+    )
+    torch.testing.assert_close(both, listwise_distillation_loss(student.detach(), teacher, mask))

@@ -34,7 +34,8 @@ def test_default_config_searches_the_issue_settings():
     keys = {d.key for d in load_config(ROOT / "configs" / "tune_default.toml").space}
     wanted = {"model.mlp_scorer", "model.fm_cross", "model.nova", "model.senet_bilinear", "model.dim"}
     wanted |= {"train.lr", "train.loss", "distill.label_smoothing_scale", "distill.teacher"}
-    wanted |= {"distill.soft_weight", "distill.soft_only_epochs", "data.unexposed", "data.dropped"}
+    wanted |= {"distill.soft_weight", "distill.soft_only_epochs", "distill.loss"}
+    wanted |= {"data.unexposed", "data.dropped"}
     wanted |= {"data.out_of_scene", "model.temperature"}
     assert wanted <= keys
 
