@@ -155,6 +155,15 @@ class DistillLoss(enum.StrEnum):
     LISTWISE = "listwise"
 
 
+def distill_loss(kind: DistillLoss, student_logits: Tensor, teacher_probs: Tensor, mask: Tensor) -> Tensor:
+    """The one dispatch from a ``DistillLoss`` to its loss function."""
+    match DistillLoss(kind):
+        case DistillLoss.BCE:
+            return distillation_loss(student_logits, teacher_probs, mask)
+        case DistillLoss.LISTWISE:
+            return listwise_distillation_loss(student_logits, teacher_probs, mask)
+
+
 class ListLoss(enum.StrEnum):
     """The per-task loss of ``multi_task_loss``; the values are the names used in configs."""
 

@@ -72,12 +72,10 @@ from policies.data import (
 from policies.evaluate import held_out_list_ids, list_metrics, teacher_labels, validation_list_ids
 from policies.features import vocab_of
 from policies.losses import (
-    DistillLoss,
     TaskLogits,
     bce_loss,
-    distillation_loss,
+    distill_loss,
     label_smoothed_soft_labels,
-    listwise_distillation_loss,
     multi_task_loss,
 )
 from policies.models import CoarseRanker, FineConfig, FineRanker, Vocab
@@ -199,14 +197,10 @@ class CoarseTask:
             scale = self.run.distill.label_smoothing_scale
             soft_click = label_smoothed_soft_labels(soft[0], exposed, scale)
             soft_buy = label_smoothed_soft_labels(soft[1], exposed, scale)
-            fit = (
-                listwise_distillation_loss
-                if self.run.distill.loss is DistillLoss.LISTWISE
-                else distillation_loss
-            )
-            soft_loss = fit(logits[..., Task.CLICK.index], soft_click, batch.mask) + fit(
-                logits[..., Task.PURCHASE.index], soft_buy, batch.mask
-            )
+            kind = self.run.distill.loss
+            soft_loss = distill_loss(
+                kind, logits[..., Task.CLICK.index], soft_click, batch.mask
+            ) + distill_loss(kind, logits[..., Task.PURCHASE.index], soft_buy, batch.mask)
             loss = loss + (soft_loss if stage == 1 else self.run.distill.soft_weight * soft_loss)
         return loss
 

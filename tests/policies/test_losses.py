@@ -9,10 +9,12 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from policies.losses import (
+    DistillLoss,
     ListLoss,
     TaskLogits,
     TaskWeights,
     bce_loss,
+    distill_loss,
     distillation_loss,
     label_smoothed_soft_labels,
     list_loss,
@@ -343,3 +345,16 @@ def test_listwise_distillation_is_smallest_where_the_student_has_the_teachers_or
         torch.cat([student.detach(), empty]), torch.cat([teacher, empty]), torch.ones(3, 6, dtype=torch.bool)
     )
     torch.testing.assert_close(both, listwise_distillation_loss(student.detach(), teacher, mask))
+
+
+def test_distill_loss_names_reach_their_loss_functions():
+    rng = np.random.default_rng(4)
+    student = torch.from_numpy(rng.normal(size=(2, 6)))
+    teacher = torch.from_numpy(rng.uniform(0.01, 0.5, (2, 6)))
+    mask = torch.from_numpy(rng.random((2, 6)) < 0.8)
+    for name, fn in (("bce", distillation_loss), ("listwise", listwise_distillation_loss)):
+        torch.testing.assert_close(
+            distill_loss(DistillLoss(name), student, teacher, mask), fn(student, teacher, mask)
+        )
+    with pytest.raises(ValueError, match="kl"):
+        DistillLoss("kl")
