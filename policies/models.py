@@ -413,9 +413,14 @@ class NovaAttention(nn.Module):
         logits = logits.masked_fill(~mask[:, None, :], torch.finfo(logits.dtype).min)
         return torch.softmax(logits, dim=-1)  # (B, H, H)
 
-    def forward(self, fused: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-        y = self.weights(fused, mask) @ self.value(ids)  # (B, H, D)
-        return self.out(_masked_mean(y, mask))  # (B, D)
+    def forward(self, fused: Tensor, ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The pooled history (B, D) and each behaviour's attention share (B, H): the attention
+        the real behaviours' queries give it, averaged over them (it sums to 1 over a non-empty
+        history, is 1/n everywhere at uniform attention, and is 0 for padding)."""
+        weights = self.weights(fused, mask)  # (B, H, H)
+        pooled = self.out(_masked_mean(weights @ self.value(ids), mask))  # (B, D)
+        share = _masked_mean(weights, mask)  # (B, H)
+        return pooled, share
 
 
 class SENet(nn.Module):
@@ -546,15 +551,16 @@ class CoarseRanker(nn.Module):
         mask = _history_mask(hist)  # (B, H)
         fused = self.embed(hist)  # (B, H, D)
         if self.nova is not None:
-            pooled = self.nova(self.nova_side(user, fused), self.embed.ids(hist), mask)  # (B, D)
+            pooled, share = self.nova(self.nova_side(user, fused), self.embed.ids(hist), mask)
+            history = (share[..., None] * fused).sum(dim=1)  # (B, D) the denoised sequence
         else:
-            pooled = _masked_mean(fused, mask)  # (B, D)
+            pooled = history = _masked_mean(fused, mask)  # (B, D)
         u = self.user_mlp(torch.cat([self.user(user.user_id), pooled], dim=-1))  # (B, D)
         if self.task_projection is not None:
             u = self.task_projection(u).view(-1, T, D)  # (B, T, D)
         parts = [self._normalise(u).flatten(1)]  # (B, user_tower_dim)
         if self.config.fm_cross:
-            parts.append(_masked_mean(fused, mask))  # (B, D)
+            parts.append(history)  # (B, D)
         return torch.cat(parts, dim=-1)  # (B, user_dim)
 
     def encode_items(self, items: ItemFeatures) -> Tensor:

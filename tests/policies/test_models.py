@@ -180,8 +180,8 @@ def test_nova_side_information_steers_attention_but_values_are_ids_only():
     mask = history.item_id >= 0
     with torch.no_grad():
         w1, w2 = nova.weights(embed(history), mask), nova.weights(embed(changed), mask)
-        y1 = nova(embed(history), embed.ids(history), mask)
-        y2 = nova(embed(changed), embed.ids(changed), mask)
+        y1, _ = nova(embed(history), embed.ids(history), mask)
+        y2, _ = nova(embed(changed), embed.ids(changed), mask)
     assert not torch.allclose(w1, w2)
     torch.testing.assert_close(y1, y2)
 
@@ -191,14 +191,33 @@ def test_nova_side_information_changes_output_for_distinct_ids():
     changed = _resample_side(history, 13)
     mask = history.item_id >= 0
     with torch.no_grad():
-        y1 = nova(embed(history), embed.ids(history), mask)
-        y2 = nova(embed(changed), embed.ids(changed), mask)
+        y1, _ = nova(embed(history), embed.ids(history), mask)
+        y2, _ = nova(embed(changed), embed.ids(changed), mask)
     assert not torch.allclose(y1, y2)
 
 
+def test_nova_share_sums_to_one_over_real_behaviours_and_is_uniform_without_query():
+    embed, nova, history = _nova_inputs(18, same_ids=False)
+    ids = history.item_id.clone()
+    ids[0, 3:] = -1  # a short history
+    ids[1] = -1  # an empty one
+    history = dataclasses.replace(history, item_id=ids)
+    mask = ids >= 0
+    with torch.no_grad():
+        _, share = nova(embed(history), embed.ids(history), mask)
+        assert (share[~mask] == 0).all()
+        torch.testing.assert_close(share.sum(dim=1)[mask.any(dim=1)], torch.ones(int(mask.any(dim=1).sum())))
+        assert not torch.allclose(share[0, :3], torch.full((3,), 1 / 3))  # attention is not uniform
+        nova.query.weight.zero_()  # every logit 0: uniform attention over the real behaviours
+        _, uniform = nova(embed(history), embed.ids(history), mask)
+    expected = mask / mask.sum(dim=1, keepdim=True).clamp(min=1)
+    torch.testing.assert_close(uniform, expected.float())
+
+
 def test_fm_cross_adds_weighted_mean_history_dot_product():
-    """With the shared weights copied, FM on vs off differs by exactly w * mean_h <e_h, e_t>,
-    which is non-zero when the target is in the history."""
+    """With the shared weights copied, FM on vs off differs by exactly w * sum_h a_h <e_h, e_t>
+    (a_h: NOVA's attention share, 1/n without NOVA), non-zero when the target is in the
+    history."""
     with_fm = _coarse(dataclasses.replace(ALL_ON, fm_cross=True))
     without = _coarse(dataclasses.replace(ALL_ON, fm_cross=False))
     missing, unexpected = without.load_state_dict(with_fm.state_dict(), strict=False)
@@ -208,7 +227,10 @@ def test_fm_cross_adds_weighted_mean_history_dot_product():
     with torch.no_grad():
         delta = with_fm(user, targets) - without(user, targets)  # (B, 3, T)
         e_h, e_t = with_fm.embed(user.history), with_fm.embed(targets)
-    expected = (e_t @ e_h.mean(dim=1)[:, :, None]) * with_fm.fm_weight.detach()  # (B, 3, T)
+        mask = user.history.item_id >= 0
+        _, share = with_fm.nova(with_fm.nova_side(user, e_h), with_fm.embed.ids(user.history), mask)
+    history = (share[..., None] * e_h).sum(dim=1)  # (B, D)
+    expected = (e_t @ history[:, :, None]) * with_fm.fm_weight.detach()  # (B, 3, T)
     torch.testing.assert_close(delta, expected, rtol=1e-4, atol=1e-5)
     assert expected.abs().min() > 0
 
@@ -429,12 +451,15 @@ def reference_models(tmp_path_factory):
     del sys.modules[spec.name]
 
 
-@pytest.mark.parametrize("kind", ["coarse_nova", "coarse_all", "fine"])
+@pytest.mark.parametrize("kind", ["coarse_nova", "coarse_all_but_fm", "fine"])
 def test_models_without_dwell_are_the_reference_codes_byte_for_byte(reference_models, kind):
     # same seed: same weights, same checkpoint version, same outputs even when the features
-    # carry dwell (the reference code has no notion of it)
+    # carry dwell (the reference code has no notion of it); not with NOVA and the FM cross
+    # together: NOVA's attention weights the FM cross's history since 2026-12-08
     ref = reference_models
-    config = {"coarse_nova": CoarseConfig(nova=True), "coarse_all": ALL_ON, "fine": FineConfig()}[kind]
+    all_but_fm = dataclasses.replace(ALL_ON, fm_cross=False)
+    configs = {"coarse_nova": CoarseConfig(nova=True), "coarse_all_but_fm": all_but_fm, "fine": FineConfig()}
+    config = configs[kind]
     old_config = from_mapping(ref.FineConfig if kind == "fine" else ref.CoarseConfig, to_plain(config))
     old_vocab = ref.Vocab(**dataclasses.asdict(VOCAB))
     new = (FineRanker if kind == "fine" else CoarseRanker)(config, VOCAB, seed=3).eval()
