@@ -48,6 +48,7 @@ class Stream(enum.IntEnum):
     USER_ARRIVAL = 65
     ITEM_ARRIVAL = 66
     FINE_SIGNAL = 67
+    HISTORY_NOISE_POPULAR = 68
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -155,6 +155,11 @@ class WorldConfig:
     """Each behaviour gets a logged dwell time whose log is N(0, 1) around log 20 s for clean
     behaviours and this many stds shorter for accidental ones (0 = no dwell feature): noise that
     side information identifies (NOVA)."""
+    history_noise_popular: float = setting(0.0, ge=0, le=1)
+    """Share of the accidental behaviours that land on an item drawn by popularity (what a feed
+    shows most, where a stray tap lands) instead of uniformly over the pool: noise with trained
+    embeddings that pulls every profile towards the same items, which a mean over the history
+    cannot shrug off and attention that reads dwell can (NOVA)."""
     history_noise_spread: float = setting(0.0, ge=0, le=0.5)
     """Std across users of their accidental share (Beta with mean history_noise, 0 = every
     user history_noise): "mindful" users with few accidental clicks exist (segments)."""
@@ -244,6 +249,7 @@ PHENOMENON_KNOBS = (
     "taste_saturation",
     "budget_penalty",
     "history_dwell_separation",
+    "history_noise_popular",
     "history_noise_spread",
     "conversion_std",
     "conversion_price_lift",

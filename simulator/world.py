@@ -251,6 +251,13 @@ class World:
             self.user_noise_share[:, None] if c.history_noise_spread > 0 else c.history_noise
         )
         history[accidental] = rng.integers(0, c.n_items, int(accidental.sum()))
+        if c.history_noise_popular > 0:  # keyed by (user, position): no other draw moves
+            users, positions = np.nonzero(accidental)
+            keys = (users[:, None], positions[:, None], np.arange(3))
+            u = uniform(c.seed, Stream.HISTORY_NOISE_POPULAR, *keys)  # (n, 3)
+            popular = self.popularity_alias.sample(u[:, 0], u[:, 1])
+            slips = history[users, positions]
+            history[users, positions] = np.where(u[:, 2] < c.history_noise_popular, popular, slips)
         self.history = history  # (U, H) observed behaviour sequence, oldest first
         self.history_clean = ~accidental  # (U, H) known only to the world
         self.history_dwell = None  # (U, H) float32 logged dwell seconds, if the knob is on

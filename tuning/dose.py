@@ -13,8 +13,9 @@ cut) and the online gain, paired differences of clicks and GMV per session over 
 held-out users and random numbers. A technique is also measured on the worlds of the other
 techniques' knobs at their default level: its gain should rise with its own knob, not theirs.
 
-Pairs without distillation (no teacher outputs to compute, 2-4x cheaper): MLP scorer = DSSM ->
-DSSM + MLP; NOVA and SENET + bilinear each on top of DSSM + MLP + FM (the ladder's "+fm" rung).
+Pairs without distillation (no teacher outputs to compute, 2-4x cheaper): MLP scorer = DSSM + FM
+-> DSSM + FM + MLP (the ladder's "+fm" and "+mlp" rungs); NOVA and SENET + bilinear each on top of
+DSSM + FM + MLP (the ladder's "+mlp" rung).
 NOVA reads the logged dwell (``[model] dwell_buckets``) on worlds that log it. Every world's
 logs, fine ranker and rungs are cached under ``<out>/<world>/`` (a rerun reuses them); the table
 and the figure are ``<out>/dose.{md,csv,png}``.
@@ -78,9 +79,15 @@ class Technique:
 
 
 TECHNIQUES = (
-    Technique("mlp", ("taste_saturation", "budget_penalty"), "dssm", {"model": {"mlp_scorer": True}}),
-    Technique("nova", ("history_dwell_separation",), "+fm", {"model": {"nova": True}}, reads_dwell=True),
-    Technique("senet_bilinear", ("field_interaction_std",), "+fm", {"model": {"senet_bilinear": True}}),
+    Technique("mlp", ("taste_saturation", "budget_penalty"), "+fm", {"model": {"mlp_scorer": True}}),
+    Technique(
+        "nova",
+        ("history_dwell_separation", "history_noise_popular"),
+        "+mlp",
+        {"model": {"nova": True}},
+        reads_dwell=True,
+    ),
+    Technique("senet_bilinear", ("field_interaction_std",), "+mlp", {"model": {"senet_bilinear": True}}),
 )
 TECHNIQUE_NAMES = tuple(t.name for t in TECHNIQUES)
 

@@ -26,10 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         "hitrate) and online gain (paired Δ clicks / GMV per session with 95 % intervals). Logs, fine "
         "ranker and rungs of every world are cached under --out; the table and the figure are written to "
         "<out>/dose.{md,csv,png}.",
-        epilog="Pairs (rung before -> technique rung, own knobs): mlp = dssm -> dssm+mlp (taste_saturation, "
-        "budget_penalty); nova = +fm -> +fm+nova, reading the logged dwell where the world logs it "
-        "(history_dwell_separation); senet_bilinear = +fm -> +fm+senet_bilinear (field_interaction_std); "
-        "+fm is the ladder's DSSM + MLP + FM rung. Levels: off = 0, default = the knob's strength in the "
+        epilog="Pairs (rung before -> technique rung, own knobs): mlp = +fm -> +fm+mlp (taste_saturation, "
+        "budget_penalty); nova = +mlp -> +mlp+nova, reading the logged dwell where the world logs it "
+        "(history_dwell_separation, history_noise_popular); senet_bilinear = +mlp -> +mlp+senet_bilinear "
+        "(field_interaction_std); +fm is the ladder's DSSM + FM rung, +mlp its DSSM + FM + MLP rung. "
+        "Levels: off = 0, default = the knob's strength in the "
         "feed world (configs/world_feed.toml), strong = twice that.",
     )
     parser.add_argument("--world", default="small", help='base world: "small", "default" or a TOML file')

@@ -3,7 +3,7 @@
     python -m tuning.ladder               # default world, ~20k logged users (or cascade-ab-ladder)
     python -m tuning.ladder --help
 
-Rungs are cumulative, starting from the baseline DSSM config: + MLP scorer, + FM cross,
+Rungs are cumulative, starting from the baseline DSSM config: + FM cross, + MLP scorer,
 + distillation from the fine ranker (label-smoothed soft labels, two stages), + NOVA,
 + SENET/bilinear, and "full" (+ out-of-scene positives and seed 002's multi-positive
 softmax), which equals ``configs/models/coarse_full.toml``; then seed 002's ablations of the
@@ -58,8 +58,8 @@ from tuning.online import session_outcomes
 
 STEPS: list[tuple[str, dict[str, dict[str, Any]]]] = [
     ("dssm", {}),
-    ("+mlp", {"model": {"mlp_scorer": True}}),
     ("+fm", {"model": {"fm_cross": True}}),
+    ("+mlp", {"model": {"mlp_scorer": True}}),
     ("+distill", {"distill": {"teacher": "FINE"}}),
     ("+nova", {"model": {"nova": True}}),
     ("+senet_bilinear", {"model": {"senet_bilinear": True}}),

@@ -22,6 +22,7 @@ ALL_ON = SMALL.replace(
     taste_saturation=0.5,
     budget_penalty=1.0,
     history_dwell_separation=2.0,
+    history_noise_popular=0.5,
     history_noise_spread=0.15,
     conversion_std=1.0,
     conversion_price_lift=0.8,
@@ -190,6 +191,24 @@ def test_dwell_times_identify_accidental_behaviours(small_world) -> None:
     assert abs(gap - sep) < 5 * np.sqrt(1 / clean.size + 1 / noise.size)
     short = w.history_dwell < SHORT_DWELL_S
     assert short[~w.history_clean].mean() > 3 * short[w.history_clean].mean()
+
+
+def test_popular_noise_moves_a_share_of_the_accidental_behaviours_onto_popular_items() -> None:
+    base = _one_knob(history_dwell_separation=2.0)
+    w = _one_knob(history_dwell_separation=2.0, history_noise_popular=0.5)
+    clean = base.history_clean
+    np.testing.assert_array_equal(w.history_clean, clean)  # the same slips, the same dwell
+    np.testing.assert_array_equal(w.history_dwell, base.history_dwell)
+    np.testing.assert_array_equal(w.history[clean], base.history[clean])
+    moved = w.history[~clean] != base.history[~clean]
+    n = moved.size
+    # half the slips are redrawn by popularity; a redraw hits the old item with chance < 1e-3
+    assert abs(moved.mean() - 0.5) < 5 * np.sqrt(0.25 / n) + 1e-3
+    top = base.popularity_rank < SMALL.n_items // 100  # the top 1 % of items
+    assert abs(top[base.history[~clean]].mean() - 0.01) < 5 * np.sqrt(0.01 / n)  # uniform slips
+    expected = base.item_popularity[top].sum()  # the popularity mass of the top 1 %
+    popular_share = top[w.history[~clean][moved]].mean()
+    assert abs(popular_share - expected) < 5 * np.sqrt(expected * (1 - expected) / moved.sum())
 
 
 def test_noise_spread_gives_users_their_own_accidental_share(small_world) -> None:

@@ -57,7 +57,9 @@ def test_proposed_strengths_are_the_feed_worlds_knobs():
 def test_sweep_measures_every_technique_on_every_default_world_and_only_its_own_strong_ones():
     worlds = sweep_worlds(TECHNIQUES)
     assert worlds[0].name == "off" and worlds[0].techniques == TECHNIQUES
-    assert len({w.name for w in worlds}) == len(worlds) == 1 + 2 * 4
+    n_knobs = len({knob for t in TECHNIQUES for knob in t.knobs})
+    assert n_knobs == 5
+    assert len({w.name for w in worlds}) == len(worlds) == 1 + 2 * n_knobs
     for world in worlds[1:]:
         if world.level == "default":
             assert world.techniques == TECHNIQUES
@@ -70,15 +72,15 @@ def test_each_technique_rung_is_the_rung_before_plus_the_technique():
     base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
     ladder = ladder_configs(base, "fine.toml", Path("out"))
     name, mlp = BY_NAME["mlp"].rung_configs(ladder, SMALL)
-    assert name == "dssm+mlp"
+    assert name == "fm+mlp"
     assert {**mlp, "out": ""} == {**ladder["+mlp"], "out": ""}  # the ladder's own +mlp rung
-    assert mlp["out"] == str(Path("out") / "dssm+mlp.pt")
+    assert mlp["out"] == str(Path("out") / "fm+mlp.pt")
     for logs_dwell, buckets in ((SMALL, None), (SMALL.replace(history_dwell_separation=1.5), 8)):
         _, nova = BY_NAME["nova"].rung_configs(ladder, logs_dwell)
-        assert nova["model"] == {**ladder["+fm"]["model"], "nova": True} | (
+        assert nova["model"] == {**ladder["+mlp"]["model"], "nova": True} | (
             {"dwell_buckets": buckets} if buckets else {}
         )
-    assert "distill" not in ladder["+fm"]  # the pairs need no teacher outputs
+    assert "distill" not in ladder["+mlp"]  # the pairs need no teacher outputs
 
 
 def test_the_command_offers_the_techniques_of_the_module():
@@ -114,7 +116,7 @@ def tiny_sweep(tmp_path_factory):
     return folder / "out", argv
 
 
-@pytest.mark.slow  # five worlds logged and trained end to end: ~1 min
+@pytest.mark.slow  # seven worlds logged and trained end to end: ~1.5 min
 def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files(tiny_sweep, capsys):
     out, argv = tiny_sweep
     assert dose_cli.main(argv) == 0
@@ -125,16 +127,19 @@ def test_the_command_writes_one_row_per_technique_and_world_and_reuses_its_files
         ("nova", "none", "off", True),
         ("nova", "history_dwell_separation", "default", True),
         ("nova", "history_dwell_separation", "strong", True),
+        ("nova", "history_noise_popular", "default", True),
+        ("nova", "history_noise_popular", "strong", True),
         ("nova", "field_interaction_std", "default", False),
         ("senet_bilinear", "none", "off", True),
         ("senet_bilinear", "field_interaction_std", "default", True),
         ("senet_bilinear", "field_interaction_std", "strong", True),
         ("senet_bilinear", "history_dwell_separation", "default", False),
+        ("senet_bilinear", "history_noise_popular", "default", False),
     ]
     separation = proposed_strengths()["history_dwell_separation"]
     assert table.loc[2, "strength"] == 2 * table.loc[1, "strength"] == 2 * separation
     assert (table["Δexact_clicks ±95%"] > 0).all() and (table["ΔGAUC ±95% ‰"] > 0).all()
-    assert "training coarse model" in first.err and "[5/5] world field_interaction_std-strong" in first.err
+    assert "training coarse model" in first.err and "[7/7] world field_interaction_std-strong" in first.err
     assert (out / "dose.md").read_text().count("\n| ") == 1 + len(rows)  # header and rows
     assert (out / "dose.png").stat().st_size > 10_000
 
@@ -192,5 +197,5 @@ def test_every_world_trains_the_same_fine_ranker_and_nova_reads_dwell_only_where
         fine, rungs = world_runs(args, world, tmp_path / str(separation), TECHNIQUES)
         assert "dwell_buckets" not in fine.get("model", {})  # the feed config's fine ranker reads dwell
         parse_config(fine)
-        nova = rungs["fm+nova"]["model"]
+        nova = rungs["mlp+nova"]["model"]
         assert nova.get("dwell_buckets") == (None if separation == 0 else 8)
