@@ -261,6 +261,9 @@ def phenomena_figures(world: World, n_pairs: int = 20_000) -> dict[str, float]:
         short = w.history_dwell < SHORT_DWELL_S
         out["short_dwell_share_accidental"] = float(short[~w.history_clean].mean())
         out["short_dwell_share_clean"] = float(short[w.history_clean].mean())
+    if c.history_noise_popular > 0:  # uniform slips: 1 % of them land on the top 1 %
+        top = w.popularity_rank < max(1, c.n_items // 100)
+        out["accidental_share_on_top1pct_items"] = float(top[w.history[~w.history_clean]].mean())
     if c.history_noise_spread > 0:
         out["user_accidental_share_std"] = float(w.user_noise_share.std())
     if c.conversion_std > 0:

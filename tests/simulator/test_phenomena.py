@@ -209,6 +209,10 @@ def test_popular_noise_moves_a_share_of_the_accidental_behaviours_onto_popular_i
     expected = base.item_popularity[top].sum()  # the popularity mass of the top 1 %
     popular_share = top[w.history[~clean][moved]].mean()
     assert abs(popular_share - expected) < 5 * np.sqrt(expected * (1 - expected) / moved.sum())
+    described = phenomena_figures(w)["accidental_share_on_top1pct_items"]  # half uniform, half popular
+    mixed = 0.5 * 0.01 + 0.5 * expected
+    assert abs(described - mixed) < 5 * np.sqrt(mixed * (1 - mixed) / n)
+    assert "accidental_share_on_top1pct_items" not in phenomena_figures(base)
 
 
 def test_noise_spread_gives_users_their_own_accidental_share(small_world) -> None:
