@@ -77,6 +77,16 @@ coarse survivors nor random negatives among the negatives; unexposed items' soft
 teacher's pCTR times their exposure probability, instead of pCTR x a small scale; no
 out-of-scene purchases as positives)."""
 
+LEAVE_ONE_OUT: list[tuple[str, dict[str, dict[str, Any]]]] = [
+    ("full-fm", {"model": {"fm_cross": False}}),
+    ("full-mlp", {"model": {"mlp_scorer": False}}),
+    ("full-distill", {"distill": {"teacher": ""}}),
+    ("full-nova", {"model": {"nova": False, "dwell_buckets": None}}),
+    ("full-senet_bilinear", {"model": {"senet_bilinear": False}}),
+]
+"""With ``--leave-one-out``: the full model without one of the architectural techniques, which
+asks what each is worth beside all the others (a rung's step asks it beside the rungs before)."""
+
 
 def with_changes(raw: dict[str, Any], changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """A copy of the raw config ``raw`` with the settings of ``changes`` (per table) set."""
@@ -105,13 +115,19 @@ def ladder_configs(
     return configs
 
 
-def ablation_configs(full: dict[str, Any], out_dir: Path) -> dict[str, dict[str, Any]]:
-    """The raw training config of every ``ABLATIONS`` row: the full rung's ``full`` with its
-    change."""
-    return {
-        name: {**with_changes(full, changes), "out": str(out_dir / f"{name}.pt")}
-        for name, changes in ABLATIONS
-    }
+def ablation_configs(
+    full: dict[str, Any], out_dir: Path, ablations: Sequence[tuple[str, dict]] = tuple(ABLATIONS)
+) -> dict[str, dict[str, Any]]:
+    """The raw training config of every row of ``ablations`` (``ABLATIONS``, or with
+    ``LEAVE_ONE_OUT``): the full rung's ``full`` with its change (``None``: the setting
+    removed, back to its default)."""
+    configs = {}
+    for name, changes in ablations:
+        raw = with_changes(full, changes)
+        for table in changes:
+            raw[table] = {k: v for k, v in raw[table].items() if v is not None}
+        configs[name] = {**raw, "out": str(out_dir / f"{name}.pt")}
+    return configs
 
 
 def paired_vs_reference(
@@ -250,7 +266,8 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
     base = read_raw(args.base)
     world_config = load_world_config(parse_config(base, "the base config").data.world)
     configs = ladder_configs(base, args.fine, out_dir, dwell_buckets(world_config))
-    configs |= ablation_configs(configs["full"], out_dir)
+    ablation_rows = ABLATIONS + (LEAVE_ONE_OUT if args.leave_one_out else [])
+    configs |= ablation_configs(configs["full"], out_dir, ablation_rows)
     override_training(configs, args.epochs, args.train_seed)
     for raw in configs.values():
         data = raw.setdefault("data", {})
@@ -299,7 +316,7 @@ def run_ladder(args: argparse.Namespace, log=print) -> pd.DataFrame:
             row["ΔGAUC ‰ vs dssm"], row["ΔGAUC ±95% ‰"] = offline.gauc_difference(row["model"], "dssm")
             row.update(paired[row["model"]])
     table = pd.DataFrame(rows, columns=list(max(rows, key=len)))  # a trained rung's column order
-    ablations = [name for name, _ in ABLATIONS]
+    ablations = [name for name, _ in ablation_rows]
     trained = [name for name in runs if name in outcomes and name not in ablations]
     if len(trained) >= 2 and trained[0] == "dssm":
         done = [name for name in ablations if name in outcomes]

@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-sessions", type=int, default=500, help="held-out sessions for hitrate/funnel")
     parser.add_argument("--online-users", type=int, default=2000, help="held-out users simulated online")
     parser.add_argument(
+        "--leave-one-out",
+        action="store_true",
+        help="also train the full model without each architectural technique (FM, MLP, distillation, "
+        "NOVA, SENET + bilinear; ~10 min more) and test the full model against each",
+    )
+    parser.add_argument(
         "--replicates",
         nargs="+",
         metavar="DIR",

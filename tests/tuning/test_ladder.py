@@ -20,6 +20,7 @@ from policies.train import parse_config
 from simulator.config import SMALL, load_world_config
 from tuning.ladder import (
     ABLATIONS,
+    LEAVE_ONE_OUT,
     STEPS,
     ablation_configs,
     format_table,
@@ -84,6 +85,27 @@ def test_each_ablation_takes_exactly_its_technique_from_the_full_rung():
         assert raw["out"] == str(Path("out") / f"{name}.pt")
     assert "data" not in dict(ABLATIONS)["full-label_smoothing"]  # full itself is not changed
     assert full["data"]["unexposed"] and full["distill"]["label_smoothing_scale"] == 0.1
+
+
+def test_each_leave_one_out_row_is_the_full_model_without_exactly_its_technique():
+    base = tomllib.loads((CONFIGS / "coarse_dssm.toml").read_text())
+    full = ladder_configs(base, "fine.toml", Path("out"), dwell=8)["full"]
+    rows = ablation_configs(full, Path("out"), LEAVE_ONE_OUT)
+    full_run = parse_config(full)
+    switches = ("fm_cross", "mlp_scorer", "nova", "senet_bilinear")
+    assert all(getattr(full_run.model, s) for s in switches) and full_run.distill.enabled
+    for name, raw in rows.items():
+        run = parse_config(raw)
+        off = {s for s in switches if not getattr(run.model, s)} | (
+            {"distill"} if not run.distill.enabled else set()
+        )
+        technique = {"fm": "fm_cross", "mlp": "mlp_scorer", "senet_bilinear": "senet_bilinear"}
+        assert off == {technique.get(name.removeprefix("full-"), name.removeprefix("full-"))}
+        assert run.data == full_run.data and run.train == full_run.train
+        assert raw["out"] == str(Path("out") / f"{name}.pt")
+    assert parse_config(rows["full-nova"]).model.dwell_buckets is None  # dwell is NOVA's input
+    assert "dwell_buckets" not in rows["full-nova"]["model"]
+    assert parse_config(rows["full-fm"]).model.dwell_buckets == 8
 
 
 def test_training_overrides_reach_every_rung_and_leave_distillation_a_hard_label_epoch():
