@@ -89,10 +89,14 @@ asks what each is worth beside all the others (a rung's step asks it beside the 
 
 
 def with_changes(raw: dict[str, Any], changes: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """A copy of the raw config ``raw`` with the settings of ``changes`` (per table) set."""
+    """A copy of the raw config ``raw`` with the settings of ``changes`` (per table) set; a
+    setting changed to ``None`` is removed (back to its default)."""
     raw = copy.deepcopy(raw)
     for table, values in changes.items():
-        raw.setdefault(table, {}).update(values)
+        settings = raw.setdefault(table, {})
+        settings.update(values)
+        for key in [k for k, v in values.items() if v is None]:
+            del settings[key]
     return raw
 
 
@@ -119,15 +123,11 @@ def ablation_configs(
     full: dict[str, Any], out_dir: Path, ablations: Sequence[tuple[str, dict]] = tuple(ABLATIONS)
 ) -> dict[str, dict[str, Any]]:
     """The raw training config of every row of ``ablations`` (``ABLATIONS``, or with
-    ``LEAVE_ONE_OUT``): the full rung's ``full`` with its change (``None``: the setting
-    removed, back to its default)."""
-    configs = {}
-    for name, changes in ablations:
-        raw = with_changes(full, changes)
-        for table in changes:
-            raw[table] = {k: v for k, v in raw[table].items() if v is not None}
-        configs[name] = {**raw, "out": str(out_dir / f"{name}.pt")}
-    return configs
+    ``LEAVE_ONE_OUT``): the full rung's ``full`` with its change."""
+    return {
+        name: {**with_changes(full, changes), "out": str(out_dir / f"{name}.pt")}
+        for name, changes in ablations
+    }
 
 
 def paired_vs_reference(

@@ -43,7 +43,7 @@ from policies.config import dwell_buckets, read_raw
 from policies.data import LogData
 from policies.evaluate import ClickRows
 from policies.features import FeatureStore
-from policies.models import CoarseRanker, _history_mask, _masked_mean
+from policies.models import CoarseRanker, _history_mask
 from policies.rankers import load_scorer
 from policies.train import ensure_trained, parse_config, train
 from simulator.config import load_world_config
@@ -88,7 +88,8 @@ def attention_on_accidental(model: CoarseRanker, features: FeatureStore, clean: 
     mask = _history_mask(user.history)
     with torch.no_grad():
         side = model.nova_side(user, model.embed(user.history))
-        received = _masked_mean(model.nova.weights(side, mask), mask).numpy()  # (B, H)
+        _, received = model.nova(side, model.embed.ids(user.history), mask)  # share (B, H)
+        received = received.numpy()
     real = mask.numpy()
     accidental = ~clean[np.asarray(users)] & real
     return float(received[accidental].mean() / received[~accidental & real].mean())
